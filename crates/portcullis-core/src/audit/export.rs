@@ -1,0 +1,106 @@
+//! Export shapes. An exported event is always exactly one line, whatever its fields contain, so
+//! a crafted actor name or reason cannot forge a line in a CSV or JSONL file (log injection).
+
+use serde::Serialize;
+
+use super::event::AuditEvent;
+
+/// One event as JSONL and CSV exports show it. JSON escapes every control character, so one
+/// record is one line.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportRecord {
+    pub seq: i64,
+    pub ts: String,
+    pub actor: String,
+    pub role: String,
+    pub action: String,
+    pub target: String,
+    pub grant_id: Option<i64>,
+    pub session_id: Option<String>,
+    pub source: Option<String>,
+    /// The details object, or the raw text if it is not JSON.
+    pub details: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl From<&AuditEvent> for ExportRecord {
+    fn from(ev: &AuditEvent) -> Self {
+        Self {
+            seq: ev.seq,
+            ts: ev.ts.to_rfc3339(),
+            actor: ev.actor.clone(),
+            role: ev.role.clone(),
+            action: ev.action.clone(),
+            target: ev.target.clone(),
+            grant_id: ev.grant_id,
+            session_id: ev.session_id.clone(),
+            source: ev.source.clone(),
+            details: serde_json::from_str(&ev.details)
+                .unwrap_or_else(|_| serde_json::Value::String(ev.details.clone())),
+            prev_hash: ev.prev_hash.to_hex(),
+            hash: ev.hash.to_hex(),
+        }
+    }
+}
+
+impl ExportRecord {
+    pub const CSV_HEADER: [&'static str; 12] = [
+        "seq",
+        "ts",
+        "actor",
+        "role",
+        "action",
+        "target",
+        "grant_id",
+        "session_id",
+        "source",
+        "details",
+        "prev_hash",
+        "hash",
+    ];
+
+    pub fn jsonl_line(&self) -> String {
+        // Invariant: serialising plain strings, integers and a JSON value cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    pub fn csv_row(&self) -> [String; 12] {
+        let opt = |o: &Option<String>| csv_cell(o.as_deref().unwrap_or(""));
+        [
+            self.seq.to_string(),
+            self.ts.clone(),
+            csv_cell(&self.actor),
+            csv_cell(&self.role),
+            csv_cell(&self.action),
+            csv_cell(&self.target),
+            self.grant_id.map(|g| g.to_string()).unwrap_or_default(),
+            opt(&self.session_id),
+            opt(&self.source),
+            csv_cell(&self.details.to_string()),
+            self.prev_hash.clone(),
+            self.hash.clone(),
+        ]
+    }
+}
+
+/// Makes free text safe for a CSV cell read by people and spreadsheets: control characters
+/// (newlines included) become visible `\n`, `\r`, `\t` or `\u{..}` escapes so a record stays on one
+/// line, and a leading `=`, `+`, `-` or `@` gets a `'` so a spreadsheet never runs it as a formula.
+pub fn csv_cell(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    if text.starts_with(['=', '+', '-', '@']) {
+        out.push('\'');
+    }
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}

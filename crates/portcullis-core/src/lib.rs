@@ -1,0 +1,25 @@
+//! The pure domain of Portcullis.
+//!
+//! Nothing in this crate does IO or reads the clock: every function that depends on time takes
+//! `now` as an argument (as `quinn-proto` does), so grants, windows, policies and the audit chain
+//! are tested deterministically. The store, the web service and the relay build on these types.
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod device;
+pub mod error;
+pub mod names;
+pub mod policy;
+pub mod request;
+pub mod role;
+pub mod timestamp;
+pub mod window;
+
+pub use device::{Criticality, Device, DeviceProfile, NetworkAddress, Port, Target};
+pub use error::ValidationError;
+pub use names::{DeviceName, OrgName, Username};
+pub use policy::DevicePolicy;
+pub use request::{AccessRequest, Approval, RequestState, TransitionError};
+pub use role::Role;
+pub use timestamp::Timestamp;
+pub use window::Window;
