@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod clock;
 pub mod device;
 pub mod error;
 pub mod names;
@@ -15,6 +16,7 @@ pub mod role;
 pub mod timestamp;
 pub mod window;
 
+pub use clock::Clock;
 pub use device::{Criticality, Device, DeviceProfile, NetworkAddress, Port, Target};
 pub use error::ValidationError;
 pub use names::{DeviceName, OrgName, Username};

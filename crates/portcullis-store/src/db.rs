@@ -1,0 +1,239 @@
+//! Connecting: the backend from the URL, SQLite pragmas, migrations, the append-only guard probe.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+
+use crate::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Backend, StoreError> {
+        let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
+        match scheme {
+            "sqlite" => Ok(Backend::Sqlite),
+            "postgres" | "postgresql" => Ok(Backend::Postgres),
+            _ => Err(StoreError::Connect(format!(
+                "'{}' is not a database URL; use sqlite://<path> or postgres://user@host/db",
+                redact(url)
+            ))),
+        }
+    }
+}
+
+/// The URL without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// SQLite settings for every connection.
+///
+/// `synchronous = FULL` in WAL mode syncs the WAL at every commit, so an event acknowledged as
+/// written survives a power cut, not only a process crash (NORMAL may lose the last commits on
+/// power loss). Group commit pays for it. See docs/decisions/0001-sqlite-durability.md.
+const SQLITE_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
+                              PRAGMA busy_timeout = 10000; PRAGMA trusted_schema = OFF;";
+
+pub(crate) async fn connect(
+    url: &str,
+    backend: Backend,
+    create: bool,
+    max_connections: u32,
+) -> Result<AnyPool, StoreError> {
+    sqlx::any::install_default_drivers();
+    let url = match backend {
+        Backend::Sqlite => sqlite_url(url, create),
+        Backend::Postgres => url.to_owned(),
+    };
+    let opts = AnyConnectOptions::from_str(&url)
+        .map_err(|e| StoreError::Connect(format!("{}: {e}", redact(&url))))?;
+    let pool = AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    conn.execute(sqlx::raw_sql(SQLITE_PRAGMAS)).await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(opts)
+        .await
+        .map_err(|e| StoreError::Connect(describe_connect_error(&url, backend, &e)))?;
+    if backend == Backend::Sqlite {
+        // WAL is a property of the file: set once, readers then never block the writer.
+        pool.execute("PRAGMA journal_mode = WAL").await?;
+    }
+    Ok(pool)
+}
+
+fn sqlite_url(url: &str, create: bool) -> String {
+    if url.contains("mode=") {
+        return url.to_owned();
+    }
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let mode = if create { "rwc" } else { "rw" };
+    format!("{url}{sep}mode={mode}")
+}
+
+fn describe_connect_error(url: &str, backend: Backend, e: &sqlx::Error) -> String {
+    let shown = redact(url.split('?').next().unwrap_or(url));
+    match (backend, e) {
+        (Backend::Sqlite, sqlx::Error::Database(_)) => {
+            format!("{shown}: the file does not exist or its directory is not writable")
+        }
+        _ => format!("{shown}: {e}"),
+    }
+}
+
+pub(crate) async fn migrate(
+    pool: &AnyPool,
+    backend: Backend,
+    apply: bool,
+) -> Result<(), StoreError> {
+    let migrator = match backend {
+        Backend::Sqlite => sqlx::migrate!("../../migrations/sqlite"),
+        Backend::Postgres => sqlx::migrate!("../../migrations/postgres"),
+    };
+    if !apply {
+        return check_schema_current(pool, &migrator).await;
+    }
+    migrator
+        .run(pool)
+        .await
+        .map_err(|e| StoreError::Connect(format!("migrating the schema failed: {e}")))
+}
+
+async fn check_schema_current(
+    pool: &AnyPool,
+    migrator: &sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    use sqlx::Row;
+    let applied: Vec<i64> =
+        sqlx::query("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| StoreError::Connect(format!("cannot read the schema version: {e}")))?
+            .iter()
+            .map(|r| r.try_get("version"))
+            .collect::<Result<_, _>>()?;
+    let missing: Vec<String> = migrator
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| m.version.to_string())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Connect(format!(
+            "the schema is behind this version of Portcullis (missing migrations {}); run \
+             `portcullis migrate` with the database owner's URL",
+            missing.join(", ")
+        )))
+    }
+}
+
+/// Checks, by trying, that the database refuses UPDATE, DELETE (and on PostgreSQL TRUNCATE) on
+/// `audit_events`. Each probe runs in a transaction that is rolled back, so nothing changes
+/// whatever the outcome. A trigger that exists but does nothing fails the probe too.
+pub(crate) async fn probe_guards(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
+    const PROBE: &str = "INSERT INTO audit_events \
+        (seq, ts, actor, role, action, target, details, prev_hash, hash, mac) \
+        VALUES (9223372036854775807, '', '', '', 'guard.probe', '', '{}', '', '', '')";
+    let mut probes = vec![
+        (
+            "UPDATE",
+            "UPDATE audit_events SET actor = 'x' WHERE seq = 9223372036854775807",
+        ),
+        (
+            "DELETE",
+            "DELETE FROM audit_events WHERE seq = 9223372036854775807",
+        ),
+    ];
+    if backend == Backend::Postgres {
+        probes.push(("TRUNCATE", "TRUNCATE audit_events"));
+    }
+    let mut missing = Vec::new();
+    for (what, stmt) in probes {
+        let mut tx = pool.begin().await?;
+        // The probe row may not be insertable (an INSERT-only role still can): a failure here is a
+        // real database problem, reported as such.
+        tx.execute(PROBE).await?;
+        let refused = match tx.execute(stmt).await {
+            Err(sqlx::Error::Database(_)) => true,
+            Err(e) => return Err(e.into()),
+            Ok(_) => false,
+        };
+        tx.rollback().await?;
+        if !refused {
+            missing.push(what);
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::GuardMissing(format!(
+            "audit_events accepts {}",
+            missing.join(", ")
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_and_redaction() {
+        assert_eq!(Backend::from_url("sqlite://x.db").unwrap(), Backend::Sqlite);
+        assert_eq!(
+            Backend::from_url("postgres://a@b/c").unwrap(),
+            Backend::Postgres
+        );
+        let e = Backend::from_url("mysql://u:secret@h/db")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("not a database URL") && !e.contains("secret"),
+            "{e}"
+        );
+        assert_eq!(
+            redact("postgres://u:pw@h:5432/d"),
+            "postgres://u:***@h:5432/d"
+        );
+        assert_eq!(redact("postgres://u@h/d"), "postgres://u@h/d");
+    }
+
+    #[test]
+    fn sqlite_mode_follows_create() {
+        assert_eq!(
+            sqlite_url("sqlite:///a.db", true),
+            "sqlite:///a.db?mode=rwc"
+        );
+        assert_eq!(
+            sqlite_url("sqlite:///a.db", false),
+            "sqlite:///a.db?mode=rw"
+        );
+        assert_eq!(
+            sqlite_url("sqlite:///a.db?mode=ro", false),
+            "sqlite:///a.db?mode=ro"
+        );
+    }
+}

@@ -1,0 +1,269 @@
+//! User accounts: one role each; vendors belong to an organisation.
+
+use std::fmt;
+
+use portcullis_core::{OrgName, Role, Timestamp, Username};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use sqlx::AssertSqlSafe;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::orgs::org_id;
+use crate::{AuditActor, ENROLLMENT_TTL, Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewUser {
+    pub username: Username,
+    pub role: Role,
+    pub org: Option<OrgName>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UserRecord {
+    pub id: i64,
+    pub username: Username,
+    pub role: Role,
+    pub org: Option<OrgName>,
+    /// Password and TOTP are set.
+    pub enrolled: bool,
+    pub failed_logins: i64,
+    pub locked_until: Option<Timestamp>,
+    pub disabled_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+impl UserRecord {
+    /// One word for lists: disabled, locked, enrolling or active.
+    pub fn status(&self, now: Timestamp) -> &'static str {
+        if self.disabled_at.is_some() {
+            "disabled"
+        } else if self.locked_until.is_some_and(|t| t > now) {
+            "locked"
+        } else if !self.enrolled {
+            "enrolling"
+        } else {
+            "active"
+        }
+    }
+}
+
+/// A one-time enrollment code: shown once to the admin, stored only as its SHA-256.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnrollmentCode {
+    pub code: String,
+    pub expires_at: Timestamp,
+}
+
+impl fmt::Debug for EnrollmentCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrollmentCode")
+            .field("code", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl EnrollmentCode {
+    /// 128 random bits as 32 hex digits.
+    fn generate(expires_at: Timestamp) -> Self {
+        let mut bytes = [0u8; 16];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Self {
+            code: hex::encode(bytes),
+            expires_at,
+        }
+    }
+
+    pub fn hash(code: &str) -> String {
+        hex::encode(Sha256::digest(code.trim().as_bytes()))
+    }
+}
+
+const USER_COLUMNS: &str = "u.id, u.username, u.role, o.name AS org, \
+    CASE WHEN u.password_hash IS NOT NULL AND u.totp_secret IS NOT NULL THEN 1 ELSE 0 END AS enrolled, \
+    u.failed_logins, u.locked_until, u.disabled_at, u.created_at";
+
+impl Store {
+    /// Creates an account and its one-time enrollment code. Vendors need an organisation; no
+    /// other role may have one (a separate account per role: SR 2.1 separation of duties).
+    pub async fn add_user(
+        &self,
+        by: &AuditActor,
+        new: &NewUser,
+    ) -> Result<(UserRecord, EnrollmentCode), StoreError> {
+        let org = match (new.role, &new.org) {
+            (Role::Vendor, None) => {
+                return Err(StoreError::Conflict(
+                    "a vendor must belong to an organisation: add --org <name>".into(),
+                ));
+            }
+            (Role::Vendor, Some(o)) => Some(o),
+            (role, Some(_)) => {
+                return Err(StoreError::Conflict(format!(
+                    "only vendors belong to an organisation; a {role} account takes no --org"
+                )));
+            }
+            (_, None) => None,
+        };
+        let mut tx = self.begin_write().await?;
+        if user_exists(tx.conn(), &new.username).await? {
+            return Err(StoreError::Conflict(format!(
+                "user '{}' already exists",
+                new.username
+            )));
+        }
+        let org_id = match org {
+            Some(o) => Some(org_id(tx.conn(), o).await?),
+            None => None,
+        };
+        let now = tx.now();
+        let code = EnrollmentCode::generate(now.saturating_add(ENROLLMENT_TTL));
+        sqlx::query(
+            "INSERT INTO users (username, role, org_id, enrollment_code_hash, enrollment_expires_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(new.username.as_str().to_owned())
+        .bind(new.role.as_str())
+        .bind(org_id)
+        .bind(EnrollmentCode::hash(&code.code))
+        .bind(code.expires_at.to_rfc3339())
+        .bind(now.to_rfc3339())
+        .execute(tx.conn())
+        .await?;
+        let details = serde_json::json!({
+            "role": new.role.as_str(),
+            "org": org.map(|o| o.as_str()),
+            "enrollment_expires_at": code.expires_at,
+        });
+        tx.audit(
+            &by.draft("user.add")
+                .target(format!("user:{}", new.username))
+                .details(details),
+        )
+        .await?;
+        let record = fetch_user(tx.conn(), &new.username).await?;
+        tx.commit().await?;
+        Ok((record, code))
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users u LEFT JOIN orgs o ON o.id = u.org_id ORDER BY u.username"
+        )))
+        .fetch_all(&self.shared.pool)
+        .await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    pub async fn user(&self, name: &Username) -> Result<Option<UserRecord>, StoreError> {
+        let mut conn = self.shared.pool.acquire().await?;
+        find_user(&mut conn, name).await
+    }
+
+    /// Disables an account: it can no longer log in, and (with the relay) its live sessions end.
+    pub async fn disable_user(
+        &self,
+        by: &AuditActor,
+        name: &Username,
+    ) -> Result<UserRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let user = fetch_user(tx.conn(), name).await?;
+        if user.disabled_at.is_some() {
+            return Err(StoreError::Conflict(format!(
+                "user '{name}' is already disabled"
+            )));
+        }
+        let now = tx.now();
+        sqlx::query("UPDATE users SET disabled_at = $1 WHERE id = $2")
+            .bind(now.to_rfc3339())
+            .bind(user.id)
+            .execute(tx.conn())
+            .await?;
+        tx.audit(&by.draft("user.disable").target(format!("user:{name}")))
+            .await?;
+        let user = fetch_user(tx.conn(), name).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
+    /// Clears a lockout (SR 1.11: "until an admin unlocks") and the failed-attempt count.
+    pub async fn unlock_user(
+        &self,
+        by: &AuditActor,
+        name: &Username,
+    ) -> Result<UserRecord, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let user = fetch_user(tx.conn(), name).await?;
+        sqlx::query("UPDATE users SET failed_logins = 0, locked_until = NULL WHERE id = $1")
+            .bind(user.id)
+            .execute(tx.conn())
+            .await?;
+        let details = serde_json::json!({
+            "failed_logins": user.failed_logins,
+            "was_locked_until": user.locked_until,
+        });
+        tx.audit(
+            &by.draft("user.unlock")
+                .target(format!("user:{name}"))
+                .details(details),
+        )
+        .await?;
+        let user = fetch_user(tx.conn(), name).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+}
+
+async fn user_exists(conn: &mut sqlx::AnyConnection, name: &Username) -> Result<bool, StoreError> {
+    Ok(sqlx::query("SELECT 1 FROM users WHERE username = $1")
+        .bind(name.as_str().to_owned())
+        .fetch_optional(conn)
+        .await?
+        .is_some())
+}
+
+async fn find_user(
+    conn: &mut sqlx::AnyConnection,
+    name: &Username,
+) -> Result<Option<UserRecord>, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM users u LEFT JOIN orgs o ON o.id = u.org_id WHERE u.username = $1"
+    )))
+    .bind(name.as_str().to_owned())
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref().map(user_from_row).transpose()
+}
+
+async fn fetch_user(
+    conn: &mut sqlx::AnyConnection,
+    name: &Username,
+) -> Result<UserRecord, StoreError> {
+    find_user(conn, name)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("user '{name}' does not exist")))
+}
+
+fn opt_ts(r: &AnyRow, col: &str) -> Result<Option<Timestamp>, StoreError> {
+    Ok(r.try_get::<Option<String>, _>(col)?
+        .map(|t| Timestamp::parse_rfc3339(&t))
+        .transpose()?)
+}
+
+fn user_from_row(r: &AnyRow) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        id: r.try_get("id")?,
+        username: Username::parse(&r.try_get::<String, _>("username")?)?,
+        role: r.try_get::<String, _>("role")?.parse()?,
+        org: r
+            .try_get::<Option<String>, _>("org")?
+            .map(|o| OrgName::parse(&o))
+            .transpose()?,
+        enrolled: r.try_get::<i64, _>("enrolled")? == 1,
+        failed_logins: r.try_get("failed_logins")?,
+        locked_until: opt_ts(r, "locked_until")?,
+        disabled_at: opt_ts(r, "disabled_at")?,
+        created_at: Timestamp::parse_rfc3339(&r.try_get::<String, _>("created_at")?)?,
+    })
+}

@@ -1,0 +1,75 @@
+//! Write transactions: every change to the database and the audit events that record it commit
+//! together or not at all.
+//!
+//! A write transaction first takes the chain lock (SQLite `BEGIN IMMEDIATE`, the database-wide
+//! write lock; PostgreSQL a transaction-scoped advisory lock), then reads the chain head. Appends
+//! from every process therefore queue on one lock and the chain never forks; `seq` being the
+//! primary key is the second line of defence.
+
+use portcullis_core::Timestamp;
+use portcullis_core::audit::{AuditDraft, AuditEvent, ChainHead};
+use sqlx::{Any, AnyConnection, Transaction};
+
+use crate::audit::{insert_event, read_head};
+use crate::{Backend, Store, StoreError};
+
+/// Arbitrary constant naming the audit chain's advisory lock on PostgreSQL ("pcaudit" in ASCII).
+const AUDIT_LOCK_KEY: i64 = 0x7063_6175_6469_74;
+
+#[derive(Debug)]
+pub(crate) struct WriteTx {
+    tx: Transaction<'static, Any>,
+    head: ChainHead,
+    now: Timestamp,
+    store: Store,
+}
+
+impl Store {
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let pool = &self.shared.pool;
+        let mut tx = match self.shared.backend {
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => {
+                let mut tx = pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(AUDIT_LOCK_KEY)
+                    .execute(&mut *tx)
+                    .await?;
+                tx
+            }
+        };
+        let head = read_head(&mut tx).await?;
+        // Audit time never runs backwards, even when the wall clock does.
+        let now = self.shared.clock.now().max(head.ts);
+        Ok(WriteTx {
+            tx,
+            head,
+            now,
+            store: self.clone(),
+        })
+    }
+}
+
+impl WriteTx {
+    /// The time of this transaction: every row it writes carries it.
+    pub(crate) fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Appends one event after the current head, inside this transaction.
+    pub(crate) async fn audit(&mut self, draft: &AuditDraft) -> Result<AuditEvent, StoreError> {
+        let ev = AuditEvent::seal(&self.head, draft, self.now, &self.store.shared.mac_key);
+        insert_event(&mut self.tx, &ev).await?;
+        self.head = ev.head();
+        Ok(ev)
+    }
+
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
