@@ -1,1 +1,1 @@
-//! End-to-end tests live in tests/*.rs.
+//! End-to-end tests live in `tests/*.rs`; they drive the real `portcullis` binary.

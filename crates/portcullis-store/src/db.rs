@@ -4,7 +4,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 use crate::StoreError;
 
@@ -63,6 +63,13 @@ pub(crate) async fn connect(
     };
     let opts = AnyConnectOptions::from_str(&url)
         .map_err(|e| StoreError::Connect(format!("{}: {e}", redact(&url))))?;
+    // One direct attempt first: a pool that cannot connect only reports "timed out", while the
+    // operator needs the cause (connection refused, authentication failed, no such database).
+    let probe = tokio::time::timeout(Duration::from_secs(10), AnyConnection::connect_with(&opts))
+        .await
+        .map_err(|_| StoreError::Connect(format!("{}: no answer within 10 s", redact(&url))))?
+        .map_err(|e| StoreError::Connect(describe_connect_error(&url, backend, &e)))?;
+    probe.close().await.ok();
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))

@@ -1,0 +1,218 @@
+//! The command line. Spellings here are a contract with users' scripts: add, never rename.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Time-bound vendor remote access for factories"
+)]
+pub struct Cli {
+    /// Where the embedded database, keys and checkpoints live.
+    #[arg(long, global = true, env = "PORTCULLIS_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// sqlite://<path> or postgres://user@host/db; default sqlite://<data-dir>/portcullis.db.
+    #[arg(
+        long,
+        global = true,
+        env = "PORTCULLIS_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// A TOML file with the same settings (flags and environment win over it).
+    #[arg(long, global = true, env = "PORTCULLIS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage users, vendor organisations and the device inventory.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Verify, checkpoint and export the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Apply database migrations (run with the database owner's URL).
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Vendor organisations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// User accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// The device inventory and per-device policy.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Add a vendor organisation.
+    Add { name: String },
+    /// List vendor organisations.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create an account; prints its one-time enrollment code.
+    Add {
+        username: String,
+        #[arg(long, value_parser = ["vendor", "supervisor", "auditor", "admin"])]
+        role: String,
+        /// The vendor's organisation (vendors only).
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long, value_enum, default_value_t = OutFormat::Text)]
+        format: OutFormat,
+    },
+    /// List accounts.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Disable an account: no more logins or sessions.
+    Disable { username: String },
+    /// Clear a lockout after failed logins.
+    Unlock { username: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Add a device to the inventory with its access policy.
+    Add(DeviceAdd),
+    /// List the inventory.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show one device.
+    Show {
+        name: String,
+        #[arg(long, value_enum, default_value_t = OutFormat::Text)]
+        format: OutFormat,
+    },
+    /// Change a device's policy; options not given keep their value.
+    SetPolicy(PolicyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DeviceAdd {
+    pub name: String,
+    /// IP address or host name the relay dials (never taken from a client).
+    #[arg(long)]
+    pub address: String,
+    /// Ports a vendor may ask for, e.g. 502,80.
+    #[arg(long)]
+    pub ports: String,
+    /// e.g. PLC, HMI, engineering workstation.
+    #[arg(long = "type")]
+    pub device_type: Option<String>,
+    /// Site and location, e.g. "Plant 2 / line 3".
+    #[arg(long)]
+    pub site: Option<String>,
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Manufacturer or machine builder.
+    #[arg(long)]
+    pub vendor: Option<String>,
+    #[arg(long)]
+    pub purpose: Option<String>,
+    /// Data the device handles, e.g. recipes.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// How it is reached, e.g. Modbus/TCP.
+    #[arg(long)]
+    pub access: Option<String>,
+    #[arg(long)]
+    pub firmware: Option<String>,
+    /// Support contact.
+    #[arg(long)]
+    pub contact: Option<String>,
+    #[arg(long, value_parser = ["low", "medium", "high"], default_value = "medium")]
+    pub criticality: String,
+    /// Supervisors who must approve: 1, or 2 for dual approval.
+    #[arg(long, default_value = "1")]
+    pub approvals: String,
+    /// Longest window one request may ask for, e.g. 8h.
+    #[arg(long, default_value = "8h", allow_hyphen_values = true)]
+    pub max_window: String,
+    /// Vendor organisations allowed to request it (default: none, deny all).
+    #[arg(long)]
+    pub orgs: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PolicyArgs {
+    pub name: String,
+    #[arg(long)]
+    pub ports: Option<String>,
+    #[arg(long)]
+    pub approvals: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pub max_window: Option<String>,
+    /// Comma-separated organisations; an empty string allows none.
+    #[arg(long)]
+    pub orgs: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain, MACs and signed checkpoints. Exit 0 when intact; otherwise
+    /// prints "first bad seq: N" and exits 3.
+    Verify {
+        /// A signed checkpoint to check against (repeatable); those in <data-dir>/checkpoints
+        /// are always used.
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+    },
+    /// Sign the chain head and write it to a file (default <data-dir>/checkpoints/).
+    Checkpoint {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write events to stdout (or --out) as CSV or JSON Lines.
+    Export {
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Only events before this RFC 3339 time.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Jsonl,
+}
