@@ -14,7 +14,7 @@ use crate::audit::{insert_event, read_head};
 use crate::{Backend, Store, StoreError};
 
 /// Arbitrary constant naming the audit chain's advisory lock on PostgreSQL ("pcaudit" in ASCII).
-const AUDIT_LOCK_KEY: i64 = 0x7063_6175_6469_74;
+const AUDIT_LOCK_KEY: i64 = 0x0070_6361_7564_6974;
 
 #[derive(Debug)]
 pub(crate) struct WriteTx {

@@ -345,46 +345,59 @@ async fn open_refuses_a_database_without_guards(db: TestDb) {
         .unwrap();
 }
 
+/// How an attacker with the database owner's rights changes history (guards dropped first).
+enum Attack {
+    Sql(&'static str),
+    /// Slip in a made-up event at this seq, moving later rows up and re-hashing the chain.
+    ForgeRowAt(i64),
+}
+
+struct TamperCase {
+    name: &'static str,
+    attack: Attack,
+    first_bad_seq: i64,
+    reason: fn(&BreakReason) -> bool,
+}
+
 async fn tampering_is_named_by_first_bad_seq(db: TestDb) {
-    // (name, SQL run with the guards down, expected first bad seq, expected reason)
-    let mut cases: Vec<(&str, String, i64, fn(&BreakReason) -> bool)> = vec![
-        (
-            "edited field",
-            "UPDATE audit_events SET actor = 'mallory' WHERE seq = 4".into(),
-            4,
-            |r| *r == BreakReason::HashMismatch,
-        ),
-        (
-            "deleted row",
-            "DELETE FROM audit_events WHERE seq = 6".into(),
-            6,
-            |r| *r == BreakReason::Missing { found: 7 },
-        ),
-        (
-            "swapped rows",
-            "UPDATE audit_events SET seq = seq + 1000 WHERE seq IN (3, 5); \
-                          UPDATE audit_events SET seq = 5 WHERE seq = 1003; \
-                          UPDATE audit_events SET seq = 3 WHERE seq = 1005;"
-                .into(),
-            3,
-            |r| *r == BreakReason::BrokenLink,
-        ),
-        (
-            "truncated tail",
-            "DELETE FROM audit_events WHERE seq > 7".into(),
-            8,
-            |r| matches!(r, BreakReason::Truncated { checkpoint_seq: 10 }),
-        ),
+    let cases = [
+        TamperCase {
+            name: "edited field",
+            attack: Attack::Sql("UPDATE audit_events SET actor = 'mallory' WHERE seq = 4"),
+            first_bad_seq: 4,
+            reason: |r| *r == BreakReason::HashMismatch,
+        },
+        TamperCase {
+            name: "deleted row",
+            attack: Attack::Sql("DELETE FROM audit_events WHERE seq = 6"),
+            first_bad_seq: 6,
+            reason: |r| *r == BreakReason::Missing { found: 7 },
+        },
+        TamperCase {
+            name: "swapped rows",
+            attack: Attack::Sql(
+                "UPDATE audit_events SET seq = seq + 1000 WHERE seq IN (3, 5); \
+                 UPDATE audit_events SET seq = 5 WHERE seq = 1003; \
+                 UPDATE audit_events SET seq = 3 WHERE seq = 1005;",
+            ),
+            first_bad_seq: 3,
+            reason: |r| *r == BreakReason::BrokenLink,
+        },
+        TamperCase {
+            name: "truncated tail",
+            attack: Attack::Sql("DELETE FROM audit_events WHERE seq > 7"),
+            first_bad_seq: 8,
+            reason: |r| matches!(r, BreakReason::Truncated { checkpoint_seq: 10 }),
+        },
+        // Correctly hash-chained by the attacker: only the MAC (key outside the database) tells.
+        TamperCase {
+            name: "forged row",
+            attack: Attack::ForgeRowAt(5),
+            first_bad_seq: 5,
+            reason: |r| *r == BreakReason::MacMismatch,
+        },
     ];
-    if true {
-        // A forged row: rows from 5 on are moved up one place and a made-up event, correctly
-        // hash-chained by the attacker, is slipped in at 5. Only the MAC (key outside the
-        // database) and the checkpoint can tell.
-        cases.push(("forged row", String::new(), 5, |r| {
-            *r == BreakReason::MacMismatch
-        }));
-    }
-    for (name, sql, want_seq, want_reason) in cases {
+    for case in cases {
         let fresh = match &db {
             TestDb::Sqlite { .. } => TestDb::sqlite(),
             TestDb::Postgres { .. } => TestDb::postgres().await,
@@ -403,13 +416,11 @@ async fn tampering_is_named_by_first_bad_seq(db: TestDb) {
         let signing = ed25519_dalek::SigningKey::from_bytes(&[9; 32]);
         let cp = Checkpoint::sign(&store.audit_head().await.unwrap(), store.now(), &signing);
         drop_guards(&store).await;
-        if name == "forged row" {
-            forge_row(&store, 5).await;
-        } else {
-            sqlx::raw_sql(AssertSqlSafe(sql))
-                .execute(store.pool())
-                .await
-                .unwrap();
+        match case.attack {
+            Attack::Sql(sql) => {
+                sqlx::raw_sql(sql).execute(store.pool()).await.unwrap();
+            }
+            Attack::ForgeRowAt(at) => forge_row(&store, at).await,
         }
         let vouched = cp.verify(&signing.verifying_key()).unwrap();
         let got = store
@@ -417,11 +428,12 @@ async fn tampering_is_named_by_first_bad_seq(db: TestDb) {
             .await
             .unwrap()
             .unwrap_err();
-        assert_eq!(got.seq, want_seq, "{name}: {got}");
-        assert!(want_reason(&got.reason), "{name}: {got}");
+        let name = case.name;
+        assert_eq!(got.seq, case.first_bad_seq, "{name}: {got}");
+        assert!((case.reason)(&got.reason), "{name}: {got}");
         assert!(
             got.to_string()
-                .starts_with(&format!("first bad seq: {want_seq}")),
+                .starts_with(&format!("first bad seq: {}", case.first_bad_seq)),
             "{got}"
         );
     }

@@ -93,7 +93,7 @@ pub enum UserCommand {
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {
     /// Add a device to the inventory with its access policy.
-    Add(DeviceAdd),
+    Add(Box<DeviceAdd>),
     /// List the inventory.
     List {
         #[arg(long, value_enum, default_value_t = Format::Table)]

@@ -151,7 +151,7 @@ async fn user(store: &Store, cmd: UserCommand) -> anyhow::Result<()> {
 async fn device(store: &Store, cmd: DeviceCommand) -> anyhow::Result<()> {
     match cmd {
         DeviceCommand::Add(args) => {
-            let device = device_from_args(args)?;
+            let device = device_from_args(*args)?;
             store.add_device(&cli_actor(), &device).await?;
             println!("added device '{}' ({})", device.name, device.address);
             if device.policy.allowed_orgs.is_empty() {
