@@ -1,13 +1,19 @@
 -- The PostgreSQL application role for Portcullis (IEC 62443 SR 3.9, second layer).
 --
--- Run as the database owner after the first `portcullis migrate` / start with the owner's URL.
+-- Run as the database owner after `portcullis migrate --database-url postgres://owner@host/db`.
 -- The broker's web and relay processes then connect as portcullis_app: on the audit log it may
 -- only read and append, so even with the owner's triggers dropped it cannot rewrite history.
--- Migrations stay with the owner (a separate URL used only for upgrades).
-CREATE ROLE portcullis_app LOGIN;
+-- Migrations stay with the owner; the broker runs with `migrate = false` semantics (it checks the
+-- schema is current and says so if not). Re-run after each upgrade that adds tables.
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'portcullis_app') THEN
+        CREATE ROLE portcullis_app LOGIN;
+    END IF;
+END $$;
 GRANT USAGE ON SCHEMA public TO portcullis_app;
-GRANT SELECT, INSERT ON audit_events TO portcullis_app;
-GRANT SELECT, INSERT, UPDATE, DELETE ON orgs, users, devices, device_orgs TO portcullis_app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO portcullis_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO portcullis_app;
--- sqlx records applied migrations here; the app role only reads it to confirm the schema.
-GRANT SELECT ON _sqlx_migrations TO portcullis_app;
+-- History is read and appended, never changed.
+REVOKE UPDATE, DELETE, TRUNCATE ON audit_events FROM portcullis_app;
+-- The schema version is the owner's business.
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON _sqlx_migrations FROM portcullis_app;

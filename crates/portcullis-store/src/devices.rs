@@ -164,7 +164,7 @@ async fn insert_device_orgs(
     Ok(())
 }
 
-async fn find_device_id(
+pub(crate) async fn find_device_id(
     conn: &mut AnyConnection,
     name: &DeviceName,
 ) -> Result<Option<i64>, StoreError> {
@@ -175,7 +175,7 @@ async fn find_device_id(
     Ok(row.map(|r| r.try_get("id")).transpose()?)
 }
 
-async fn load_device(
+pub(crate) async fn load_device(
     conn: &mut AnyConnection,
     name: &DeviceName,
 ) -> Result<Option<Device>, StoreError> {

@@ -12,6 +12,9 @@ pub enum StoreError {
     /// The name is taken, or the change clashes with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// The actor may not do this (role, ownership, self-approval).
+    #[error("{0}")]
+    Forbidden(String),
     /// Something named does not exist.
     #[error("{0}")]
     NotFound(String),

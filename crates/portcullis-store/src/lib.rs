@@ -13,7 +13,10 @@ mod audit;
 mod db;
 mod devices;
 mod error;
+mod login;
 mod orgs;
+mod requests;
+mod sessions;
 mod users;
 mod write;
 
@@ -28,6 +31,9 @@ use tokio::sync::mpsc;
 pub use audit::{AuditQuery, VerifyOutcome};
 pub use db::{Backend, redact};
 pub use error::StoreError;
+pub use login::{Credentials, LockoutPolicy};
+pub use requests::{NewRequest, RequestFilter, RequestRecord};
+pub use sessions::{NewSession, Session, SessionPolicy, Stage};
 pub use users::{EnrollmentCode, NewUser, UserRecord};
 
 /// How long a freshly issued enrollment code works.

@@ -25,7 +25,7 @@ pub struct UserRecord {
     pub username: Username,
     pub role: Role,
     pub org: Option<OrgName>,
-    /// Password and TOTP are set.
+    /// Password and TOTP are set and confirmed.
     pub enrolled: bool,
     pub failed_logins: i64,
     pub locked_until: Option<Timestamp>,
@@ -66,7 +66,7 @@ impl fmt::Debug for EnrollmentCode {
 
 impl EnrollmentCode {
     /// 128 random bits as 32 hex digits.
-    fn generate(expires_at: Timestamp) -> Self {
+    pub(crate) fn generate(expires_at: Timestamp) -> Self {
         let mut bytes = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut bytes);
         Self {
@@ -81,7 +81,8 @@ impl EnrollmentCode {
 }
 
 const USER_COLUMNS: &str = "u.id, u.username, u.role, o.name AS org, \
-    CASE WHEN u.password_hash IS NOT NULL AND u.totp_secret IS NOT NULL THEN 1 ELSE 0 END AS enrolled, \
+    CASE WHEN u.password_hash IS NOT NULL AND u.totp_secret IS NOT NULL \
+    AND u.enrollment_code_hash IS NULL THEN 1 ELSE 0 END AS enrolled, \
     u.failed_logins, u.locked_until, u.disabled_at, u.created_at";
 
 impl Store {
@@ -180,6 +181,10 @@ impl Store {
             .bind(user.id)
             .execute(tx.conn())
             .await?;
+        sqlx::query("DELETE FROM web_sessions WHERE user_id = $1")
+            .bind(user.id)
+            .execute(tx.conn())
+            .await?;
         tx.audit(&by.draft("user.disable").target(format!("user:{name}")))
             .await?;
         let user = fetch_user(tx.conn(), name).await?;
@@ -223,7 +228,7 @@ async fn user_exists(conn: &mut sqlx::AnyConnection, name: &Username) -> Result<
         .is_some())
 }
 
-async fn find_user(
+pub(crate) async fn find_user(
     conn: &mut sqlx::AnyConnection,
     name: &Username,
 ) -> Result<Option<UserRecord>, StoreError> {
@@ -236,13 +241,29 @@ async fn find_user(
     row.as_ref().map(user_from_row).transpose()
 }
 
-async fn fetch_user(
+pub(crate) async fn fetch_user(
     conn: &mut sqlx::AnyConnection,
     name: &Username,
 ) -> Result<UserRecord, StoreError> {
     find_user(conn, name)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("user '{name}' does not exist")))
+}
+
+pub(crate) async fn fetch_user_by_id(
+    conn: &mut sqlx::AnyConnection,
+    id: i64,
+) -> Result<UserRecord, StoreError> {
+    let row = sqlx::query(AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS} FROM users u LEFT JOIN orgs o ON o.id = u.org_id WHERE u.id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?;
+    row.as_ref()
+        .map(user_from_row)
+        .transpose()?
+        .ok_or_else(|| StoreError::NotFound(format!("user #{id} does not exist")))
 }
 
 fn opt_ts(r: &AnyRow, col: &str) -> Result<Option<Timestamp>, StoreError> {

@@ -1,5 +1,5 @@
 //! The store's behaviour, asserted identically on SQLite and PostgreSQL: every test below runs
-//! once per backend (`backends!`).
+//! once per backend (`both_backends!`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
@@ -15,20 +15,7 @@ use portcullis_store::{AuditActor, AuditQuery, Backend, NewUser, Store, StoreCon
 use portcullis_testkit::{ManualClock, TestDb};
 use sqlx::AssertSqlSafe;
 
-macro_rules! backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(portcullis_testkit::TestDb::sqlite()).await }) *
-        }
-        mod postgres {
-            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::$name(portcullis_testkit::TestDb::postgres().await).await }) *
-        }
-    };
-}
-
-backends!(
+portcullis_testkit::both_backends!(
     admin_changes_are_written_with_their_audit_event,
     bad_input_leaves_database_and_chain_untouched,
     concurrent_appenders_never_fork_the_chain,

@@ -12,6 +12,22 @@ use rand::Rng;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
+/// Runs each named `async fn(TestDb)` once on SQLite and once on PostgreSQL, as tests
+/// `sqlite::<name>` and `postgres::<name>`: one suite, both databases, identical assertions.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::TestDb::sqlite()).await }) *
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::TestDb::postgres().await).await }) *
+        }
+    };
+}
+
 /// A clock that moves only when told to.
 #[derive(Debug)]
 pub struct ManualClock(Mutex<Timestamp>);
