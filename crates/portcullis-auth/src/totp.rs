@@ -113,6 +113,26 @@ impl TotpSecret {
         )
     }
 
+    /// Reads a secret typed or scanned as base32 (what [`TotpSecret::base32`] shows).
+    pub fn from_base32(text: &str) -> Result<Self, TotpError> {
+        let cleaned: String = text
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_uppercase();
+        let secret = totp_rs::Secret::try_from_base32(cleaned).map_err(|_| TotpError::Malformed)?;
+        let bytes: [u8; SECRET_LEN] = secret
+            .as_ref()
+            .try_into()
+            .map_err(|_| TotpError::Malformed)?;
+        Ok(Self { bytes })
+    }
+
+    /// The code an authenticator app shows at `unix_secs`: what a person (or a test) types.
+    pub fn code_at(&self, unix_secs: u64) -> String {
+        self.code_at_step(unix_secs / STEP_SECS).to_string()
+    }
+
     /// A totp-rs generator for this secret that accepts only the exact step it is asked about
     /// (skew 0): the window policy is ours, in [`check`].
     fn generator(&self) -> totp_rs::Totp {

@@ -40,6 +40,37 @@ pub enum Command {
     Audit(AuditCommand),
     /// Apply database migrations (run with the database owner's URL).
     Migrate,
+    /// Run the broker on one machine: the web service over HTTPS (the relay joins it next).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address for the HTTPS web service and API.
+    #[arg(long, env = "PORTCULLIS_WEB_LISTEN", default_value = "127.0.0.1:8443")]
+    pub web_listen: std::net::SocketAddr,
+    /// UDP address of the QUIC relay, told to vendor clients.
+    #[arg(
+        long,
+        env = "PORTCULLIS_RELAY_LISTEN",
+        default_value = "127.0.0.1:4433"
+    )]
+    pub relay_listen: std::net::SocketAddr,
+    /// The URL people open (origin for CSRF checks and links); default https://<web-listen>.
+    #[arg(long, env = "PORTCULLIS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// PEM certificate chain for HTTPS; default: a development CA and certificate made in
+    /// <data-dir>/tls (trust <data-dir>/tls/ca.pem).
+    #[arg(long, env = "PORTCULLIS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, env = "PORTCULLIS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The plant's time zone for the web pages, e.g. Europe/Berlin.
+    #[arg(long, env = "PORTCULLIS_TIME_ZONE", default_value = "UTC")]
+    pub time_zone: String,
+    /// System-use notification shown on the login page.
+    #[arg(long, env = "PORTCULLIS_BANNER")]
+    pub banner: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 mod admin;
 mod audit;
 mod migrate;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -19,5 +20,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Admin(cmd) => admin::run(&ctx, cmd).await,
         Command::Audit(cmd) => audit::run(&ctx, cmd).await,
         Command::Migrate => migrate::run(&ctx).await,
+        Command::Serve(args) => serve::run(&ctx, args).await,
     }
 }

@@ -1,0 +1,301 @@
+//! Devices a vendor may request, requests, approvals, denials, revocations and relay tokens.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use portcullis_auth::token::parse_thumbprint;
+use portcullis_core::request::Narrowing;
+use portcullis_core::{DeviceName, Port, RequestState, Role, Timestamp, Window};
+use portcullis_store::{NewRequest, RequestFilter, RequestRecord};
+use serde::Deserialize;
+
+use crate::api::auth::unix_secs;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, Authed, optional_json};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    device: String,
+    ports: Vec<u32>,
+    start: String,
+    end: String,
+    reason: String,
+    #[serde(default)]
+    ticket: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    #[serde(default)]
+    ports: Option<Vec<u32>>,
+    #[serde(default)]
+    start: Option<String>,
+    #[serde(default)]
+    end: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReasonBody {
+    reason: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    client_cert_sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    state: Option<String>,
+}
+
+fn ports(list: &[u32]) -> ApiResult<BTreeSet<Port>> {
+    if list.is_empty() {
+        return Err(ApiError::Invalid("ports: name at least one port".into()));
+    }
+    list.iter()
+        .map(|p| Port::new(*p).map_err(|e| ApiError::Invalid(format!("ports: {}", e.message))))
+        .collect()
+}
+
+fn time(field: &str, text: &str) -> ApiResult<Timestamp> {
+    Timestamp::parse_rfc3339(text).map_err(|e| ApiError::Invalid(format!("{field}: {}", e.message)))
+}
+
+/// The JSON shape of a request, with the time left for a live grant.
+fn view(rec: &RequestRecord, now: Timestamp) -> serde_json::Value {
+    let mut v = serde_json::to_value(rec).unwrap_or_default();
+    let r = &rec.request;
+    v["seconds_left"] = match r.state {
+        RequestState::Active => r.window.remaining(now).as_secs().into(),
+        _ => serde_json::Value::Null,
+    };
+    v
+}
+
+pub async fn devices(
+    State(state): State<AppState>,
+    authed: Authed,
+) -> ApiResult<Json<serde_json::Value>> {
+    let all = state.0.store.list_devices().await?;
+    let out: Vec<serde_json::Value> = match (authed.user.role, &authed.user.org) {
+        (Role::Vendor, Some(org)) => all
+            .iter()
+            .filter(|d| d.policy.allowed_orgs.contains(org))
+            // Vendors learn what they may ask for, not the plant's addressing.
+            .map(|d| {
+                serde_json::json!({
+                    "name": d.name, "device_type": d.profile.device_type, "site": d.profile.site,
+                    "criticality": d.criticality, "ports": d.policy.allowed_ports,
+                    "max_window_secs": d.policy.max_window.as_secs(),
+                    "approvals_required": d.policy.approvals_required,
+                })
+            })
+            .collect(),
+        (Role::Vendor, None) => Vec::new(),
+        _ => all
+            .iter()
+            .map(|d| serde_json::to_value(d).unwrap_or_default())
+            .collect(),
+    };
+    Ok(Json(serde_json::json!({ "devices": out })))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    authed: Authed,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    authed.require(&[Role::Vendor])?;
+    let device = DeviceName::parse(&body.device)?;
+    let window = Window::new(time("start", &body.start)?, time("end", &body.end)?)?;
+    let new = NewRequest {
+        device,
+        ports: ports(&body.ports)?,
+        window,
+        reason: body.reason,
+        ticket: body.ticket,
+    };
+    let rec = state
+        .0
+        .store
+        .create_request(&authed.actor(), &authed.user, &new)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "id": rec.id, "state": rec.request.state })),
+    ))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    authed: Authed,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authed.require(&[Role::Vendor, Role::Supervisor, Role::Auditor])?;
+    let state_filter = q
+        .state
+        .as_deref()
+        .map(str::parse::<RequestState>)
+        .transpose()?;
+    let filter = RequestFilter {
+        requester: (authed.user.role == Role::Vendor).then(|| authed.user.username.clone()),
+        state: state_filter,
+    };
+    let now = state.0.clock.now();
+    let list = state.0.store.list_requests(&filter).await?;
+    Ok(Json(
+        serde_json::json!({ "requests": list.iter().map(|r| view(r, now)).collect::<Vec<_>>() }),
+    ))
+}
+
+/// The request, if the caller may see it; vendors see only their own (others are "not found").
+async fn visible(state: &AppState, authed: &Authed, id: i64) -> ApiResult<RequestRecord> {
+    let rec = state.0.store.request(id).await?;
+    match rec {
+        Some(r)
+            if authed.user.role != Role::Vendor || r.request.requester == authed.user.username =>
+        {
+            Ok(r)
+        }
+        _ => Err(ApiError::NotFound(format!("request {id} does not exist"))),
+    }
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    authed: Authed,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authed.require(&[Role::Vendor, Role::Supervisor, Role::Auditor])?;
+    let rec = visible(&state, &authed, id).await?;
+    Ok(Json(view(&rec, state.0.clock.now())))
+}
+
+pub async fn approve(
+    State(state): State<AppState>,
+    authed: Authed,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<serde_json::Value>> {
+    authed.require(&[Role::Supervisor])?;
+    let now = state.0.clock.now();
+    if !authed.mfa_fresh(now, state.0.config.step_up_max_age) {
+        return Err(ApiError::StepUpRequired);
+    }
+    let body: ApproveBody = optional_json(&body)?;
+    let current = visible(&state, &authed, id).await?;
+    let window = match (&body.start, &body.end) {
+        (None, None) => None,
+        (start, end) => Some(Window::new(
+            start
+                .as_deref()
+                .map(|s| time("start", s))
+                .transpose()?
+                .unwrap_or(current.request.window.start),
+            end.as_deref()
+                .map(|s| time("end", s))
+                .transpose()?
+                .unwrap_or(current.request.window.end),
+        )?),
+    };
+    let narrowing = Narrowing {
+        ports: body.ports.as_deref().map(ports).transpose()?,
+        window,
+    };
+    let rec = state
+        .0
+        .store
+        .approve_request(&authed.actor(), &authed.user, id, &narrowing)
+        .await?;
+    Ok(Json(view(&rec, now)))
+}
+
+pub async fn deny(
+    State(state): State<AppState>,
+    authed: Authed,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<ReasonBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authed.require(&[Role::Supervisor])?;
+    let rec = state
+        .0
+        .store
+        .deny_request(&authed.actor(), &authed.user, id, &body.reason)
+        .await?;
+    Ok(Json(view(&rec, state.0.clock.now())))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    authed: Authed,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<ReasonBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authed.require(&[Role::Supervisor, Role::Admin])?;
+    let rec = state
+        .0
+        .store
+        .revoke_grant(&authed.actor(), &authed.user, id, &body.reason)
+        .await?;
+    Ok(Json(view(&rec, state.0.clock.now())))
+}
+
+/// Mints a relay token: only the grant's vendor, only inside the window, only after a recent
+/// MFA, bound to the client's certificate, and audited before it is handed out.
+pub async fn token(
+    State(state): State<AppState>,
+    authed: Authed,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<TokenBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authed.require(&[Role::Vendor])?;
+    let cfg = &state.0.config;
+    let now = state.0.clock.now();
+    let rec = visible(&state, &authed, id).await?;
+    if rec.request.state != RequestState::Active {
+        return Err(ApiError::Conflict(format!(
+            "grant {id} is {}; tokens are issued only inside an approved window ({} to {})",
+            rec.request.state, rec.request.window.start, rec.request.window.end
+        )));
+    }
+    if !authed.mfa_fresh(now, cfg.token_mfa_max_age) {
+        return Err(ApiError::StepUpRequired);
+    }
+    let thumb = parse_thumbprint(&body.client_cert_sha256)
+        .map_err(|e| ApiError::Invalid(format!("client_cert_sha256: {e}")))?;
+    let (token, claims) = state
+        .0
+        .keys
+        .signer
+        .mint(
+            authed.user.username.as_str(),
+            id,
+            &thumb,
+            unix_secs(now),
+            cfg.token_ttl.as_secs(),
+            unix_secs(rec.request.window.end),
+        )
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let draft = authed
+        .actor()
+        .draft("token.issue")
+        .target(format!("device:{}", rec.request.device))
+        .grant(id)
+        .details(serde_json::json!({ "jti": claims.jti, "exp": claims.exp, "cnf": thumb }));
+    state.0.store.append(draft).await?;
+    let expires_at =
+        Timestamp::from_unix_micros(i64::try_from(claims.exp).unwrap_or(0) * 1_000_000)?;
+    Ok(Json(
+        serde_json::json!({ "token": token, "expires_at": expires_at, "relay": cfg.relay_addr }),
+    ))
+}

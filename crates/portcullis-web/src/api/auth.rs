@@ -1,0 +1,388 @@
+//! Enrollment, login (password, then TOTP), step-up and logout.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use portcullis_auth::{password, totp};
+use portcullis_core::audit::{ActorRole, AuditDraft};
+use portcullis_core::{Timestamp, Username};
+use portcullis_store::{Credentials, Stage, UserRecord};
+use serde::Deserialize;
+
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiJson, Authed, ClientAddr, SESSION_COOKIE};
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollBody {
+    code: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollConfirmBody {
+    code: String,
+    totp: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MfaBody {
+    mfa_token: String,
+    totp: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepUpBody {
+    totp: String,
+}
+
+pub(crate) const BAD_CODE: &str =
+    "this enrollment code is not valid: it was mistyped, already used or has expired";
+
+pub(crate) fn unix_secs(t: Timestamp) -> u64 {
+    u64::try_from(t.unix_micros() / 1_000_000).unwrap_or(0)
+}
+
+/// Runs argon2 on a blocking thread, at most `hash_concurrency` at once. A caller that cannot
+/// get a slot within 10 s is told to retry instead of queueing without bound.
+pub(crate) async fn hashing<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> ApiResult<T> {
+    let _permit = tokio::time::timeout(Duration::from_secs(10), state.0.hashing.acquire())
+        .await
+        .map_err(|_| ApiError::Unavailable)?
+        .map_err(|_| ApiError::Internal)?;
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| ApiError::Internal)
+}
+
+pub(crate) async fn audit(state: &AppState, draft: AuditDraft) -> ApiResult<()> {
+    state.0.store.append(draft).await?;
+    Ok(())
+}
+
+pub(crate) fn user_draft(user: &UserRecord, addr: &ClientAddr, action: &str) -> AuditDraft {
+    let d = AuditDraft::new(
+        user.username.to_string(),
+        ActorRole::from(user.role),
+        action,
+    )
+    .target(format!("user:{}", user.username));
+    match addr.source() {
+        Some(s) => d.source(s),
+        None => d,
+    }
+}
+
+pub async fn enroll(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    ApiJson(body): ApiJson<EnrollBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    rate_limit(&state, &addr)?;
+    let creds = state
+        .0
+        .store
+        .enrollment(&body.code)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(BAD_CODE.into()))?;
+    let user = creds.user.clone();
+    password::check_policy(&body.password, user.username.as_str())
+        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+    let pw = body.password.clone();
+    let hash = hashing(&state, move || password::hash(&pw))
+        .await?
+        .map_err(|e| {
+            tracing::error!(error = %e, "password hashing failed");
+            ApiError::Internal
+        })?;
+    let secret = totp::TotpSecret::generate().map_err(|_| ApiError::Internal)?;
+    let sealed = state
+        .0
+        .keys
+        .totp
+        .seal(&secret, user.username.as_str())
+        .map_err(|_| ApiError::Internal)?;
+    state
+        .0
+        .store
+        .enroll_set_secrets(user.id, &hash, &sealed)
+        .await?;
+    let uri = secret.otpauth_uri("Portcullis", user.username.as_str());
+    let qr = totp::qr_svg(&uri).unwrap_or_default();
+    Ok(Json(
+        serde_json::json!({ "otpauth_uri": uri, "secret": secret.base32(), "qr_svg": qr }),
+    ))
+}
+
+pub async fn enroll_confirm(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    ApiJson(body): ApiJson<EnrollConfirmBody>,
+) -> ApiResult<StatusCode> {
+    rate_limit(&state, &addr)?;
+    let creds = state
+        .0
+        .store
+        .enrollment(&body.code)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(BAD_CODE.into()))?;
+    let sealed = creds
+        .totp_sealed
+        .as_deref()
+        .ok_or_else(|| ApiError::Conflict("set a password first (POST /api/v1/enroll)".into()))?;
+    let secret = state
+        .0
+        .keys
+        .totp
+        .open(sealed, creds.user.username.as_str())
+        .map_err(|_| ApiError::Internal)?;
+    let now = state.0.clock.now();
+    let step = totp::check(&secret, &body.totp, unix_secs(now), None).map_err(|_| {
+        ApiError::Invalid("that code does not match; check the authenticator app's clock".into())
+    })?;
+    let actor = portcullis_store::AuditActor {
+        name: creds.user.username.to_string(),
+        role: ActorRole::from(creds.user.role),
+        source: addr.source(),
+    };
+    if !state
+        .0
+        .store
+        .enroll_confirm(&actor, creds.user.id, step)
+        .await?
+    {
+        return Err(ApiError::NotFound(BAD_CODE.into()));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) fn rate_limit(state: &AppState, addr: &ClientAddr) -> ApiResult<()> {
+    state
+        .0
+        .login_limiter
+        .check(addr.ip(), state.0.clock.now())
+        .map_err(|secs| ApiError::TooManyRequests {
+            retry_after_secs: secs,
+        })
+}
+
+/// Refuses a locked account with 423 and the time left.
+pub(crate) fn check_lock(user: &UserRecord, now: Timestamp) -> ApiResult<()> {
+    match user.locked_until {
+        Some(until) if until > now => Err(ApiError::Locked {
+            retry_after_secs: until.duration_since(now).as_secs(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Counts a failure; audits the lock when this one caused it.
+pub(crate) async fn fail(
+    state: &AppState,
+    user: &UserRecord,
+    addr: &ClientAddr,
+    action: &str,
+    reason: &str,
+) -> ApiError {
+    let locked = state
+        .0
+        .store
+        .record_login_failure(user.id, &state.0.config.lockout)
+        .await;
+    let draft = user_draft(user, addr, action).details(serde_json::json!({ "reason": reason }));
+    if let Err(e) = audit(state, draft).await {
+        return e;
+    }
+    match locked {
+        Ok(Some(until)) => {
+            let d = user_draft(user, addr, "login.locked")
+                .details(serde_json::json!({ "until": until }));
+            audit(state, d).await.err().unwrap_or(ApiError::LoginFailed)
+        }
+        Ok(None) => ApiError::LoginFailed,
+        Err(e) => e.into(),
+    }
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    rate_limit(&state, &addr)?;
+    let now = state.0.clock.now();
+    let creds = match Username::parse(&body.username) {
+        Ok(name) => state.0.store.credentials(&name).await?,
+        Err(_) => None,
+    };
+    let pw = body.password.clone();
+    let Some(Credentials {
+        user,
+        password_hash,
+        ..
+    }) = creds.filter(|c| c.user.disabled_at.is_none())
+    else {
+        // Same work and the same answer as a wrong password: no user enumeration.
+        hashing(&state, move || password::verify_dummy(&pw)).await?;
+        let shown: String = body.username.chars().take(64).collect();
+        let mut d = AuditDraft::new(shown.clone(), ActorRole::Anonymous, "login.fail")
+            .target(format!("user:{shown}"))
+            .details(serde_json::json!({ "reason": "unknown_or_disabled" }));
+        if let Some(s) = addr.source() {
+            d = d.source(s);
+        }
+        audit(&state, d).await?;
+        return Err(ApiError::LoginFailed);
+    };
+    check_lock(&user, now)?;
+    let ok = match password_hash.filter(|_| user.enrolled) {
+        Some(hash) => hashing(&state, move || password::verify(&pw, &hash)).await?,
+        None => {
+            hashing(&state, move || password::verify_dummy(&pw)).await?;
+            false
+        }
+    };
+    if !ok {
+        return Err(fail(&state, &user, &addr, "login.fail", "bad_password").await);
+    }
+    let s = state
+        .0
+        .store
+        .create_session(
+            user.id,
+            Stage::Mfa,
+            addr.source().as_deref(),
+            &state.0.config.sessions,
+        )
+        .await?;
+    Ok(Json(
+        serde_json::json!({ "mfa_token": s.token, "expires_at": s.session.expires_at }),
+    ))
+}
+
+/// Checks a TOTP code for `user` and marks its step used; the replay guard is atomic.
+pub(crate) async fn check_totp(
+    state: &AppState,
+    user: &UserRecord,
+    addr: &ClientAddr,
+    code: &str,
+) -> ApiResult<()> {
+    let creds = state
+        .0
+        .store
+        .credentials(&user.username)
+        .await?
+        .ok_or(ApiError::LoginFailed)?;
+    let sealed = creds.totp_sealed.ok_or(ApiError::LoginFailed)?;
+    let secret = state
+        .0
+        .keys
+        .totp
+        .open(&sealed, user.username.as_str())
+        .map_err(|_| ApiError::Internal)?;
+    let now = unix_secs(state.0.clock.now());
+    match totp::check(&secret, code, now, creds.totp_last_step) {
+        Ok(step) if state.0.store.use_totp_step(user.id, step).await? => Ok(()),
+        Ok(_) | Err(totp::TotpError::Replayed) => {
+            Err(fail(state, user, addr, "mfa.replay", "code_already_used").await)
+        }
+        Err(_) => Err(fail(state, user, addr, "mfa.fail", "wrong_code").await),
+    }
+}
+
+pub async fn mfa(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    ApiJson(body): ApiJson<MfaBody>,
+) -> ApiResult<Response> {
+    rate_limit(&state, &addr)?;
+    let pending = state
+        .0
+        .store
+        .session(&body.mfa_token, &state.0.config.sessions)
+        .await?
+        .filter(|s| s.stage == Stage::Mfa)
+        .ok_or(ApiError::LoginFailed)?;
+    let user = state.0.store.user_by_id(pending.user_id).await?;
+    check_lock(&user, state.0.clock.now())?;
+    check_totp(&state, &user, &addr, &body.totp).await?;
+    state.0.store.end_session(&body.mfa_token).await?;
+    let s = state
+        .0
+        .store
+        .create_session(
+            user.id,
+            Stage::Full,
+            addr.source().as_deref(),
+            &state.0.config.sessions,
+        )
+        .await?;
+    state.0.store.record_login_success(user.id).await?;
+    audit(&state, user_draft(&user, &addr, "login.ok")).await?;
+    let body = Json(serde_json::json!({
+        "session_token": s.token,
+        "expires_at": s.session.expires_at,
+        "csrf_token": s.session.csrf_token,
+        "username": user.username,
+        "role": user.role,
+    }));
+    let mut resp = body.into_response();
+    if let Ok(v) =
+        HeaderValue::from_str(&session_cookie(&s.token, state.0.config.sessions.absolute))
+    {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}
+
+pub fn session_cookie(token: &str, max_age: Duration) -> String {
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={}",
+        max_age.as_secs()
+    )
+}
+
+pub async fn step_up(
+    State(state): State<AppState>,
+    authed: Authed,
+    ApiJson(body): ApiJson<StepUpBody>,
+) -> ApiResult<StatusCode> {
+    check_lock(&authed.user, state.0.clock.now())?;
+    check_totp(&state, &authed.user, &authed.addr, &body.totp).await?;
+    state.0.store.record_step_up(&authed.token).await?;
+    audit(
+        &state,
+        user_draft(&authed.user, &authed.addr, "auth.step_up"),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn logout(State(state): State<AppState>, authed: Authed) -> ApiResult<Response> {
+    state.0.store.end_session(&authed.token).await?;
+    audit(&state, user_draft(&authed.user, &authed.addr, "logout")).await?;
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let expired =
+        format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0");
+    if let Ok(v) = HeaderValue::from_str(&expired) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    Ok(resp)
+}

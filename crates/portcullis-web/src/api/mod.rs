@@ -1,0 +1,40 @@
+//! The JSON API under `/api/v1`. Paths listed in issue 3 are a contract with users' scripts.
+
+pub mod access;
+pub mod admin;
+pub mod audit;
+pub mod auth;
+pub mod meta;
+pub mod openapi;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/enroll", post(auth::enroll))
+        .route("/enroll/confirm", post(auth::enroll_confirm))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/mfa", post(auth::mfa))
+        .route("/auth/step-up", post(auth::step_up))
+        .route("/auth/logout", post(auth::logout))
+        .route("/devices", get(access::devices))
+        .route("/requests", get(access::list).post(access::create))
+        .route("/requests/{id}", get(access::get))
+        .route("/requests/{id}/approve", post(access::approve))
+        .route("/requests/{id}/deny", post(access::deny))
+        .route("/grants/{id}/revoke", post(access::revoke))
+        .route("/grants/{id}/token", post(access::token))
+        .route("/keys", get(meta::keys))
+        .route("/audit", get(audit::list))
+        .route("/audit/export", get(audit::export))
+        .route("/audit/verify", get(audit::verify))
+        .route("/admin/orgs", get(admin::orgs).post(admin::add_org))
+        .route("/admin/users", get(admin::users).post(admin::add_user))
+        .route("/admin/users/{name}/{action}", post(admin::user_action))
+        .route("/admin/devices", post(admin::add_device))
+        .route("/admin/devices/{name}/policy", post(admin::set_policy))
+        .route("/openapi.json", get(openapi::document))
+}

@@ -1,0 +1,124 @@
+//! The one API error type. Each variant maps to a status code and a message a person can act on;
+//! internal causes go to the log, never into a response (no SQL, no stack traces).
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use portcullis_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON at all.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Well-formed, but a field is wrong (unknown field, bad port, reversed window, policy).
+    #[error("{0}")]
+    Invalid(String),
+    /// No valid session.
+    #[error("log in first")]
+    Unauthenticated,
+    /// The generic login failure: unknown user, wrong password and wrong code look the same.
+    #[error("wrong username, password or code")]
+    LoginFailed,
+    #[error(
+        "the account is locked after too many failed attempts; try again later or ask an admin to unlock it"
+    )]
+    Locked { retry_after_secs: u64 },
+    #[error("too many attempts; slow down")]
+    TooManyRequests { retry_after_secs: u64 },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("confirm with a fresh authenticator code first (step-up)")]
+    StepUpRequired,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The database or the audit log cannot take the action: fail closed.
+    #[error(
+        "the service cannot record this action right now; nothing was changed, try again shortly"
+    )]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unauthenticated | ApiError::LoginFailed => StatusCode::UNAUTHORIZED,
+            ApiError::Locked { .. } => StatusCode::LOCKED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Forbidden(_) | ApiError::StepUpRequired => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code beside the message.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Invalid(_) => "invalid",
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::LoginFailed => "login_failed",
+            ApiError::Locked { .. } => "locked",
+            ApiError::TooManyRequests { .. } => "rate_limited",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::StepUpRequired => "step_up_required",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unavailable => "unavailable",
+            ApiError::Internal => "internal",
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Invalid(v) => ApiError::Invalid(v.to_string()),
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            StoreError::NotFound(m) => ApiError::NotFound(m),
+            StoreError::Forbidden(m) => ApiError::Forbidden(m),
+            e if e.is_unavailable() => {
+                tracing::error!(error = %e, "database unavailable: refusing the action");
+                ApiError::Unavailable
+            }
+            e => {
+                tracing::error!(error = %e, "store error");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<portcullis_core::ValidationError> for ApiError {
+    fn from(v: portcullis_core::ValidationError) -> Self {
+        ApiError::Invalid(v.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let retry = match &self {
+            ApiError::Locked { retry_after_secs }
+            | ApiError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        };
+        let body = serde_json::json!({ "error": self.to_string(), "code": self.code() });
+        let mut resp = (self.status(), Json(body)).into_response();
+        if let Some(secs) = retry
+            && let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

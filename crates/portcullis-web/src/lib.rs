@@ -1,0 +1,41 @@
+//! The Portcullis approval service: a JSON API under `/api/v1` (what the vendor CLI and scripts
+//! use) and, beside it, the web pages. `router(state)` builds the whole service; tests drive it
+//! without a socket (`tower::ServiceExt::oneshot`), the binary serves it over HTTPS.
+#![forbid(unsafe_code)]
+// The OpenAPI document is one large `json!` literal.
+#![recursion_limit = "512"]
+
+pub mod api;
+pub mod error;
+pub mod extract;
+mod limit;
+pub mod pages;
+pub mod security;
+pub mod serve;
+pub mod state;
+
+use axum::Router;
+use axum::middleware;
+use axum::routing::get;
+
+pub use error::ApiError;
+pub use state::{AppState, WebConfig, WebKeys};
+
+/// Request bodies larger than this are refused before parsing.
+const MAX_BODY: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .nest("/api/v1", api::router())
+        .route("/healthz", get(api::meta::healthz))
+        .route("/readyz", get(api::meta::readyz))
+        .merge(pages::router())
+        .fallback(|| async { error::ApiError::NotFound("no such page".into()) })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security::same_origin,
+        ))
+        .layer(middleware::from_fn(security::headers))
+        .with_state(state)
+}

@@ -1,0 +1,164 @@
+//! The page frame: head, the role's navigation, the logout button, flash messages.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use maud::{DOCTYPE, Markup, html};
+use portcullis_core::Role;
+
+use super::form::CSRF_FIELD;
+use super::session::Browser;
+
+/// A message after a redirect (PRG), named by a fixed code in the `done` query parameter. Only
+/// these texts can appear, so a crafted link cannot put words in the service's mouth.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Flash(pub Option<&'static str>);
+
+const FLASHES: &[(&str, &str)] = &[
+    (
+        "enrolled",
+        "Enrollment complete. Log in with your password and a code from your app.",
+    ),
+    ("logged_out", "You are logged out."),
+    (
+        "requested",
+        "Request submitted. A supervisor will review it.",
+    ),
+    ("approved", "Approved: the grant is ready."),
+    (
+        "approval_recorded",
+        "Approval recorded; this device needs a second supervisor's approval.",
+    ),
+    ("denied", "Request denied."),
+    ("revoked", "Grant revoked."),
+    ("org_added", "Organisation added."),
+    ("device_added", "Device added."),
+    ("policy_saved", "Policy saved."),
+    ("user_disabled", "User disabled; their sessions have ended."),
+    ("user_unlocked", "User unlocked."),
+];
+
+impl Flash {
+    pub(crate) fn redirect(path: &str, code: &str) -> axum::response::Redirect {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        axum::response::Redirect::to(&format!("{path}{sep}done={code}"))
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Flash {
+    type Rejection = Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let code = Query::<HashMap<String, String>>::try_from_uri(&parts.uri)
+            .ok()
+            .and_then(|Query(q)| q.get("done").cloned());
+        Ok(Flash(code.and_then(|c| {
+            FLASHES.iter().find(|(k, _)| *k == c).map(|(_, m)| *m)
+        })))
+    }
+}
+
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) " · Portcullis" }
+            link rel="stylesheet" href="/static/app.css";
+            script src="/static/app.js" defer {}
+        }
+    }
+}
+
+/// A page for someone not logged in (login, enrollment, errors).
+pub(crate) fn bare(title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title))
+            body {
+                header.top { span.brand { "Portcullis" } }
+                main {
+                    h1 data-testid="page-title" { (title) }
+                    (body)
+                }
+            }
+        }
+    }
+}
+
+fn nav_for(role: Role) -> &'static [(&'static str, &'static str)] {
+    match role {
+        Role::Vendor => &[
+            ("/devices", "Devices"),
+            ("/requests/new", "New request"),
+            ("/requests", "My requests"),
+        ],
+        Role::Supervisor => &[
+            ("/queue", "Queue"),
+            ("/grants", "Grants"),
+            ("/requests", "All requests"),
+        ],
+        Role::Auditor => &[
+            ("/audit", "Audit log"),
+            ("/audit/verify", "Verify"),
+            ("/requests", "Requests"),
+        ],
+        Role::Admin => &[
+            ("/admin/users", "Users"),
+            ("/admin/orgs", "Organisations"),
+            ("/admin/devices", "Devices"),
+            ("/grants", "Grants"),
+        ],
+    }
+}
+
+/// The hidden anti-CSRF field every form of a logged-in page carries.
+pub(crate) fn csrf(who: &Browser) -> Markup {
+    html! { input type="hidden" name=(CSRF_FIELD) value=(who.0.session.csrf_token); }
+}
+
+/// An error message above a re-rendered form.
+pub(crate) fn error_box(message: Option<&str>) -> Markup {
+    html! {
+        @if let Some(m) = message {
+            p.error role="alert" data-testid="error" { (m) }
+        }
+    }
+}
+
+/// A page for a logged-in user: navigation for their role and a logout button.
+pub(crate) fn page(title: &str, who: &Browser, flash: Flash, body: Markup) -> Markup {
+    let user = &who.0.user;
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head(title))
+            body {
+                header.top {
+                    span.brand { "Portcullis" }
+                    nav data-testid="nav" {
+                        @for (href, label) in nav_for(user.role) {
+                            a href=(href) { (label) }
+                        }
+                    }
+                    span.who data-testid="whoami" {
+                        (user.username.as_str()) " (" (user.role) ")"
+                    }
+                    form.inline method="post" action="/logout" {
+                        (csrf(who))
+                        button type="submit" data-testid="logout" { "Log out" }
+                    }
+                }
+                main {
+                    h1 data-testid="page-title" { (title) }
+                    @if let Some(m) = flash.0 {
+                        p.flash role="status" data-testid="flash" { (m) }
+                    }
+                    (body)
+                }
+            }
+        }
+    }
+}

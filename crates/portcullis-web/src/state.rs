@@ -1,0 +1,107 @@
+//! What every handler shares: the store, the clock, keys, settings and the limiters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_auth::token::TokenSigner;
+use portcullis_auth::totp::TotpKey;
+use portcullis_core::Clock;
+use portcullis_core::audit::MacKey;
+use portcullis_store::{LockoutPolicy, SessionPolicy, Store};
+use tokio::sync::Semaphore;
+
+use crate::limit::RateLimiter;
+
+/// Settings of the approval service.
+#[derive(Debug, Clone)]
+pub struct WebConfig {
+    /// The origin browsers see, e.g. `https://127.0.0.1:8443`: same-origin checks compare with it.
+    pub public_origin: String,
+    /// Where vendor clients reach the relay, e.g. `127.0.0.1:4433`, told to them with each token.
+    pub relay_addr: String,
+    /// `iss` of relay tokens.
+    pub token_issuer: String,
+    /// `aud` of relay tokens: the relay accepts only this.
+    pub token_audience: String,
+    /// Relay tokens live at most this long (and never past the window's end).
+    pub token_ttl: Duration,
+    /// The last MFA must be this recent to mint a relay token.
+    pub token_mfa_max_age: Duration,
+    /// Approvals need a TOTP step-up this recent (SECURITY.md: 5 minutes).
+    pub step_up_max_age: Duration,
+    /// System-use notification shown before login (IEC 62443 SR 1.12).
+    pub banner: String,
+    pub sessions: SessionPolicy,
+    pub lockout: LockoutPolicy,
+    /// Concurrent argon2 computations at most, so a login flood cannot starve other requests.
+    pub hash_concurrency: usize,
+    /// Login attempts per source address per minute.
+    pub login_rate_per_minute: u32,
+    /// The plant's IANA time zone (e.g. `Europe/Berlin`): pages show and read times in it; the
+    /// API and the audit log stay in UTC.
+    pub time_zone: String,
+}
+
+impl WebConfig {
+    pub fn new(public_origin: impl Into<String>, relay_addr: impl Into<String>) -> Self {
+        let public_origin = public_origin.into();
+        Self {
+            token_issuer: public_origin.clone(),
+            public_origin,
+            relay_addr: relay_addr.into(),
+            token_audience: "portcullis-relay".into(),
+            token_ttl: Duration::from_secs(300),
+            token_mfa_max_age: Duration::from_secs(30 * 60),
+            step_up_max_age: Duration::from_secs(5 * 60),
+            banner: "Authorised use only. Activity on this system is recorded and audited.".into(),
+            sessions: SessionPolicy::default(),
+            lockout: LockoutPolicy::default(),
+            hash_concurrency: 2,
+            login_rate_per_minute: 20,
+            time_zone: "UTC".into(),
+        }
+    }
+}
+
+/// Keys the service holds.
+#[derive(Debug)]
+pub struct WebKeys {
+    pub totp: TotpKey,
+    pub signer: TokenSigner,
+    /// The published verification keys (JWKS).
+    pub jwks: serde_json::Value,
+    /// For `GET /api/v1/audit/verify`.
+    pub audit_mac: MacKey,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppState(pub(crate) Arc<Inner>);
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+    pub keys: WebKeys,
+    pub config: WebConfig,
+    pub hashing: Semaphore,
+    pub login_limiter: RateLimiter,
+}
+
+impl AppState {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, keys: WebKeys, config: WebConfig) -> Self {
+        let hashing = Semaphore::new(config.hash_concurrency.max(1));
+        let login_limiter = RateLimiter::per_minute(config.login_rate_per_minute);
+        AppState(Arc::new(Inner {
+            store,
+            clock,
+            keys,
+            config,
+            hashing,
+            login_limiter,
+        }))
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.0.store
+    }
+}

@@ -1,0 +1,1070 @@
+//! The web pages through the real router (no socket) on a real SQLite store with a manual
+//! clock: the forms follow the API's rules (CSRF, MFA, step-up, policy, audit), times show in
+//! the plant's zone, and user text is escaped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use portcullis_auth::token::KeyRing;
+use portcullis_auth::totp::{TotpKey, TotpSecret};
+use portcullis_core::audit::{ActorRole, MacKey};
+use portcullis_core::{
+    Clock, Criticality, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName,
+    Port, RequestState, Role, Username,
+};
+use portcullis_store::{AuditActor, AuditQuery, NewUser, RequestFilter, Store, StoreConfig};
+use portcullis_testkit::{ManualClock, TestDb};
+use portcullis_web::{AppState, WebConfig, WebKeys, router};
+use tower::ServiceExt;
+
+const ORIGIN: &str = "https://portcullis.test";
+const PASSWORD: &str = "correct horse plant seven";
+
+/// A form's fields, in order.
+type Form<'a> = &'a [(&'a str, &'a str)];
+
+struct App {
+    router: Router,
+    store: Store,
+    clock: Arc<ManualClock>,
+    _db: TestDb,
+    _keys: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+struct Resp {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Resp {
+    fn location(&self) -> &str {
+        self.headers[header::LOCATION].to_str().unwrap()
+    }
+    fn cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+    /// The value of the first `name="..."` or `data-testid` text after `marker`.
+    fn text_after(&self, marker: &str) -> String {
+        let at = self.body.find(marker).unwrap_or_else(|| {
+            panic!("{marker} not in page:\n{}", self.body);
+        });
+        let rest = &self.body[at + marker.len()..];
+        let rest = &rest[rest.find('>').unwrap() + 1..];
+        rest[..rest.find('<').unwrap()].to_owned()
+    }
+    fn csrf(&self) -> String {
+        let marker = r#"name="csrf" value=""#;
+        let at = self.body.find(marker).expect("a csrf field") + marker.len();
+        self.body[at..at + self.body[at..].find('"').unwrap()].to_owned()
+    }
+}
+
+/// A logged-in browser: its session cookie and anti-CSRF token, and the TOTP secret.
+struct Browser {
+    cookie: String,
+    csrf: String,
+    secret: TotpSecret,
+}
+
+async fn app() -> App {
+    app_with(|_| {}).await
+}
+
+async fn app_with(tune: impl FnOnce(&mut WebConfig)) -> App {
+    let db = TestDb::sqlite();
+    let clock = Arc::new(ManualClock::at("2026-11-25T08:00:00Z"));
+    let mut config = StoreConfig::new(MacKey::new([1; 32]));
+    config.clock = clock.clone();
+    let store = Store::open(db.url(), config).await.unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let ring = KeyRing::load_or_create(keys.path()).unwrap();
+    let mut web = WebConfig::new(ORIGIN, "127.0.0.1:4433");
+    web.login_rate_per_minute = 1000;
+    tune(&mut web);
+    let web_keys = WebKeys {
+        totp: TotpKey::from_bytes(zeroize::Zeroizing::new([2; 32])),
+        signer: ring.signer(&web.token_issuer, &web.token_audience),
+        jwks: ring.jwks(),
+        audit_mac: MacKey::new([1; 32]),
+    };
+    let state = AppState::new(store.clone(), clock.clone(), web_keys, web);
+    let admin = root();
+    store
+        .add_org(&admin, &OrgName::parse("acme").unwrap())
+        .await
+        .unwrap();
+    for (name, approvals) in [("plc-7", 1), ("hmi-2", 2)] {
+        let d = Device {
+            name: DeviceName::parse(name).unwrap(),
+            address: NetworkAddress::parse("10.1.2.3").unwrap(),
+            criticality: Criticality::High,
+            profile: DeviceProfile {
+                site: "Plant 2".into(),
+                device_type: "PLC".into(),
+                firmware: "v4.1".into(),
+                ..Default::default()
+            },
+            policy: DevicePolicy::new(
+                Port::parse_list("502,80").unwrap(),
+                Duration::from_secs(4 * 3600),
+                approvals,
+                [OrgName::parse("acme").unwrap()].into(),
+            )
+            .unwrap(),
+        };
+        store.add_device(&admin, &d).await.unwrap();
+    }
+    App {
+        router: router(state),
+        store,
+        clock,
+        _db: db,
+        _keys: keys,
+    }
+}
+
+fn copy(s: &TotpSecret) -> TotpSecret {
+    TotpSecret::from_base32(&s.base32()).unwrap()
+}
+
+fn root() -> AuditActor {
+    AuditActor {
+        name: "cli:root".into(),
+        role: ActorRole::Admin,
+        source: Some("cli".into()),
+    }
+}
+
+/// `application/x-www-form-urlencoded`, percent-encoding everything but unreserved bytes.
+fn encode(fields: &[(&str, &str)]) -> String {
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    char::from(b).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+impl App {
+    fn unix(&self) -> u64 {
+        (self.clock.now().unix_micros() / 1_000_000) as u64
+    }
+
+    /// The next 30 s step (each code works once).
+    fn next_code(&self, secret: &TotpSecret) -> String {
+        self.clock.advance(Duration::from_secs(30));
+        secret.code_at(self.unix())
+    }
+
+    async fn send(&self, req: Request<Body>) -> Resp {
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        Resp {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    async fn get(&self, path: &str, cookie: Option<&str>) -> Resp {
+        let mut req = Request::builder().method(Method::GET).uri(path);
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        self.send(req.body(Body::empty()).unwrap()).await
+    }
+
+    async fn post(&self, path: &str, cookie: Option<&str>, fields: &[(&str, &str)]) -> Resp {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::ORIGIN, ORIGIN)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(c) = cookie {
+            req = req.header(header::COOKIE, c);
+        }
+        self.send(req.body(Body::from(encode(fields))).unwrap())
+            .await
+    }
+
+    /// A posted form of a logged-in browser, with its anti-CSRF field.
+    async fn submit(&self, b: &Browser, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let mut all = vec![("csrf", b.csrf.as_str())];
+        all.extend_from_slice(fields);
+        self.post(path, Some(&b.cookie), &all).await
+    }
+
+    async fn actions(&self) -> Vec<String> {
+        self.store
+            .audit_events(&AuditQuery::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.action)
+            .collect()
+    }
+
+    async fn add_user(&self, name: &str, role: Role) -> String {
+        let org = (role == Role::Vendor).then(|| OrgName::parse("acme").unwrap());
+        let new = NewUser {
+            username: Username::parse(name).unwrap(),
+            role,
+            org,
+        };
+        self.store.add_user(&root(), &new).await.unwrap().1.code
+    }
+
+    /// Enrolls through the pages; returns the TOTP secret read from the page.
+    async fn enroll(&self, code: &str) -> TotpSecret {
+        let r = self.get(&format!("/enroll?code={code}"), None).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(r.body.contains(r#"data-testid="enroll-form""#));
+        let r = self
+            .post(
+                "/enroll",
+                None,
+                &[
+                    ("code", code),
+                    ("password", PASSWORD),
+                    ("confirm", PASSWORD),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        assert!(r.body.contains("<svg"), "the QR code is inline");
+        assert!(!r.body.contains("style="), "no inline style (CSP)");
+        let secret =
+            TotpSecret::from_base32(&r.text_after(r#"data-testid="totp-secret""#)).unwrap();
+        let r = self
+            .post(
+                "/enroll/confirm",
+                None,
+                &[("code", code), ("totp", &secret.code_at(self.unix()))],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        assert_eq!(r.location(), "/login?done=enrolled");
+        secret
+    }
+
+    /// Logs in through the two forms; returns the browser and the final response.
+    async fn login(&self, name: &str, secret: TotpSecret) -> (Browser, Resp) {
+        let r = self
+            .post(
+                "/login",
+                None,
+                &[("username", name), ("password", PASSWORD)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        assert_eq!(r.location(), "/login/mfa");
+        let mfa_cookie = r.cookies()[0].split(';').next().unwrap().to_owned();
+        assert!(mfa_cookie.starts_with("__Host-portcullis-mfa="));
+        let page = self.get("/login/mfa", Some(&mfa_cookie)).await;
+        assert_eq!(page.status, StatusCode::OK);
+        let code = self.next_code(&secret);
+        let r = self
+            .post(
+                "/login/mfa",
+                Some(&mfa_cookie),
+                &[("csrf", &page.csrf()), ("totp", &code)],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        let cookie = r
+            .cookies()
+            .iter()
+            .find(|c| c.starts_with("__Host-portcullis="))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned();
+        let home = self.get("/", Some(&cookie)).await;
+        let start = self.get(home.location(), Some(&cookie)).await;
+        assert_eq!(start.status, StatusCode::OK, "{}", start.body);
+        let b = Browser {
+            cookie,
+            csrf: start.csrf(),
+            secret,
+        };
+        (b, r)
+    }
+
+    async fn user(&self, name: &str, role: Role) -> Browser {
+        let code = self.add_user(name, role).await;
+        let secret = self.enroll(&code).await;
+        self.login(name, secret).await.0
+    }
+
+    /// A vendor's request through the form; returns its id.
+    async fn request(&self, vendor: &Browser, device: &str, reason: &str) -> i64 {
+        let before = self.requests().await.len();
+        let r = self
+            .submit(
+                vendor,
+                "/requests",
+                &[
+                    ("device", device),
+                    ("ports", "502"),
+                    ("start", "2026-11-25T09:30"),
+                    ("end", "2026-11-25T10:30"),
+                    ("reason", reason),
+                    ("ticket", "CHG-1"),
+                ],
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+        assert_eq!(r.location(), "/requests?done=requested");
+        let list = self.requests().await;
+        assert_eq!(list.len(), before + 1);
+        list[0].id
+    }
+
+    async fn requests(&self) -> Vec<portcullis_store::RequestRecord> {
+        self.store
+            .list_requests(&RequestFilter::default())
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn the_login_page_shows_the_banner_escaped_with_security_headers() {
+    let app = app_with(|w| w.banner = "Authorised use only <b>& audited</b>".into()).await;
+    let r = app.get("/login", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.body
+            .contains("Authorised use only &lt;b&gt;&amp; audited&lt;/b&gt;"),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains(r#"data-testid="banner""#));
+    assert!(
+        r.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    let csp = r.headers[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+    assert!(csp.contains("default-src 'self'"));
+    assert!(!r.body.contains("<script>"), "no inline script");
+    assert!(!r.body.contains("style="), "no inline style");
+    // The assets the CSP allows are served from here.
+    let css = app.get("/static/app.css", None).await;
+    assert!(
+        css.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    let js = app.get("/static/app.js", None).await;
+    assert!(
+        js.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(js.body.contains("data-deadline"));
+    // Not logged in: the start page and every role page lead to the login page.
+    for path in ["/", "/requests", "/queue", "/audit", "/admin/users"] {
+        let r = app.get(path, None).await;
+        assert_eq!(
+            (r.status, r.location()),
+            (StatusCode::SEE_OTHER, "/login"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn enrollment_and_login_through_the_forms_set_the_cookie_with_all_flags() {
+    let app = app().await;
+    let code = app.add_user("vera", Role::Vendor).await;
+    let secret = app.enroll(&code).await;
+    // The enrollment code works once.
+    let again = app.get(&format!("/enroll?code={code}"), None).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert!(again.body.contains("not valid"), "{}", again.body);
+
+    // A wrong password and a wrong code get the one generic answer.
+    let r = app
+        .post(
+            "/login",
+            None,
+            &[
+                ("username", "vera"),
+                ("password", "wrong password entirely"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.body.contains("wrong username, password or code"));
+    let r = app
+        .post(
+            "/login",
+            None,
+            &[("username", "nobody"), ("password", PASSWORD)],
+        )
+        .await;
+    assert!(r.body.contains("wrong username, password or code"));
+
+    let (vera, last) = app.login("vera", secret).await;
+    let cookies = last.cookies();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("__Host-portcullis="))
+        .unwrap();
+    for flag in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(session.contains(flag), "{session}");
+    }
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("__Host-portcullis-mfa=;") && c.contains("Max-Age=0")),
+        "the password-stage cookie is cleared: {cookies:?}"
+    );
+    assert_eq!(last.location(), "/");
+    let home = app.get("/", Some(&vera.cookie)).await;
+    assert_eq!(home.location(), "/requests", "the vendor's start page");
+    let actions = app.actions().await;
+    for a in ["user.enroll", "login.fail", "login.ok"] {
+        assert!(actions.iter().any(|x| x == a), "{a}: {actions:?}");
+    }
+
+    // A password-stage cookie is not a session.
+    let r = app
+        .post(
+            "/login",
+            None,
+            &[("username", "vera"), ("password", PASSWORD)],
+        )
+        .await;
+    let mfa = r.cookies()[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .replace("-mfa", "");
+    assert_eq!(
+        app.get("/requests", Some(&mfa)).await.status,
+        StatusCode::SEE_OTHER
+    );
+
+    // Logout ends the session.
+    let r = app.submit(&vera, "/logout", &[]).await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/login?done=logged_out")
+    );
+    assert!(r.cookies()[0].contains("Max-Age=0"));
+    let r = app.get("/requests", Some(&vera.cookie)).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/login"));
+}
+
+#[tokio::test]
+async fn form_posts_without_or_with_a_wrong_csrf_field_are_refused_and_change_nothing() {
+    let app = app().await;
+    let vera = app.user("vera", Role::Vendor).await;
+    let before = app.actions().await;
+    let form = [
+        ("device", "plc-7"),
+        ("ports", "502"),
+        ("start", "2026-11-25T09:30"),
+        ("end", "2026-11-25T10:30"),
+        ("reason", "recipe update"),
+    ];
+    let r = app.post("/requests", Some(&vera.cookie), &form).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no csrf field");
+    assert!(r.body.contains("anti-CSRF"));
+    let mut wrong = vec![("csrf", "0000")];
+    wrong.extend_from_slice(&form);
+    let r = app.post("/requests", Some(&vera.cookie), &wrong).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "wrong csrf field");
+    let r = app
+        .post("/logout", Some(&vera.cookie), &[("csrf", "")])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "empty csrf field");
+    // Another site's form, even with the right token, is refused by the Origin check.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/requests")
+        .header(header::ORIGIN, "https://evil.example")
+        .header(header::COOKIE, &vera.cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(encode(
+            &[&[("csrf", vera.csrf.as_str())][..], &form].concat(),
+        )))
+        .unwrap();
+    assert_eq!(app.send(req).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.actions().await, before, "nothing audited");
+    assert!(app.requests().await.is_empty(), "nothing written");
+    assert_eq!(
+        app.get("/requests", Some(&vera.cookie)).await.status,
+        StatusCode::OK,
+        "still logged in"
+    );
+}
+
+#[tokio::test]
+async fn a_request_outside_the_policy_rerenders_the_form_with_the_message_and_writes_nothing() {
+    let app = app().await;
+    let vera = app.user("vera", Role::Vendor).await;
+    let devices = app.get("/devices", Some(&vera.cookie)).await;
+    assert!(devices.body.contains("plc-7") && devices.body.contains("hmi-2"));
+    assert!(
+        !devices.body.contains("10.1.2.3"),
+        "vendors do not learn addresses"
+    );
+    let form = app
+        .get("/requests/new?device=plc-7", Some(&vera.cookie))
+        .await;
+    assert!(form.body.contains(r#"data-testid="port-502""#));
+    assert!(
+        !form.body.contains(r#"data-testid="port-22""#),
+        "only the policy's ports"
+    );
+
+    let before = app.actions().await.len();
+    let cases: [(Form, StatusCode, &str); 6] = [
+        (
+            &[
+                ("device", "plc-7"),
+                ("ports", "22"),
+                ("start", "2026-11-25T09:30"),
+                ("end", "2026-11-25T10:30"),
+                ("reason", "x"),
+            ],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "port 22 is not allowed on this device (allowed: 80,502)",
+        ),
+        (
+            &[
+                ("device", "plc-7"),
+                ("ports", "502"),
+                ("start", "2026-11-25T10:30"),
+                ("end", "2026-11-25T09:30"),
+                ("reason", "x"),
+            ],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "at or before it starts",
+        ),
+        (
+            &[
+                ("device", "plc-7"),
+                ("ports", "502"),
+                ("start", "2026-11-25T09:30"),
+                ("end", "2026-11-25T19:30"),
+                ("reason", "x"),
+            ],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "longer than this device allows",
+        ),
+        (
+            &[
+                ("device", "nope"),
+                ("ports", "502"),
+                ("start", "2026-11-25T09:30"),
+                ("end", "2026-11-25T10:30"),
+                ("reason", "x"),
+            ],
+            StatusCode::NOT_FOUND,
+            "device 'nope' does not exist",
+        ),
+        (
+            &[
+                ("device", "plc-7"),
+                ("start", "2026-11-25T09:30"),
+                ("end", "2026-11-25T10:30"),
+                ("reason", "x"),
+            ],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ports: name at least one port",
+        ),
+        (
+            &[
+                ("device", "plc-7"),
+                ("ports", "502"),
+                ("start", "tomorrow"),
+                ("end", "2026-11-25T10:30"),
+                ("reason", "x"),
+            ],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "start: 'tomorrow' is not a date and time",
+        ),
+    ];
+    for (fields, status, message) in cases {
+        let r = app.submit(&vera, "/requests", fields).await;
+        assert_eq!(r.status, status, "{fields:?}: {}", r.body);
+        let escaped = message.replace('\'', "&#39;");
+        assert!(
+            r.body.contains(message) || r.body.contains(&escaped),
+            "{fields:?}: {}",
+            r.body
+        );
+        assert!(
+            r.body.contains(r#"data-testid="device-picker""#),
+            "the form again"
+        );
+    }
+    // The form keeps what was typed.
+    let r = app.submit(&vera, "/requests", cases[0].0).await;
+    assert!(r.body.contains(r#"value="2026-11-25T09:30""#), "{}", r.body);
+    assert_eq!(app.actions().await.len(), before, "nothing audited");
+    assert!(app.requests().await.is_empty(), "nothing written");
+
+    let id = app.request(&vera, "plc-7", "recipe update").await;
+    let mine = app
+        .get("/requests?done=requested", Some(&vera.cookie))
+        .await;
+    assert!(mine.body.contains("Request submitted."), "flash");
+    assert!(mine.body.contains(&format!(r#"data-id="{id}""#)));
+}
+
+#[tokio::test]
+async fn approval_needs_a_valid_code_in_the_form_and_audits_the_step_up() {
+    let app = app().await;
+    let vera = app.user("vera", Role::Vendor).await;
+    let sam = app.user("sam", Role::Supervisor).await;
+    let id = app.request(&vera, "plc-7", "recipe update").await;
+    let queue = app.get("/queue", Some(&sam.cookie)).await;
+    assert!(
+        queue.body.contains(&format!(r#"data-id="{id}""#)),
+        "{}",
+        queue.body
+    );
+    let detail = app.get(&format!("/requests/{id}"), Some(&sam.cookie)).await;
+    assert!(detail.body.contains(r#"data-testid="approve-form""#));
+    assert!(
+        detail.body.contains("10.1.2.3") && detail.body.contains("v4.1"),
+        "inventory data"
+    );
+    // Vendors do not approve, not even their own.
+    let approve = format!("/requests/{id}/approve");
+    let r = app
+        .submit(&vera, &approve, &[("ports", "502"), ("totp", "123456")])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let before = app.actions().await.len();
+    let r = app.submit(&sam, &approve, &[("ports", "502")]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no code: {}", r.body);
+    assert!(r.body.contains("nothing was approved"));
+    let r = app
+        .submit(&sam, &approve, &[("ports", "502"), ("totp", "000000")])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "wrong code");
+    let actions = app.actions().await;
+    assert!(
+        !actions
+            .iter()
+            .any(|a| a == "request.approve" || a == "auth.step_up")
+    );
+    assert!(
+        actions[before..].iter().all(|a| a == "mfa.fail"),
+        "{actions:?}"
+    );
+    assert_eq!(
+        app.requests().await[0].request.state,
+        RequestState::Requested
+    );
+    app.store
+        .unlock_user(&root(), &Username::parse("sam").unwrap())
+        .await
+        .unwrap();
+
+    // A valid code, narrowing the window to end at 10:00 (plant time is UTC here).
+    let code = app.next_code(&sam.secret);
+    let r = app
+        .submit(
+            &sam,
+            &approve,
+            &[
+                ("ports", "502"),
+                ("start", "2026-11-25T09:30"),
+                ("end", "2026-11-25T10:00"),
+                ("totp", &code),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), format!("/requests/{id}?done=approved"));
+    let rec = &app.requests().await[0];
+    assert_eq!(rec.request.state, RequestState::Approved);
+    assert_eq!(
+        rec.request.window.end.to_rfc3339(),
+        "2026-11-25T10:00:00.000000Z"
+    );
+    let actions = app.actions().await;
+    let step = actions
+        .iter()
+        .position(|a| a == "auth.step_up")
+        .expect("step-up audited");
+    let approved = actions
+        .iter()
+        .position(|a| a == "request.approve")
+        .expect("approval audited");
+    assert!(step < approved, "the step-up comes first");
+    // The same code again: refused (replay), and deciding twice is a conflict anyway.
+    let r = app
+        .submit(&sam, &approve, &[("ports", "502"), ("totp", &code)])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // Once active, the grant shows a countdown; the supervisor can revoke it.
+    app.clock
+        .set(portcullis_core::Timestamp::parse_rfc3339("2026-11-25T09:40:00Z").unwrap());
+    // Both sessions have been idle for over 30 minutes by now: log in again.
+    let vera = app.login("vera", copy(&vera.secret)).await.0;
+    let sam = app.login("sam", copy(&sam.secret)).await.0;
+    let mine = app.get("/requests", Some(&vera.cookie)).await;
+    assert!(
+        mine.body
+            .contains(r#"data-deadline="2026-11-25T10:00:00Z""#),
+        "{}",
+        mine.body
+    );
+    let end = portcullis_core::Timestamp::parse_rfc3339("2026-11-25T10:00:00Z").unwrap();
+    let left = end.duration_since(app.clock.now()).as_secs();
+    assert!(
+        mine.body.contains(&format!(r#"data-seconds="{left}""#)),
+        "counted from the server's clock"
+    );
+    let grants = app.get("/grants", Some(&sam.cookie)).await;
+    assert!(grants.body.contains(&format!(r#"data-id="{id}""#)));
+    let r = app
+        .submit(&sam, &format!("/grants/{id}/revoke"), &[("reason", "")])
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "a reason is needed"
+    );
+    let r = app
+        .submit(
+            &sam,
+            &format!("/grants/{id}/revoke"),
+            &[("reason", "done early")],
+        )
+        .await;
+    assert_eq!(r.location(), "/grants?done=revoked");
+    assert_eq!(app.requests().await[0].request.state, RequestState::Revoked);
+}
+
+#[tokio::test]
+async fn dual_approval_and_deny_through_the_forms() {
+    let app = app().await;
+    let vera = app.user("vera", Role::Vendor).await;
+    let sam = app.user("sam", Role::Supervisor).await;
+    let sue = app.user("sue", Role::Supervisor).await;
+    let id = app.request(&vera, "hmi-2", "panel update").await;
+    let approve = format!("/requests/{id}/approve");
+    let code = app.next_code(&sam.secret);
+    let r = app
+        .submit(&sam, &approve, &[("ports", "502"), ("totp", &code)])
+        .await;
+    assert_eq!(
+        r.location(),
+        format!("/requests/{id}?done=approval_recorded")
+    );
+    let code = app.next_code(&sam.secret);
+    let r = app
+        .submit(&sam, &approve, &[("ports", "502"), ("totp", &code)])
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "the same supervisor twice");
+    assert!(r.body.contains("second, different supervisor"));
+    let code = app.next_code(&sue.secret);
+    let r = app
+        .submit(&sue, &approve, &[("ports", "502"), ("totp", &code)])
+        .await;
+    assert_eq!(r.location(), format!("/requests/{id}?done=approved"));
+
+    let other = app.request(&vera, "plc-7", "second").await;
+    let r = app
+        .submit(
+            &sam,
+            &format!("/requests/{other}/deny"),
+            &[("reason", "not today")],
+        )
+        .await;
+    assert_eq!(r.location(), "/queue?done=denied");
+    let rec = app.store.request(other).await.unwrap().unwrap();
+    assert_eq!(rec.request.state, RequestState::Denied);
+}
+
+#[tokio::test]
+async fn times_show_and_are_read_in_the_plant_time_zone() {
+    let app = app_with(|w| w.time_zone = "Europe/Berlin".into()).await;
+    let vera = app.user("vera", Role::Vendor).await;
+    // 10:00 in Berlin in November (CET, UTC+1) is 09:00 UTC.
+    let r = app
+        .submit(
+            &vera,
+            "/requests",
+            &[
+                ("device", "plc-7"),
+                ("ports", "502"),
+                ("start", "2026-11-25T10:00"),
+                ("end", "2026-11-25T11:30"),
+                ("reason", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let rec = &app.requests().await[0];
+    assert_eq!(
+        rec.request.window.start.to_rfc3339(),
+        "2026-11-25T09:00:00.000000Z"
+    );
+    assert_eq!(
+        rec.request.window.end.to_rfc3339(),
+        "2026-11-25T10:30:00.000000Z"
+    );
+    let page = app.get("/requests", Some(&vera.cookie)).await;
+    assert!(page.body.contains("2026-11-25 10:00 CET"), "{}", page.body);
+    assert!(page.body.contains("2026-11-25 11:30 CET"));
+    assert!(page.body.contains("Window (Europe/Berlin)"));
+    // The form's default start is now (08:00 UTC) in plant time.
+    let form = app
+        .get("/requests/new?device=plc-7", Some(&vera.cookie))
+        .await;
+    assert!(
+        form.body.contains(r#"value="2026-11-25T09:0"#),
+        "{}",
+        form.body
+    );
+    // A local time that does not exist (clocks jump 02:00 -> 03:00) is refused, not guessed.
+    let r = app
+        .submit(
+            &vera,
+            "/requests",
+            &[
+                ("device", "plc-7"),
+                ("ports", "502"),
+                ("start", "2027-03-28T02:30"),
+                ("end", "2027-03-28T04:00"),
+                ("reason", "x"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("daylight saving"), "{}", r.body);
+    assert!(portcullis_web::pages::check_time_zone("Europe/Berlin").is_ok());
+    assert!(portcullis_web::pages::check_time_zone("Mars/Olympus").is_err());
+    // Summer time is UTC+2.
+    app.clock
+        .set(portcullis_core::Timestamp::parse_rfc3339("2027-07-01T06:00:00Z").unwrap());
+    let code = app.add_user("ann", Role::Auditor).await;
+    let secret = app.enroll(&code).await;
+    let (ann, _) = app.login("ann", secret).await;
+    let log = app.get("/audit?action=login.ok", Some(&ann.cookie)).await;
+    assert!(log.body.contains("2027-07-01 08:00 CEST"), "{}", log.body);
+    // Audit filters are plant time too: since 08:00 CEST is 06:00 UTC.
+    let log = app
+        .get(
+            "/audit?since=2027-07-01T08%3A00&action=login.ok",
+            Some(&ann.cookie),
+        )
+        .await;
+    assert_eq!(
+        log.body.matches(r#"data-testid="event-row""#).count(),
+        1,
+        "{}",
+        log.body
+    );
+}
+
+#[tokio::test]
+async fn pages_escape_user_controlled_text() {
+    let app = app().await;
+    let vera = app.user("vera", Role::Vendor).await;
+    let sam = app.user("sam", Role::Supervisor).await;
+    let id = app
+        .request(&vera, "plc-7", "<script>alert(1)</script>")
+        .await;
+    for (who, path) in [
+        (&vera, "/requests".to_owned()),
+        (&sam, format!("/requests/{id}")),
+        (&sam, "/queue".to_owned()),
+    ] {
+        let r = app.get(&path, Some(&who.cookie)).await;
+        assert!(
+            r.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{path}: {}",
+            r.body
+        );
+        assert!(!r.body.contains("<script>alert(1)"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn auditors_see_filter_export_and_verify_the_log() {
+    let app = app().await;
+    let vera = app.user("vera", Role::Vendor).await;
+    let id = app.request(&vera, "plc-7", "recipe update").await;
+    let ann = app.user("ann", Role::Auditor).await;
+    let log = app.get("/audit", Some(&ann.cookie)).await;
+    assert_eq!(log.status, StatusCode::OK);
+    for a in ["user.add", "user.enroll", "login.ok", "request.create"] {
+        assert!(log.body.contains(&format!(r#"data-action="{a}""#)), "{a}");
+    }
+    let only = app
+        .get("/audit?action=request.create&actor=vera", Some(&ann.cookie))
+        .await;
+    assert_eq!(only.body.matches(r#"data-testid="event-row""#).count(), 1);
+    let bad = app.get("/audit?since=yesterday", Some(&ann.cookie)).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("since:"));
+    let timeline = app
+        .get(&format!("/audit/grant/{id}"), Some(&ann.cookie))
+        .await;
+    assert!(timeline.body.contains(r#"data-action="request.create""#));
+    assert!(log.body.contains("/api/v1/audit/export?format=csv"));
+    let csv = app
+        .get("/api/v1/audit/export?format=csv", Some(&ann.cookie))
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let v = app.get("/audit/verify", Some(&ann.cookie)).await;
+    assert!(v.body.contains(r#"data-intact="true""#), "{}", v.body);
+    // Others do not read the log.
+    assert_eq!(
+        app.get("/audit", Some(&vera.cookie)).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+#[tokio::test]
+async fn admins_add_users_orgs_and_devices_through_the_forms() {
+    let app = app().await;
+    let adam = app.user("adam", Role::Admin).await;
+    let r = app
+        .submit(&adam, "/admin/orgs", &[("name", "globex")])
+        .await;
+    assert_eq!(r.location(), "/admin/orgs?done=org_added");
+    let r = app
+        .submit(
+            &adam,
+            "/admin/users",
+            &[("username", "gina"), ("role", "vendor"), ("org", "globex")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let code = r.text_after(r#"data-testid="enrollment-code""#);
+    assert!(r.body.contains(&format!("{ORIGIN}/enroll?code={code}")));
+    let again = app.get("/admin/users", Some(&adam.cookie)).await;
+    assert!(!again.body.contains(&code), "the code is shown once");
+    let r = app
+        .submit(
+            &adam,
+            "/admin/users",
+            &[("username", "gina"), ("role", "vendor"), ("org", "globex")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.body.contains("already exists"));
+
+    let device = [
+        ("name", "rtu-9"),
+        ("address", "10.0.0.9"),
+        ("criticality", "high"),
+        ("device_type", "RTU"),
+        ("site", "Plant 1"),
+        ("ports", "502, 20000"),
+        ("max_window", "2h"),
+        ("approvals", "1"),
+        ("orgs", "globex"),
+    ];
+    let r = app.submit(&adam, "/admin/devices", &device).await;
+    assert_eq!(
+        r.location(),
+        "/admin/devices?done=device_added",
+        "{}",
+        r.body
+    );
+    let mut bad = device.to_vec();
+    bad[0] = ("name", "rtu-10");
+    bad[5] = ("ports", "0");
+    let r = app.submit(&adam, "/admin/devices", &bad).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.body.contains("0 is not a TCP port"), "{}", r.body);
+    let r = app
+        .submit(
+            &adam,
+            "/admin/devices/rtu-9",
+            &[
+                ("ports", "502"),
+                ("max_window", "1h"),
+                ("approvals", "2"),
+                ("orgs", "globex"),
+            ],
+        )
+        .await;
+    assert_eq!(r.location(), "/admin/devices/rtu-9?done=policy_saved");
+    let d = app
+        .store
+        .device(&DeviceName::parse("rtu-9").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (d.policy.approvals_required, d.policy.max_window),
+        (2, Duration::from_secs(3600))
+    );
+
+    let r = app.submit(&adam, "/admin/users/gina/disable", &[]).await;
+    assert_eq!(r.location(), "/admin/users?done=user_disabled");
+    let r = app
+        .submit(&adam, "/admin/users/gina/reset-enrollment", &[])
+        .await;
+    assert!(r.body.contains(r#"data-testid="enrollment-code""#));
+    let actions = app.actions().await;
+    for a in [
+        "org.add",
+        "user.add",
+        "device.add",
+        "device.set_policy",
+        "user.disable",
+        "user.reset_enrollment",
+    ] {
+        assert!(actions.iter().any(|x| x == a), "{a}");
+    }
+    // Admins do not approve or audit.
+    assert_eq!(
+        app.get("/queue", Some(&adam.cookie)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.get("/audit", Some(&adam.cookie)).await.status,
+        StatusCode::FORBIDDEN
+    );
+}
