@@ -1,4 +1,5 @@
 //! Login state, sessions and access requests, on both databases.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
