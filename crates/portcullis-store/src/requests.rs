@@ -243,17 +243,44 @@ impl Store {
         filter: &RequestFilter,
     ) -> Result<Vec<RequestRecord>, StoreError> {
         let mut conn = self.shared.pool.acquire().await?;
-        let mut sql = format!("SELECT {REQUEST_COLUMNS} {REQUEST_FROM}");
+        // The stored state lags the clock (approved -> active -> expired happen by time alone), so
+        // SQL narrows to the stored states that can read as the wanted one, before the limit;
+        // the exact state is decided below with `tick`.
+        let mut sql = format!("SELECT {REQUEST_COLUMNS} {REQUEST_FROM} WHERE 1 = 1");
         if filter.requester.is_some() {
-            sql += " WHERE u.username = $1";
+            sql += " AND u.username = $1";
+        }
+        if let Some(s) = filter.state {
+            let stored = match s {
+                RequestState::Requested => "'requested'",
+                RequestState::Approved | RequestState::Active => "'approved', 'active'",
+                RequestState::Expired => "'requested', 'approved', 'active', 'expired'",
+                RequestState::Denied => "'denied'",
+                RequestState::Revoked => "'revoked'",
+            };
+            sql += &format!(" AND r.state IN ({stored})");
+            if s != RequestState::Expired && !s.is_final() {
+                // Not yet ended: fixed-width UTC text orders like time.
+                sql += if filter.requester.is_some() {
+                    " AND r.window_end > $2"
+                } else {
+                    " AND r.window_end > $1"
+                };
+            }
         }
         sql += " ORDER BY r.id DESC LIMIT 500";
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let now = self.now();
         if let Some(u) = &filter.requester {
             q = q.bind(u.as_str().to_owned());
         }
+        if filter
+            .state
+            .is_some_and(|s| s != RequestState::Expired && !s.is_final())
+        {
+            q = q.bind(now.to_rfc3339());
+        }
         let rows = q.fetch_all(&mut *conn).await?;
-        let now = self.now();
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut rec = request_from_row(row)?;

@@ -39,6 +39,8 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (certs, private) = tls::load_certified_key(&cert, &key)?;
     let tls_config = tls::https_server_config(certs, private)?;
 
+    portcullis_web::pages::check_time_zone(&args.time_zone)
+        .map_err(|e| anyhow::anyhow!("--time-zone: {e}"))?;
     let mut config = WebConfig::new(public.clone(), args.relay_listen.to_string());
     config.time_zone = args.time_zone.clone();
     if let Some(b) = &args.banner {
