@@ -182,22 +182,7 @@ impl Store {
         id: i64,
         reason: &str,
     ) -> Result<RequestRecord, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let mut rec = load_request(tx.conn(), id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
-        rec.request.deny(&actor(supervisor), reason, tx.now())?;
-        save(&mut tx, &rec, Some(supervisor.id)).await?;
-        let details = serde_json::json!({ "device": rec.request.device, "reason": rec.request.closing_reason });
-        tx.audit(
-            &by.draft("request.deny")
-                .target(format!("device:{}", rec.request.device))
-                .grant(id)
-                .details(details),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(rec)
+        self.close_request(by, supervisor, id, reason, Closing::Deny).await
     }
 
     /// Ends a grant before its window does. The relay learns of it through grant-change
@@ -209,16 +194,33 @@ impl Store {
         id: i64,
         reason: &str,
     ) -> Result<RequestRecord, StoreError> {
+        self.close_request(by, revoker, id, reason, Closing::Revoke).await
+    }
+
+    /// Deny or revoke: the core decides, the outcome and its audit event commit together.
+    async fn close_request(
+        &self,
+        by: &AuditActor,
+        who: &UserRecord,
+        id: i64,
+        reason: &str,
+        how: Closing,
+    ) -> Result<RequestRecord, StoreError> {
         let mut tx = self.begin_write().await?;
         let mut rec = load_request(tx.conn(), id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        rec.request.revoke(&actor(revoker), reason, tx.now())?;
-        save(&mut tx, &rec, Some(revoker.id)).await?;
-        let details = serde_json::json!({ "device": rec.request.device, "reason": rec.request.closing_reason });
+        let (r, now) = (&mut rec.request, tx.now());
+        let action = match how {
+            Closing::Deny => r.deny(&actor(who), reason, now).map(|()| "request.deny"),
+            Closing::Revoke => r.revoke(&actor(who), reason, now).map(|()| "grant.revoke"),
+        }?;
+        save(&mut tx, &rec, Some(who.id)).await?;
+        let r = &rec.request;
+        let details = serde_json::json!({ "device": r.device, "reason": r.closing_reason });
         tx.audit(
-            &by.draft("grant.revoke")
-                .target(format!("device:{}", rec.request.device))
+            &by.draft(action)
+                .target(format!("device:{}", r.device))
                 .grant(id)
                 .details(details),
         )
@@ -292,6 +294,12 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Closing {
+    Deny,
+    Revoke,
 }
 
 fn not_found(id: i64) -> StoreError {
