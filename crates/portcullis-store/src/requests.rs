@@ -182,7 +182,8 @@ impl Store {
         id: i64,
         reason: &str,
     ) -> Result<RequestRecord, StoreError> {
-        self.close_request(by, supervisor, id, reason, Closing::Deny).await
+        self.close_request(by, supervisor, id, reason, Closing::Deny)
+            .await
     }
 
     /// Ends a grant before its window does. The relay learns of it through grant-change
@@ -194,7 +195,8 @@ impl Store {
         id: i64,
         reason: &str,
     ) -> Result<RequestRecord, StoreError> {
-        self.close_request(by, revoker, id, reason, Closing::Revoke).await
+        self.close_request(by, revoker, id, reason, Closing::Revoke)
+            .await
     }
 
     /// Deny or revoke: the core decides, the outcome and its audit event commit together.

@@ -13,7 +13,7 @@ mod export;
 
 pub use chain::{BreakReason, ChainBreak, ChainHead, ChainVerifier, Digest, MacKey, VerifiedChain};
 pub use checkpoint::{Checkpoint, CheckpointError};
-pub use event::{ActorRole, AuditDraft, AuditEvent};
+pub use event::{ActorRole, AuditDraft, AuditEvent, EventView};
 pub use export::{ExportRecord, csv_cell};
 
 #[cfg(test)]
