@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use portcullis_auth::{password, totp};
 use portcullis_core::audit::{ActorRole, AuditDraft};
 use portcullis_core::{Timestamp, Username};
-use portcullis_store::{Credentials, Stage, UserRecord};
+use portcullis_store::{Credentials, NewSession, Stage, UserRecord};
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
@@ -221,48 +221,50 @@ pub(crate) async fn fail(
     }
 }
 
-pub async fn login(
-    State(state): State<AppState>,
-    addr: ClientAddr,
-    ApiJson(body): ApiJson<LoginBody>,
-) -> ApiResult<Json<serde_json::Value>> {
-    rate_limit(&state, &addr)?;
+/// The password stage of login, for the API and the pages alike: rate limit, the same work and the
+/// same answer for unknown, disabled and wrong, lockout, then a password-only session.
+pub(crate) async fn password_stage(
+    state: &AppState,
+    addr: &ClientAddr,
+    username: &str,
+    pw: &str,
+) -> ApiResult<NewSession> {
+    rate_limit(state, addr)?;
     let now = state.0.clock.now();
-    let creds = match Username::parse(&body.username) {
+    let creds = match Username::parse(username) {
         Ok(name) => state.0.store.credentials(&name).await?,
         Err(_) => None,
     };
-    let pw = body.password.clone();
+    let pw = pw.to_owned();
     let Some(Credentials {
         user,
         password_hash,
         ..
     }) = creds.filter(|c| c.user.disabled_at.is_none())
     else {
-        // Same work and the same answer as a wrong password: no user enumeration.
-        hashing(&state, move || password::verify_dummy(&pw)).await?;
-        let shown: String = body.username.chars().take(64).collect();
+        hashing(state, move || password::verify_dummy(&pw)).await?;
+        let shown: String = username.chars().take(64).collect();
         let mut d = AuditDraft::new(shown.clone(), ActorRole::Anonymous, "login.fail")
             .target(format!("user:{shown}"))
             .details(serde_json::json!({ "reason": "unknown_or_disabled" }));
         if let Some(s) = addr.source() {
             d = d.source(s);
         }
-        audit(&state, d).await?;
+        audit(state, d).await?;
         return Err(ApiError::LoginFailed);
     };
     check_lock(&user, now)?;
     let ok = match password_hash.filter(|_| user.enrolled) {
-        Some(hash) => hashing(&state, move || password::verify(&pw, &hash)).await?,
+        Some(hash) => hashing(state, move || password::verify(&pw, &hash)).await?,
         None => {
-            hashing(&state, move || password::verify_dummy(&pw)).await?;
+            hashing(state, move || password::verify_dummy(&pw)).await?;
             false
         }
     };
     if !ok {
-        return Err(fail(&state, &user, &addr, "login.fail", "bad_password").await);
+        return Err(fail(state, &user, addr, "login.fail", "bad_password").await);
     }
-    let s = state
+    Ok(state
         .0
         .store
         .create_session(
@@ -271,7 +273,15 @@ pub async fn login(
             addr.source().as_deref(),
             &state.0.config.sessions,
         )
-        .await?;
+        .await?)
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    ApiJson(body): ApiJson<LoginBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let s = password_stage(&state, &addr, &body.username, &body.password).await?;
     Ok(Json(
         serde_json::json!({ "mfa_token": s.token, "expires_at": s.session.expires_at }),
     ))
@@ -307,23 +317,27 @@ pub(crate) async fn check_totp(
     }
 }
 
-pub async fn mfa(
-    State(state): State<AppState>,
-    addr: ClientAddr,
-    ApiJson(body): ApiJson<MfaBody>,
-) -> ApiResult<Response> {
-    rate_limit(&state, &addr)?;
+/// The TOTP stage of login, for the API and the pages alike: lockout, the replay-guarded code check,
+/// then a new full session (a new id: never the password-stage one).
+pub(crate) async fn totp_stage(
+    state: &AppState,
+    addr: &ClientAddr,
+    mfa_token: &str,
+    code: &str,
+) -> ApiResult<NewSession> {
+    rate_limit(state, addr)?;
     let pending = state
         .0
         .store
-        .session(&body.mfa_token, &state.0.config.sessions)
+        .session(mfa_token, &state.0.config.sessions)
         .await?
         .filter(|s| s.stage == Stage::Mfa)
         .ok_or(ApiError::LoginFailed)?;
-    let user = state.0.store.user_by_id(pending.user_id).await?;
+    let user_id = pending.user_id;
+    let user = state.0.store.user_by_id(user_id).await?;
     check_lock(&user, state.0.clock.now())?;
-    check_totp(&state, &user, &addr, &body.totp).await?;
-    state.0.store.end_session(&body.mfa_token).await?;
+    check_totp(state, &user, addr, code).await?;
+    state.0.store.end_session(mfa_token).await?;
     let s = state
         .0
         .store
@@ -335,7 +349,17 @@ pub async fn mfa(
         )
         .await?;
     state.0.store.record_login_success(user.id).await?;
-    audit(&state, user_draft(&user, &addr, "login.ok")).await?;
+    audit(state, user_draft(&user, addr, "login.ok")).await?;
+    Ok(s)
+}
+
+pub async fn mfa(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    ApiJson(body): ApiJson<MfaBody>,
+) -> ApiResult<Response> {
+    let s = totp_stage(&state, &addr, &body.mfa_token, &body.totp).await?;
+    let user = state.0.store.user_by_id(s.session.user_id).await?;
     let body = Json(serde_json::json!({
         "session_token": s.token,
         "expires_at": s.session.expires_at,
@@ -359,19 +383,21 @@ pub fn session_cookie(token: &str, max_age: Duration) -> String {
     )
 }
 
+/// The TOTP step-up for approvals and tokens: lockout, the replay-guarded check, the session's
+/// step-up time, and `auth.step_up` in the audit log. Shared by the API and the pages.
+pub(crate) async fn step_up_with(state: &AppState, who: &Authed, code: &str) -> ApiResult<()> {
+    check_lock(&who.user, state.0.clock.now())?;
+    check_totp(state, &who.user, &who.addr, code).await?;
+    state.0.store.record_step_up(&who.token).await?;
+    audit(state, user_draft(&who.user, &who.addr, "auth.step_up")).await
+}
+
 pub async fn step_up(
     State(state): State<AppState>,
     authed: Authed,
     ApiJson(body): ApiJson<StepUpBody>,
 ) -> ApiResult<StatusCode> {
-    check_lock(&authed.user, state.0.clock.now())?;
-    check_totp(&state, &authed.user, &authed.addr, &body.totp).await?;
-    state.0.store.record_step_up(&authed.token).await?;
-    audit(
-        &state,
-        user_draft(&authed.user, &authed.addr, "auth.step_up"),
-    )
-    .await?;
+    step_up_with(&state, &authed, &body.totp).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

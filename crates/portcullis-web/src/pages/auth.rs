@@ -7,9 +7,8 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, PreEscaped, html};
 use portcullis_auth::{password, totp};
-use portcullis_core::Username;
-use portcullis_core::audit::{ActorRole, AuditDraft};
-use portcullis_store::{AuditActor, Credentials, NewSession, Stage};
+use portcullis_core::audit::ActorRole;
+use portcullis_store::{AuditActor, Stage};
 use serde::Deserialize;
 
 use super::error::{PageError, PageResult, rerender};
@@ -17,7 +16,7 @@ use super::form::{CSRF_FIELD, Fields, Posted, check_csrf};
 use super::layout::{Flash, bare, error_box};
 use super::session::{Browser, MFA_COOKIE, clear_cookie, home_of, set_cookie};
 use crate::api::auth::{
-    BAD_CODE, audit, check_lock, check_totp, fail, hashing, rate_limit, session_cookie, unix_secs,
+    BAD_CODE, audit, hashing, password_stage, rate_limit, session_cookie, totp_stage, unix_secs,
     user_draft,
 };
 use crate::error::{ApiError, ApiResult};
@@ -70,61 +69,6 @@ pub(crate) async fn login_page(
         return Redirect::to(home_of(b.0.user.role)).into_response();
     }
     login_form(&state, flash, "", None).into_response()
-}
-
-/// The password stage, exactly as `POST /api/v1/auth/login`: rate limit, the same work and the
-/// same answer for unknown, disabled and wrong, lockout, then a password-only session.
-async fn password_stage(
-    state: &AppState,
-    addr: &ClientAddr,
-    username: &str,
-    pw: &str,
-) -> ApiResult<NewSession> {
-    rate_limit(state, addr)?;
-    let now = state.0.clock.now();
-    let creds = match Username::parse(username) {
-        Ok(name) => state.0.store.credentials(&name).await?,
-        Err(_) => None,
-    };
-    let pw = pw.to_owned();
-    let Some(Credentials {
-        user,
-        password_hash,
-        ..
-    }) = creds.filter(|c| c.user.disabled_at.is_none())
-    else {
-        hashing(state, move || password::verify_dummy(&pw)).await?;
-        let shown: String = username.chars().take(64).collect();
-        let mut d = AuditDraft::new(shown.clone(), ActorRole::Anonymous, "login.fail")
-            .target(format!("user:{shown}"))
-            .details(serde_json::json!({ "reason": "unknown_or_disabled" }));
-        if let Some(s) = addr.source() {
-            d = d.source(s);
-        }
-        audit(state, d).await?;
-        return Err(ApiError::LoginFailed);
-    };
-    check_lock(&user, now)?;
-    let ok = match password_hash.filter(|_| user.enrolled) {
-        Some(hash) => hashing(state, move || password::verify(&pw, &hash)).await?,
-        None => {
-            hashing(state, move || password::verify_dummy(&pw)).await?;
-            false
-        }
-    };
-    if !ok {
-        return Err(fail(state, &user, addr, "login.fail", "bad_password").await);
-    }
-    Ok(state
-        .0
-        .store
-        .create_session(
-            user.id,
-            Stage::Mfa,
-            addr.source().as_deref(),
-            &state.0.config.sessions,
-        )
-        .await?)
 }
 
 pub(crate) async fn login(
@@ -201,7 +145,7 @@ pub(crate) async fn mfa(State(state): State<AppState>, req: Request) -> PageResu
         return Ok(Redirect::to("/login").into_response());
     };
     check_csrf(&f, &pending.csrf_token)?;
-    match totp_stage(&state, &addr, &token, pending.user_id, f.get("totp")).await {
+    match totp_stage(&state, &addr, &token, f.get("totp")).await {
         Ok(s) => {
             let cookies = [
                 session_cookie(&s.token, state.0.config.sessions.absolute),
@@ -211,35 +155,6 @@ pub(crate) async fn mfa(State(state): State<AppState>, req: Request) -> PageResu
         }
         Err(e) => Ok(rerender(e, |m| mfa_form(&pending.csrf_token, Some(m)))),
     }
-}
-
-/// The TOTP stage, exactly as `POST /api/v1/auth/mfa`: lockout, the replay-guarded code check,
-/// then a new full session (a new id: never the password-stage one).
-async fn totp_stage(
-    state: &AppState,
-    addr: &ClientAddr,
-    mfa_token: &str,
-    user_id: i64,
-    code: &str,
-) -> ApiResult<NewSession> {
-    rate_limit(state, addr)?;
-    let user = state.0.store.user_by_id(user_id).await?;
-    check_lock(&user, state.0.clock.now())?;
-    check_totp(state, &user, addr, code).await?;
-    state.0.store.end_session(mfa_token).await?;
-    let s = state
-        .0
-        .store
-        .create_session(
-            user.id,
-            Stage::Full,
-            addr.source().as_deref(),
-            &state.0.config.sessions,
-        )
-        .await?;
-    state.0.store.record_login_success(user.id).await?;
-    audit(state, user_draft(&user, addr, "login.ok")).await?;
-    Ok(s)
 }
 
 pub(crate) async fn logout(State(state): State<AppState>, p: Posted) -> PageResult {

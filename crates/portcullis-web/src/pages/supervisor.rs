@@ -17,7 +17,6 @@ use super::layout::{Flash, csrf, error_box, page};
 use super::session::Browser;
 use super::time::PlantTime;
 use super::views::{ports, requests_table, state as state_badge, window};
-use crate::api::auth::{audit, check_lock, check_totp, user_draft};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Authed;
 use crate::state::AppState;
@@ -203,11 +202,9 @@ fn narrowing(f: &Fields, rec: &RequestRecord, tz: &PlantTime) -> ApiResult<Narro
     })
 }
 
-/// The TOTP step-up, as `POST /api/v1/auth/step-up`: lockout, the replay-guarded check, the
-/// session's step-up time, and `auth.step_up` in the audit log.
+/// The shared TOTP step-up, with a wrong code explained in approval terms.
 async fn step_up(state: &AppState, who: &Authed, code: &str) -> ApiResult<()> {
-    check_lock(&who.user, state.0.clock.now())?;
-    check_totp(state, &who.user, &who.addr, code)
+    crate::api::auth::step_up_with(state, who, code)
         .await
         .map_err(|e| match e {
             ApiError::LoginFailed => ApiError::Forbidden(
@@ -216,9 +213,7 @@ async fn step_up(state: &AppState, who: &Authed, code: &str) -> ApiResult<()> {
                     .into(),
             ),
             e => e,
-        })?;
-    state.0.store.record_step_up(&who.token).await?;
-    audit(state, user_draft(&who.user, &who.addr, "auth.step_up")).await
+        })
 }
 
 pub(crate) async fn approve(
