@@ -3,6 +3,7 @@
 //! Nothing in this crate does IO or reads the clock: every function that depends on time takes
 //! `now` as an argument (as `quinn-proto` does), so grants, windows, policies and the audit chain
 //! are tested deterministically. The store, the web service and the relay build on these types.
+//! [`wire`] holds the relay protocol's frames and their byte encoding (docs/wire-protocol.md).
 #![forbid(unsafe_code)]
 
 pub mod audit;
@@ -15,6 +16,7 @@ pub mod request;
 pub mod role;
 pub mod timestamp;
 pub mod window;
+pub mod wire;
 
 pub use clock::Clock;
 pub use device::{Criticality, Device, DeviceProfile, NetworkAddress, Port, Target};
