@@ -180,6 +180,23 @@ async fn serve_bootstraps_the_first_admin_once_over_https_and_stops_cleanly() {
         None,
     )
     .await;
+    // Browsers send `Origin`: the broker's own (the address it bound, here a port picked by
+    // the system) is accepted, a foreign one refused.
+    for (origin, refused) in [(base.as_str(), false), ("https://evil.example", true)] {
+        let r = c
+            .post(format!("{base}/api/v1/auth/login"))
+            .header("origin", origin)
+            .json(&json!({ "username": "admin", "password": "not the password at all" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status() == 403,
+            refused,
+            "Origin {origin}: {}",
+            r.status()
+        );
+    }
     // The confirm used the current step; the next code arrives with the next step.
     let wait = 30 - now() % 30;
     tokio::time::sleep(std::time::Duration::from_secs(wait + 1)).await;

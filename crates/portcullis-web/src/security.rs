@@ -26,7 +26,9 @@ pub async fn headers(req: Request, next: Next) -> Response {
     );
     set(header::CONTENT_SECURITY_POLICY, CSP);
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
-    set(header::REFERRER_POLICY, "no-referrer");
+    // Not `no-referrer`: under it browsers send `Origin: null` with form posts, which the
+    // same-origin check must refuse. `same-origin` still tells other sites nothing.
+    set(header::REFERRER_POLICY, "same-origin");
     set(header::X_FRAME_OPTIONS, "DENY");
     if !cache_set {
         set(header::CACHE_CONTROL, "no-store");

@@ -52,7 +52,11 @@ async fn app() -> App {
 }
 
 async fn app_with(tune: impl FnOnce(&mut WebConfig)) -> App {
-    let db = TestDb::sqlite();
+    app_on(TestDb::sqlite(), tune).await
+}
+
+/// The same app on a given database (PostgreSQL refuses some text that SQLite stores).
+async fn app_on(db: TestDb, tune: impl FnOnce(&mut WebConfig)) -> App {
     let clock = Arc::new(ManualClock::at("2026-11-25T08:00:00Z"));
     let mut config = StoreConfig::new(MacKey::new([1; 32]));
     config.clock = clock.clone();
@@ -852,6 +856,238 @@ async fn bad_input_is_a_clear_4xx_and_writes_nothing() {
     );
 }
 
+/// Found by `.ci/api-fuzz` (schemathesis): a malformed path or query parameter got axum's own
+/// plain-text 400 instead of our JSON error, which the OpenAPI document does not describe and a
+/// script cannot read. Now it is 422 naming the problem, like a bad JSON field.
+#[tokio::test]
+async fn bad_path_and_query_parameters_are_json_422_naming_the_problem() {
+    let app = app().await;
+    let vera = app.user("vera", Role::Vendor).await;
+    let ann = app.user("ann", Role::Auditor).await;
+    let adam = app.user("adam", Role::Admin).await;
+    let before = app.actions().await.len();
+    let cases = [
+        (
+            Method::GET,
+            "/api/v1/requests/abc",
+            &vera,
+            "'abc' is not a whole number",
+        ),
+        (
+            Method::GET,
+            "/api/v1/requests/99999999999999999999",
+            &vera,
+            "not a whole number in range",
+        ),
+        (Method::POST, "/api/v1/grants/1x/token", &vera, "'1x'"),
+        (
+            Method::GET,
+            "/api/v1/requests?bogus=1",
+            &vera,
+            "unknown field `bogus`",
+        ),
+        (
+            Method::GET,
+            "/api/v1/audit?limit=ten",
+            &ann,
+            "invalid digit",
+        ),
+        (
+            Method::GET,
+            "/api/v1/audit?x-extra=42",
+            &ann,
+            "unknown field `x-extra`",
+        ),
+        (
+            Method::GET,
+            "/api/v1/audit/export?format=csv&x=1",
+            &ann,
+            "unknown field `x`",
+        ),
+        (
+            Method::GET,
+            "/api/v1/audit/export",
+            &ann,
+            "missing field `format`",
+        ),
+        (
+            Method::POST,
+            "/api/v1/admin/users/%FF/disable",
+            &adam,
+            "name: not valid UTF-8",
+        ),
+    ];
+    for (method, path, user, msg) in cases {
+        let r = app.call(method, path, None, Some(&user.token)).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}: {:?}",
+            r.body
+        );
+        assert_eq!(r.body["code"], "invalid", "{path}: {:?}", r.body);
+        assert!(
+            r.body["error"].as_str().unwrap().contains(msg),
+            "{path}: {:?}",
+            r.body
+        );
+    }
+    assert_eq!(app.actions().await.len(), before, "nothing written");
+}
+
+/// Found by `.ci/api-fuzz`: an approval body over the 64 KiB limit got axum's plain-text 413.
+/// Every body over the limit now gets a JSON 413, as the OpenAPI document says.
+#[tokio::test]
+async fn bodies_over_the_limit_are_a_json_413() {
+    let app = app().await;
+    let vera = app.user("vera", Role::Vendor).await;
+    let sam = app.user("sam", Role::Supervisor).await;
+    let id = app.request(&vera, "plc-7", 10, 70).await;
+    app.step_up(&sam).await;
+    let big = json!({ "ports": vec![502; 20_000] });
+    for (path, token) in [
+        (format!("/api/v1/requests/{id}/approve"), &sam.token),
+        (format!("/api/v1/requests/{id}/deny"), &sam.token),
+        ("/api/v1/requests".to_owned(), &vera.token),
+    ] {
+        let r = app.post(&path, big.clone(), Some(token)).await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert_eq!(r.body["code"], "too_large", "{path}: {:?}", r.body);
+    }
+    let r = app
+        .get(&format!("/api/v1/requests/{id}"), &vera.token)
+        .await;
+    assert_eq!(r.body["state"], "requested", "nothing decided");
+}
+
+/// Found by `.ci/api-fuzz` on PostgreSQL, whose text cannot hold a NUL byte: a login with a NUL in
+/// the username failed to write its `login.fail` audit row (503, attempt unrecorded), and an
+/// audit filter with one was a 503 too. Now the name is recorded with the control character
+/// replaced, and such filters are a 422, on the API and on the auditor's page.
+#[tokio::test]
+async fn control_characters_in_input_are_never_a_5xx_on_postgres() {
+    let app = app_on(TestDb::postgres().await, |w| w.login_rate_per_minute = 1000).await;
+    let r = app
+        .post(
+            "/api/v1/auth/login",
+            json!({ "username": "vera\u{0}\n", "password": PASSWORD }),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    let failed = app
+        .store
+        .audit_events(&AuditQuery {
+            action: Some("login.fail".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1, "the attempt is recorded");
+    assert_eq!(failed[0].actor, "vera\u{fffd}\u{fffd}");
+
+    let ann = app.user("ann", Role::Auditor).await;
+    for field in ["actor", "device", "action"] {
+        let r = app
+            .get(&format!("/api/v1/audit?{field}=a%00b"), &ann.token)
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+        assert!(
+            r.body["error"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{field}: must not contain control characters")),
+            "{:?}",
+            r.body
+        );
+        let page = Request::builder()
+            .uri(format!("/audit?{field}=a%00b"))
+            .header(header::COOKIE, format!("__Host-portcullis={}", ann.token))
+            .body(Body::empty())
+            .unwrap();
+        let r = app.send(page).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "page {field}");
+    }
+    let ok = app.get("/api/v1/audit?actor=ann", &ann.token).await;
+    assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
+}
+
+/// Sends `body` to `path` over a real socket (plain HTTP/1.1, `Connection: close`) and returns
+/// the status line, or the read error.
+async fn over_socket(app: &App, path: &str, body: String, bearer: Option<&str>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(axum::serve(listener, app.router.clone()).into_future());
+    let auth = bearer
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let got = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        // The server may answer before reading it all: keep writing what it takes, then read.
+        let _ = s
+            .write_all(head.as_bytes())
+            .and_then(|()| s.write_all(body.as_bytes()));
+        let mut out = Vec::new();
+        match s.read_to_end(&mut out) {
+            Ok(_) => String::from_utf8_lossy(&out)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+            Err(e) => format!("read error: {e} after {} bytes", out.len()),
+        }
+    })
+    .await
+    .unwrap();
+    server.abort();
+    got
+}
+
+/// Found by `.ci/api-fuzz`: a request refused before its body was read (no session: 401; over
+/// the limit: 413) left body bytes unread, so hyper closed the connection with data in flight
+/// and the client got a reset (over TLS: "EOF occurred in violation of protocol") instead of
+/// the answer. The body is now read (or, past the limit, drained a bounded amount) first.
+#[tokio::test]
+async fn refused_requests_with_a_body_still_get_their_answer() {
+    let app = app().await;
+    let sam = app.user("sam", Role::Supervisor).await;
+    let reason = |n: usize| json!({ "reason": "x".repeat(n) }).to_string();
+    assert_eq!(
+        over_socket(&app, "/api/v1/requests/1/deny", reason(60_000), None).await,
+        "HTTP/1.1 401 Unauthorized",
+        "no session, a body under the limit"
+    );
+    assert_eq!(
+        over_socket(
+            &app,
+            "/api/v1/requests/1/deny",
+            reason(60_000),
+            Some(&sam.token)
+        )
+        .await,
+        "HTTP/1.1 422 Unprocessable Entity",
+        "a reason too long, under the body limit"
+    );
+    assert_eq!(
+        over_socket(
+            &app,
+            "/api/v1/requests/1/deny",
+            reason(300_000),
+            Some(&sam.token)
+        )
+        .await,
+        "HTTP/1.1 413 Payload Too Large",
+        "over the body limit"
+    );
+}
+
 #[tokio::test]
 async fn security_headers_are_on_every_response_errors_included() {
     let app = app().await;
@@ -875,7 +1111,7 @@ async fn security_headers_are_on_every_response_errors_included() {
                 .starts_with("max-age=")
         );
         assert_eq!(r.headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
-        assert_eq!(r.headers[header::REFERRER_POLICY], "no-referrer");
+        assert_eq!(r.headers[header::REFERRER_POLICY], "same-origin");
     }
 }
 
@@ -937,5 +1173,90 @@ async fn every_route_is_in_the_openapi_document() {
         "/api/v1/audit/verify",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
+    }
+}
+
+/// The OpenAPI document `.ci/api-fuzz` tests against: every operation the router serves, with
+/// the right method, the bearer scheme on exactly the operations that need a session, every
+/// `$ref` resolving, and the JSON error response on every operation.
+#[tokio::test]
+async fn the_openapi_document_matches_the_router() {
+    let app = app().await;
+    let doc = app
+        .call(Method::GET, "/api/v1/openapi.json", None, None)
+        .await
+        .body;
+    let public = [
+        ("post", "/api/v1/enroll"),
+        ("post", "/api/v1/enroll/confirm"),
+        ("post", "/api/v1/auth/login"),
+        ("post", "/api/v1/auth/mfa"),
+        ("get", "/api/v1/keys"),
+        ("get", "/api/v1/openapi.json"),
+    ];
+    let secured = [
+        ("post", "/api/v1/auth/step-up"),
+        ("post", "/api/v1/auth/logout"),
+        ("get", "/api/v1/devices"),
+        ("get", "/api/v1/requests"),
+        ("post", "/api/v1/requests"),
+        ("get", "/api/v1/requests/{id}"),
+        ("post", "/api/v1/requests/{id}/approve"),
+        ("post", "/api/v1/requests/{id}/deny"),
+        ("post", "/api/v1/grants/{id}/revoke"),
+        ("post", "/api/v1/grants/{id}/token"),
+        ("get", "/api/v1/audit"),
+        ("get", "/api/v1/audit/export"),
+        ("get", "/api/v1/audit/verify"),
+        ("get", "/api/v1/admin/orgs"),
+        ("post", "/api/v1/admin/orgs"),
+        ("get", "/api/v1/admin/users"),
+        ("post", "/api/v1/admin/users"),
+        ("post", "/api/v1/admin/users/{name}/{action}"),
+        ("post", "/api/v1/admin/devices"),
+        ("post", "/api/v1/admin/devices/{name}/policy"),
+    ];
+    let mut described = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            described += 1;
+            let key = (method.as_str(), path.as_str());
+            let bearer = op["security"] == json!([{ "bearer": [] }]);
+            assert!(
+                (secured.contains(&key) && bearer) || (public.contains(&key) && !bearer),
+                "{method} {path}: unknown operation or wrong security"
+            );
+            for status in ["400", "401", "413", "422"] {
+                assert_eq!(
+                    op["responses"][status]["$ref"], "#/components/responses/Error",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        described,
+        public.len() + secured.len(),
+        "every route described"
+    );
+
+    fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r);
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+    let mut all = Vec::new();
+    refs(&doc, &mut all);
+    assert!(!all.is_empty());
+    for r in all {
+        let pointer = r.strip_prefix('#').unwrap();
+        assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
     }
 }

@@ -21,10 +21,21 @@ use crate::context::Context;
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.open_store().await?;
     let keys_dir = ctx.keys_dir();
+    let listener = tokio::net::TcpListener::bind(args.web_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (in use, or not an address of this machine?)",
+                args.web_listen
+            )
+        })?;
+    let bound = listener.local_addr()?;
+    // Without --public-url, the origin is the address actually bound (port 0 picks one): it is
+    // what browsers send as `Origin`, and what the bootstrap link must point at.
     let public = args
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("https://{}", args.web_listen));
+        .unwrap_or_else(|| format!("https://{bound}"));
     let host = args.web_listen.ip().to_string();
     let (cert, key, ca) = match (&args.tls_cert, &args.tls_key) {
         (Some(c), Some(k)) => (c.clone(), k.clone(), None),
@@ -56,20 +67,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     bootstrap(&store, &public).await?;
     let stop = shutdown_signal()?;
 
-    let listener = tokio::net::TcpListener::bind(args.web_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (in use, or not an address of this machine?)",
-                args.web_listen
-            )
-        })?;
-    let bound = listener.local_addr()?;
-    let shown = if args.public_url.is_some() {
-        public.clone()
-    } else {
-        format!("https://{bound}")
-    };
+    let shown = public.clone();
     match &ca {
         Some(ca) => println!("web: {shown} (development CA: {})", ca.display()),
         None => println!("web: {shown}"),
