@@ -285,10 +285,16 @@ impl Store {
             q = q.bind(now.to_rfc3339());
         }
         let rows = q.fetch_all(&mut *conn).await?;
+        let ids: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<_, _>>()?;
+        // One query for the approvals of the whole page, not one per row.
+        let mut approvals = load_approvals_of(&mut conn, &ids).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut rec = request_from_row(row)?;
-            rec.request.approvals = load_approvals(&mut conn, rec.id).await?;
+            rec.request.approvals = approvals.remove(&rec.id).unwrap_or_default();
             rec.request.tick(now);
             if filter.state.is_none_or(|s| s == rec.request.state) {
                 out.push(rec);
@@ -364,6 +370,39 @@ async fn load_approvals(conn: &mut AnyConnection, id: i64) -> Result<Vec<Approva
             })
         })
         .collect()
+}
+
+/// The approvals of each of `ids` (at most the 500 a list returns), keyed by request id.
+async fn load_approvals_of(
+    conn: &mut AnyConnection,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, Vec<Approval>>, StoreError> {
+    let mut by_request = std::collections::HashMap::new();
+    if ids.is_empty() {
+        return Ok(by_request);
+    }
+    let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT a.request_id, u.username, a.approved_at FROM approvals a \
+         JOIN users u ON u.id = a.approver_id WHERE a.request_id IN ({}) \
+         ORDER BY a.request_id, a.approved_at, u.username",
+        marks.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids {
+        q = q.bind(*id);
+    }
+    for r in q.fetch_all(conn).await? {
+        let approval = Approval {
+            by: Username::parse(&r.try_get::<String, _>("username")?)?,
+            at: Timestamp::parse_rfc3339(&r.try_get::<String, _>("approved_at")?)?,
+        };
+        by_request
+            .entry(r.try_get::<i64, _>("request_id")?)
+            .or_insert_with(Vec::new)
+            .push(approval);
+    }
+    Ok(by_request)
 }
 
 fn request_from_row(r: &AnyRow) -> Result<RequestRecord, StoreError> {

@@ -279,6 +279,32 @@ async fn sessions_expire_when_idle_or_old_and_logout_ends_them(db: TestDb) {
         w.store.session(&c.token, &policy).await.unwrap().is_none(),
         "30 min idle"
     );
+    // Use is recorded at most once a minute, so idleness can end a session up to a minute
+    // early, never late: seen at 0 s (creation) and 59 s (not recorded), idle from 0 s.
+    let e = w
+        .store
+        .create_session(sam.id, Stage::Full, None, &policy)
+        .await
+        .unwrap();
+    w.clock.advance(Duration::from_secs(59));
+    let seen = w.store.session(&e.token, &policy).await.unwrap().unwrap();
+    assert_eq!(seen.last_seen_at, e.session.last_seen_at, "not rewritten");
+    w.clock.advance(Duration::from_secs(30 * 60 - 59));
+    assert!(
+        w.store.session(&e.token, &policy).await.unwrap().is_none(),
+        "idle from the last recorded use"
+    );
+    // A use a minute or more later is recorded and keeps it alive.
+    let f = w
+        .store
+        .create_session(sam.id, Stage::Full, None, &policy)
+        .await
+        .unwrap();
+    w.clock.advance(Duration::from_secs(60));
+    let seen = w.store.session(&f.token, &policy).await.unwrap().unwrap();
+    assert!(seen.last_seen_at > f.session.last_seen_at, "recorded");
+    w.clock.advance(Duration::from_secs(30 * 60 - 1));
+    assert!(w.store.session(&f.token, &policy).await.unwrap().is_some());
     // The password-only stage lives 5 minutes.
     let m = w
         .store
