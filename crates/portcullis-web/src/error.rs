@@ -14,6 +14,9 @@ pub enum ApiError {
     /// Well-formed, but a field is wrong (unknown field, bad port, reversed window, policy).
     #[error("{0}")]
     Invalid(String),
+    /// The body is larger than the service reads (`MAX_BODY` in lib.rs).
+    #[error("the request body is too large (at most 64 KiB)")]
+    TooLarge,
     /// No valid session.
     #[error("log in first")]
     Unauthenticated,
@@ -48,6 +51,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthenticated | ApiError::LoginFailed => StatusCode::UNAUTHORIZED,
             ApiError::Locked { .. } => StatusCode::LOCKED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -64,6 +68,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Invalid(_) => "invalid",
+            ApiError::TooLarge => "too_large",
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::LoginFailed => "login_failed",
             ApiError::Locked { .. } => "locked",

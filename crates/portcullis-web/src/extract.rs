@@ -3,10 +3,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{Method, header};
+use axum::http::{Method, StatusCode, header};
 use portcullis_core::audit::ActorRole;
 use portcullis_core::{Role, Timestamp};
 use portcullis_store::{AuditActor, Session, Stage, UserRecord};
@@ -62,8 +63,98 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::BadRequest(
                 "send the body as JSON with Content-Type: application/json".into(),
             )),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::TooLarge),
             Err(e) => Err(ApiError::BadRequest(clean(&e.body_text()))),
         }
+    }
+}
+
+/// An optional JSON body (see [`optional_json`]), read with the same size limit and errors as
+/// [`ApiJson`].
+#[derive(Debug)]
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
+                _ => ApiError::BadRequest(e.body_text()),
+            })?;
+        optional_json(&bytes).map(OptionalJson)
+    }
+}
+
+/// `Query<T>` whose rejection speaks our error format: an unknown or malformed parameter is 422
+/// naming it, like a bad JSON field (axum's own rejection is a plain-text 400).
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(e) => Err(ApiError::Invalid(clean(&e.body_text()))),
+        }
+    }
+}
+
+/// `Path<T>` whose rejection speaks our error format: `/requests/abc` is 422 naming the bad
+/// segment, not axum's plain-text 400.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(PathRejection::FailedToDeserializePathParams(e))
+                if e.status().is_client_error() =>
+            {
+                Err(ApiError::Invalid(path_message(e.kind())))
+            }
+            // The route and the handler disagree about the parameters: our bug, not the caller's.
+            Err(e) => {
+                tracing::error!(error = %e.body_text(), "path parameters do not fit the handler");
+                Err(ApiError::Internal)
+            }
+        }
+    }
+}
+
+fn path_message(kind: &ErrorKind) -> String {
+    // The caller's text comes back in the message: bounded, so a long path makes a short error.
+    let shown = |v: &str| v.chars().take(64).collect::<String>();
+    let want = |ty: &str| {
+        if ty.starts_with('i') || ty.starts_with('u') {
+            "is not a whole number in range"
+        } else {
+            "is not valid here"
+        }
+    };
+    match kind {
+        ErrorKind::ParseErrorAtKey {
+            key,
+            value,
+            expected_type,
+        } => format!("{key}: '{}' {}", shown(value), want(expected_type)),
+        ErrorKind::ParseError {
+            value,
+            expected_type,
+        }
+        | ErrorKind::ParseErrorAtIndex {
+            value,
+            expected_type,
+            ..
+        } => format!("path: '{}' {}", shown(value), want(expected_type)),
+        ErrorKind::InvalidUtf8InPathParam { key } => {
+            format!("{key}: not valid UTF-8 once percent-decoded")
+        }
+        other => other.to_string(),
     }
 }
 
@@ -82,6 +173,7 @@ pub fn optional_json<T: DeserializeOwned + Default>(bytes: &[u8]) -> Result<T, A
 fn clean(text: &str) -> String {
     text.trim_start_matches("Failed to deserialize the JSON body into the target type: ")
         .trim_start_matches("Failed to parse the request body as JSON: ")
+        .trim_start_matches("Failed to deserialize query string: ")
         .to_owned()
 }
 

@@ -6,6 +6,7 @@
 #![recursion_limit = "512"]
 
 pub mod api;
+mod body;
 pub mod error;
 pub mod extract;
 mod limit;
@@ -36,6 +37,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             security::same_origin,
         ))
+        // Outside everything that may refuse a request early, so the body is read first.
+        .layer(middleware::from_fn(body::read_whole))
         .layer(middleware::from_fn(security::headers))
         .with_state(state)
 }

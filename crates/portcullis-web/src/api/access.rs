@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use portcullis_auth::token::parse_thumbprint;
 use portcullis_core::request::Narrowing;
@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::api::auth::unix_secs;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, Authed, optional_json};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Authed, OptionalJson};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -139,7 +139,7 @@ pub async fn create(
 pub async fn list(
     State(state): State<AppState>,
     authed: Authed,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
     authed.require(&[Role::Vendor, Role::Supervisor, Role::Auditor])?;
     let state_filter = q
@@ -174,7 +174,7 @@ async fn visible(state: &AppState, authed: &Authed, id: i64) -> ApiResult<Reques
 pub async fn get(
     State(state): State<AppState>,
     authed: Authed,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
     authed.require(&[Role::Vendor, Role::Supervisor, Role::Auditor])?;
     let rec = visible(&state, &authed, id).await?;
@@ -184,15 +184,14 @@ pub async fn get(
 pub async fn approve(
     State(state): State<AppState>,
     authed: Authed,
-    Path(id): Path<i64>,
-    body: axum::body::Bytes,
+    ApiPath(id): ApiPath<i64>,
+    OptionalJson(body): OptionalJson<ApproveBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
     authed.require(&[Role::Supervisor])?;
     let now = state.0.clock.now();
     if !authed.mfa_fresh(now, state.0.config.step_up_max_age) {
         return Err(ApiError::StepUpRequired);
     }
-    let body: ApproveBody = optional_json(&body)?;
     let current = visible(&state, &authed, id).await?;
     let window = match (&body.start, &body.end) {
         (None, None) => None,
@@ -223,7 +222,7 @@ pub async fn approve(
 pub async fn deny(
     State(state): State<AppState>,
     authed: Authed,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<ReasonBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
     authed.require(&[Role::Supervisor])?;
@@ -238,7 +237,7 @@ pub async fn deny(
 pub async fn revoke(
     State(state): State<AppState>,
     authed: Authed,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<ReasonBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
     authed.require(&[Role::Supervisor, Role::Admin])?;
@@ -255,7 +254,7 @@ pub async fn revoke(
 pub async fn token(
     State(state): State<AppState>,
     authed: Authed,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<TokenBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
     authed.require(&[Role::Vendor])?;

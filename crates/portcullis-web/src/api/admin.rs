@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use portcullis_core::{
     Criticality, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName, Port,
@@ -14,7 +14,7 @@ use portcullis_store::NewUser;
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, Authed};
+use crate::extract::{ApiJson, ApiPath, Authed};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -171,7 +171,7 @@ pub async fn add_user(
 pub async fn user_action(
     State(state): State<AppState>,
     authed: Authed,
-    Path((name, action)): Path<(String, String)>,
+    ApiPath((name, action)): ApiPath<(String, String)>,
 ) -> ApiResult<Json<serde_json::Value>> {
     authed.require(&[Role::Admin])?;
     let name = Username::parse(&name)?;
@@ -230,7 +230,7 @@ pub async fn add_device(
 pub async fn set_policy(
     State(state): State<AppState>,
     authed: Authed,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     ApiJson(b): ApiJson<PolicyBody>,
 ) -> ApiResult<StatusCode> {
     authed.require(&[Role::Admin])?;

@@ -243,7 +243,14 @@ pub(crate) async fn password_stage(
     }) = creds.filter(|c| c.user.disabled_at.is_none())
     else {
         hashing(state, move || password::verify_dummy(&pw)).await?;
-        let shown: String = username.chars().take(64).collect();
+        // The name as typed, for the audit log: bounded, and with control characters replaced
+        // (PostgreSQL text cannot hold a NUL byte: the append would fail and the attempt would go
+        // unrecorded, with a 503 for a junk name).
+        let shown: String = username
+            .chars()
+            .take(64)
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .collect();
         let mut d = AuditDraft::new(shown.clone(), ActorRole::Anonymous, "login.fail")
             .target(format!("user:{shown}"))
             .details(serde_json::json!({ "reason": "unknown_or_disabled" }));

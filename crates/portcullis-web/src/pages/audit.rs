@@ -14,6 +14,7 @@ use super::layout::{Flash, error_box, page};
 use super::session::Browser;
 use super::time::PlantTime;
 use super::views::{state as state_badge, window};
+use crate::api::audit::filter;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
@@ -48,9 +49,9 @@ impl Filters {
         Ok(AuditQuery {
             since: at("since", &self.since)?,
             until: at("until", &self.until)?,
-            actor: some(&self.actor),
-            action: some(&self.action),
-            device: some(&self.device),
+            actor: filter("actor", Some(self.actor.trim()))?,
+            action: filter("action", Some(self.action.trim()))?,
+            device: filter("device", Some(self.device.trim()))?,
             grant_id: None,
             after: self.after,
             limit: Some(PAGE),
