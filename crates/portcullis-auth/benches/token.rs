@@ -15,6 +15,7 @@
 //! on stdout; progress goes to stderr.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is the point
 
+use portcullis_testkit::stats::{fmt_rate, median};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -123,30 +124,6 @@ fn rate(secs: f64, mut op: impl FnMut(usize)) -> Rate {
             };
         }
     }
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-fn fmt_rate(r: f64) -> String {
-    // 12345.6 -> "12,346"
-    let s = (r.round() as u64).to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 struct Row {

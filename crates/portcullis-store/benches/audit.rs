@@ -11,12 +11,14 @@
 //! minute hurts them alike. Prints a Markdown table on stdout; progress goes to stderr.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark: failing loudly is the point
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use portcullis_core::Timestamp;
 use portcullis_core::audit::{ActorRole, AuditDraft, AuditEvent, ChainHead, MacKey};
 use portcullis_store::{Backend, Store, StoreConfig};
 use portcullis_testkit::TestDb;
+use portcullis_testkit::stats::{fmt_rate, fsync_ms, median};
 use sqlx::AssertSqlSafe;
 
 const APPEND_RUNS: usize = 5;
@@ -111,47 +113,7 @@ fn usage(problem: &str) -> ! {
     std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }
 
-fn name(b: Backend) -> &'static str {
-    match b {
-        Backend::Sqlite => "SQLite",
-        Backend::Postgres => "PostgreSQL",
-    }
-}
-
-/// A throwaway database, removed when dropped.
-enum Db {
-    /// On disk under the target directory, so fsync is real (/tmp may be a tmpfs elsewhere).
-    Sqlite {
-        _dir: tempfile::TempDir,
-        url: String,
-    },
-    Postgres(TestDb),
-}
-
-impl Db {
-    async fn fresh(b: Backend) -> Db {
-        match b {
-            Backend::Sqlite => {
-                let dir = tempfile::Builder::new()
-                    .prefix("audit-bench-")
-                    .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-                    .expect("temp dir under the target directory");
-                let url = format!("sqlite://{}/portcullis.db", dir.path().display());
-                Db::Sqlite { _dir: dir, url }
-            }
-            Backend::Postgres => Db::Postgres(TestDb::postgres().await),
-        }
-    }
-
-    fn url(&self) -> &str {
-        match self {
-            Db::Sqlite { url, .. } => url,
-            Db::Postgres(db) => db.url(),
-        }
-    }
-}
-
-async fn open(db: &Db) -> Store {
+async fn open(db: &TestDb) -> Store {
     Store::open(db.url(), StoreConfig::new(key()))
         .await
         .expect("open store")
@@ -159,7 +121,7 @@ async fn open(db: &Db) -> Store {
 
 /// Appends `events` events from `writers` concurrent tasks; returns events per second.
 async fn append_rate(b: Backend, writers: usize, events: u64) -> f64 {
-    let db = Db::fresh(b).await;
+    let db = fresh_db(b).await;
     let store = open(&db).await;
     // Warm up: connections opened, statements prepared, file and tables created.
     for i in 0..100 {
@@ -252,7 +214,7 @@ async fn fill(store: &Store, n: u64) {
 
 /// Fills `n` events, then verifies the chain `runs` times; returns each run's events/s.
 async fn verify_rates(b: Backend, n: u64, runs: usize) -> Vec<f64> {
-    let db = Db::fresh(b).await;
+    let db = fresh_db(b).await;
     let store = open(&db).await;
     let t = Instant::now();
     fill(&store, n).await;
@@ -263,7 +225,11 @@ async fn verify_rates(b: Backend, n: u64, runs: usize) -> Vec<f64> {
             .await
             .unwrap();
     }
-    eprintln!("  filled {n} events on {} in {:.1?}", name(b), t.elapsed());
+    eprintln!(
+        "  filled {n} events on {} in {:.1?}",
+        b.label(),
+        t.elapsed()
+    );
     let mut rates = Vec::with_capacity(runs);
     for run in 0..runs {
         let t = Instant::now();
@@ -275,7 +241,7 @@ async fn verify_rates(b: Backend, n: u64, runs: usize) -> Vec<f64> {
         rates.push(n as f64 / secs);
         eprintln!(
             "  verify {} run {}: {:.0} events/s ({:.2?})",
-            name(b),
+            b.label(),
             run + 1,
             n as f64 / secs,
             Duration::from_secs_f64(secs)
@@ -283,50 +249,6 @@ async fn verify_rates(b: Backend, n: u64, runs: usize) -> Vec<f64> {
     }
     store.close().await;
     rates
-}
-
-/// Median latency of an 8 KiB write + fdatasync in the SQLite directory, in ms: the disk's
-/// part of every durable commit, which on a shared VM swings by an order of magnitude.
-fn fsync_ms() -> f64 {
-    use std::io::{Seek, SeekFrom, Write};
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let mut f = std::fs::File::create(dir.path().join("probe")).unwrap();
-    f.write_all(&[0; 1 << 20]).unwrap();
-    f.sync_all().unwrap();
-    let mut times = Vec::new();
-    for i in 0..200u64 {
-        f.seek(SeekFrom::Start((i % 128) * 8192)).unwrap();
-        let t = Instant::now();
-        f.write_all(&[b'x'; 8192]).unwrap();
-        f.sync_data().unwrap();
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    median(&times)
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
-fn fmt_rate(r: f64) -> String {
-    // 12345.6 -> "12,346"
-    let n = r.round() as u64;
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 struct Row {
@@ -340,7 +262,7 @@ struct Row {
 async fn main() {
     let args = parse_args();
     std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let fsync_before = fsync_ms();
+    let fsync_before = fsync_ms(Path::new(env!("CARGO_TARGET_TMPDIR")));
     eprintln!("fdatasync (8 KiB, median of 200): {fsync_before:.2} ms");
 
     let mut rows: Vec<Row> = Vec::new();
@@ -367,7 +289,7 @@ async fn main() {
                 let rate = append_rate(b, w, args.events).await;
                 eprintln!(
                     "append {} {w} writer(s) run {}: {:.0} events/s",
-                    name(b),
+                    b.label(),
                     run + 1,
                     rate
                 );
@@ -377,7 +299,11 @@ async fn main() {
         }
     }
     for &b in &args.backends {
-        eprintln!("verify {}: filling {} events", name(b), args.verify_events);
+        eprintln!(
+            "verify {}: filling {} events",
+            b.label(),
+            args.verify_events
+        );
         let rates = verify_rates(b, args.verify_events, VERIFY_RUNS).await;
         rows.push(Row {
             backend: b,
@@ -390,7 +316,7 @@ async fn main() {
         });
     }
 
-    let fsync_after = fsync_ms();
+    let fsync_after = fsync_ms(Path::new(env!("CARGO_TARGET_TMPDIR")));
     println!(
         "| Backend | Measurement | Median events/s | Runs (min - max) | Target | Met |\n\
          |---|---|---:|---|---:|---|"
@@ -408,7 +334,7 @@ async fn main() {
         };
         println!(
             "| {} | {} | {} | {} ({} - {}) | {} | {} |",
-            name(r.backend),
+            r.backend.label(),
             r.what,
             fmt_rate(m),
             r.rates.len(),
@@ -424,4 +350,12 @@ async fn main() {
          {fsync_before:.2} ms before, {fsync_after:.2} ms after (median of 200).",
         args.events
     );
+}
+
+/// A throwaway database, removed when dropped; SQLite on disk under the target directory.
+async fn fresh_db(b: Backend) -> TestDb {
+    match b {
+        Backend::Sqlite => TestDb::sqlite_in(Path::new(env!("CARGO_TARGET_TMPDIR"))),
+        Backend::Postgres => TestDb::postgres().await,
+    }
 }

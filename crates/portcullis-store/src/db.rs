@@ -15,6 +15,14 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The product's name, for messages and reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        }
+    }
+
     pub fn from_url(url: &str) -> Result<Backend, StoreError> {
         let scheme = url.split_once(':').map(|(s, _)| s).unwrap_or("");
         match scheme {

@@ -12,6 +12,8 @@ use rand::Rng;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
+pub mod stats;
+
 /// Runs each named `async fn(TestDb)` once on SQLite and once on PostgreSQL, as tests
 /// `sqlite::<name>` and `postgres::<name>`: one suite, both databases, identical assertions.
 #[macro_export]
@@ -69,7 +71,16 @@ pub enum TestDb {
 
 impl TestDb {
     pub fn sqlite() -> TestDb {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::sqlite_at(tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// A SQLite database in a fresh directory under `parent`: benchmarks put it under the target
+    /// directory so fsync is real (`/tmp` may be a tmpfs).
+    pub fn sqlite_in(parent: &std::path::Path) -> TestDb {
+        Self::sqlite_at(tempfile::tempdir_in(parent).expect("temp dir"))
+    }
+
+    fn sqlite_at(dir: tempfile::TempDir) -> TestDb {
         let url = format!("sqlite://{}/portcullis.db", dir.path().display());
         TestDb::Sqlite { dir, url }
     }

@@ -32,6 +32,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -46,6 +47,7 @@ use portcullis_core::{
 use portcullis_net::{devca, tls};
 use portcullis_store::{AuditActor, Backend, NewUser, Store, StoreConfig, SystemClock};
 use portcullis_testkit::TestDb;
+use portcullis_testkit::stats::{fsync_ms, median, percentile};
 use portcullis_web::{AppState, WebConfig, WebKeys, router};
 use reqwest::{Client, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
@@ -158,13 +160,6 @@ fn usage(problem: &str) -> ! {
     std::process::exit(if problem.is_empty() { 0 } else { 2 })
 }
 
-fn name(b: Backend) -> &'static str {
-    match b {
-        Backend::Sqlite => "SQLite",
-        Backend::Postgres => "PostgreSQL",
-    }
-}
-
 /// The wall clock plus an offset that only grows. Moving it 30 s on gives a fresh TOTP step,
 /// as a person waiting for the next code would get, without the benchmark waiting.
 #[derive(Debug, Default)]
@@ -187,39 +182,6 @@ impl Clock for OffsetClock {
         SystemClock
             .now()
             .saturating_add(Duration::from_secs(self.0.load(Ordering::SeqCst)))
-    }
-}
-
-/// A throwaway database, removed when dropped.
-enum Db {
-    /// On disk under the target directory, so fsync is real (/tmp may be a tmpfs elsewhere).
-    Sqlite {
-        _dir: tempfile::TempDir,
-        url: String,
-    },
-    Postgres(TestDb),
-}
-
-impl Db {
-    async fn fresh(b: Backend) -> Db {
-        match b {
-            Backend::Sqlite => {
-                let dir = tempfile::Builder::new()
-                    .prefix("api-bench-")
-                    .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-                    .expect("temp dir under the target directory");
-                let url = format!("sqlite://{}/portcullis.db", dir.path().display());
-                Db::Sqlite { _dir: dir, url }
-            }
-            Backend::Postgres => Db::Postgres(TestDb::postgres().await),
-        }
-    }
-
-    fn url(&self) -> &str {
-        match self {
-            Db::Sqlite { url, .. } => url,
-            Db::Postgres(db) => db.url(),
-        }
     }
 }
 
@@ -261,7 +223,7 @@ struct Site {
     servers: Vec<(usize, String)>,
     /// Dropping these stops the servers.
     _stops: Vec<tokio::sync::oneshot::Sender<()>>,
-    _db: Db,
+    _db: TestDb,
 }
 
 impl Site {
@@ -281,7 +243,7 @@ fn admin() -> AuditActor {
 /// Opens a fresh store with an org and a device on `rt`, and serves it once per hashing bound.
 fn start_site(rt: &Runtime, pki: &Pki, backend: Backend, bounds: &[usize]) -> Site {
     rt.block_on(async {
-        let db = Db::fresh(backend).await;
+        let db = fresh_db(backend).await;
         let clock = Arc::new(OffsetClock::default());
         let mut config = StoreConfig::new(MacKey::new([1; 32]));
         config.clock = clock.clone();
@@ -585,30 +547,6 @@ async fn open_loop(mut streams: Vec<Stream>, secs: f64) -> Outcome {
     out
 }
 
-fn percentile(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    // Nearest rank.
-    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
-    s[rank.clamp(1, s.len()) - 1]
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
-    let n = s.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        s[n / 2]
-    } else {
-        (s[n / 2 - 1] + s[n / 2]) / 2.0
-    }
-}
-
 fn spread(v: &[f64], digits: usize) -> String {
     let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -722,25 +660,6 @@ async fn step_up(site: &Site, c: &Client, supervisors: &[User]) {
     }
 }
 
-/// Median latency of an 8 KiB write + fdatasync in the target directory, in ms: the disk's
-/// part of every durable SQLite commit, which on a shared VM swings by an order of magnitude.
-fn fsync_ms() -> f64 {
-    use std::io::{Seek, SeekFrom, Write};
-    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let mut f = std::fs::File::create(dir.path().join("probe")).unwrap();
-    f.write_all(&[0; 1 << 20]).unwrap();
-    f.sync_all().unwrap();
-    let mut times = Vec::new();
-    for i in 0..200u64 {
-        f.seek(SeekFrom::Start((i % 128) * 8192)).unwrap();
-        let t = Instant::now();
-        f.write_all(&[b'x'; 8192]).unwrap();
-        f.sync_data().unwrap();
-        times.push(t.elapsed().as_secs_f64() * 1000.0);
-    }
-    median(&times)
-}
-
 /// CPU seconds (user + system) used so far by this process and by this thread (the load
 /// generator's), from /proc. The rest of the process is the server: its runtime, its blocking
 /// threads and the SQLite threads. PostgreSQL's own processes are not counted.
@@ -771,7 +690,7 @@ fn loadavg() -> String {
 fn main() {
     let args = parse_args();
     std::fs::create_dir_all(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let fsync_before = fsync_ms();
+    let fsync_before = fsync_ms(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let load_before = loadavg();
     eprintln!("fdatasync (8 KiB, median of 200): {fsync_before:.2} ms; load average {load_before}");
 
@@ -825,7 +744,7 @@ fn main() {
             let pending = server_rt.block_on(clone_requests(&site.store, template, need));
             eprintln!(
                 "{}: fixture ready ({} pending requests) after {:.1?}",
-                name(b),
+                b.label(),
                 pending.len(),
                 t.elapsed()
             );
@@ -876,7 +795,7 @@ fn main() {
                         "run {} {} {label}: {} (CPU per request: server {server_cpu:.2} ms, \
                          generator {client_cpu:.2} ms; generator lag max {:.1} ms)",
                         run + 1,
-                        name(site.backend),
+                        site.backend.label(),
                         out.latencies
                             .iter()
                             .zip(&out.errors)
@@ -968,7 +887,7 @@ fn main() {
         drop(site);
     }
 
-    let fsync_after = fsync_ms();
+    let fsync_after = fsync_ms(Path::new(env!("CARGO_TARGET_TMPDIR")));
     let load_after = loadavg();
     eprintln!("done in {:.0?}", t.elapsed());
 
@@ -1000,7 +919,7 @@ fn main() {
                     println!(
                         "| {} | {label} | {endpoint} | {:.0} | {:.2} | {:.2} | {} | {} | {met} | \
                          {:.2} |",
-                        name(site.backend),
+                        site.backend.label(),
                         median(&r.rate),
                         median(&r.p50),
                         p99,
@@ -1140,4 +1059,12 @@ async fn login_flood(
         errors += e;
     }
     (lat, errors, out)
+}
+
+/// A throwaway database, removed when dropped; SQLite on disk under the target directory.
+async fn fresh_db(b: Backend) -> TestDb {
+    match b {
+        Backend::Sqlite => TestDb::sqlite_in(Path::new(env!("CARGO_TARGET_TMPDIR"))),
+        Backend::Postgres => TestDb::postgres().await,
+    }
 }
