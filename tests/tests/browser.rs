@@ -97,18 +97,21 @@ impl Authenticator {
     }
 }
 
-/// The broker and everything the test made for it.
+/// The broker's data directory, set up through the CLI as an admin would.
+struct DataDir(PathBuf);
+
+/// The running broker, and the key its certificate pins in the browsers.
 struct Broker {
     _child: Reaped,
     base: String,
-    data: PathBuf,
+    spki_pin: String,
 }
 
-impl Broker {
+impl DataDir {
     fn admin(&self, args: &[&str]) -> String {
         let out = Command::new(portcullis_bin())
             .arg("--data-dir")
-            .arg(&self.data)
+            .arg(&self.0)
             .arg("admin")
             .args(args)
             .env_remove("PORTCULLIS_DATABASE_URL")
@@ -135,7 +138,7 @@ impl Broker {
     /// `--ignore-certificate-errors-spki-list` pins. The browser trusts exactly this key (our
     /// dev CA is not in its store) and still refuses any other certificate.
     fn spki_pin(&self) -> String {
-        let pem = std::fs::read(self.data.join("tls/server.pem")).unwrap();
+        let pem = std::fs::read(self.0.join("tls/server.pem")).unwrap();
         let (_, pem) = x509_parser::pem::parse_x509_pem(&pem).unwrap();
         let cert = pem.parse_x509().unwrap();
         let digest = sha2::Sha256::digest(cert.tbs_certificate.subject_pki.raw);
@@ -144,10 +147,10 @@ impl Broker {
 }
 
 #[allow(clippy::zombie_processes)] // reaped by `Reaped`'s Drop
-fn start_broker(data: &Path) -> Broker {
+fn start_broker(data: &DataDir) -> Broker {
     let mut child = Command::new(portcullis_bin())
         .arg("--data-dir")
-        .arg(data)
+        .arg(&data.0)
         .args(["serve", "--web-listen", "127.0.0.1:0"])
         .args(["--relay-listen", &format!("127.0.0.1:{}", free_port())])
         .args(["--time-zone", "Europe/Berlin"])
@@ -165,7 +168,7 @@ fn start_broker(data: &Path) -> Broker {
             return Broker {
                 _child: child,
                 base,
-                data: data.to_owned(),
+                spki_pin: data.spki_pin(),
             };
         }
     }
@@ -357,7 +360,7 @@ impl Person {
 async fn person(driver: &Driver, broker: &Broker, name: &'static str) -> Person {
     Person {
         name,
-        c: driver.browser(name, &broker.spki_pin()).await,
+        c: driver.browser(name, &broker.spki_pin).await,
         base: broker.base.clone(),
         shots: driver.screenshots.clone(),
     }
@@ -377,13 +380,8 @@ async fn vendor_requests_supervisor_approves_with_step_up_auditor_verifies_in_ch
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
     // Inventory and people first (the CLI writes the same database `serve` then opens).
-    let setup = Broker {
-        _child: Reaped(Command::new("true").spawn().unwrap()),
-        base: String::new(),
-        data: data.clone(),
-    };
+    let setup = DataDir(dir.path().join("data"));
     setup.admin(&["org", "add", "acme"]);
     let vera_code = setup.add_user("vera", "vendor", Some("acme"));
     let sam_code = setup.add_user("sam", "supervisor", None);
@@ -399,8 +397,7 @@ async fn vendor_requests_supervisor_approves_with_step_up_auditor_verifies_in_ch
         "--orgs",
         "acme",
     ]);
-    drop(setup);
-    let broker = start_broker(&data);
+    let broker = start_broker(&setup);
     let driver = start_driver().await;
     let password = "correct horse battery staple plant";
     let shots = driver.screenshots.clone();
