@@ -15,6 +15,7 @@ use std::io;
 use std::path::PathBuf;
 
 pub mod devca;
+pub mod quic;
 pub mod tls;
 
 pub use devca::{

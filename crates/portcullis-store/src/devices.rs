@@ -11,6 +11,7 @@ use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use crate::orgs::org_id;
+use crate::relay::GrantChange;
 use crate::{AuditActor, Store, StoreError};
 
 const DEVICE_COLUMNS: &str = "id, name, address, criticality, device_type, site, owner, vendor, \
@@ -105,6 +106,8 @@ impl Store {
                 .details(details),
         )
         .await?;
+        tx.notify(GrantChange::Device(name.as_str().to_owned()))
+            .await?;
         tx.commit().await
     }
 

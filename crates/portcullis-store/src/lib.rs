@@ -15,6 +15,7 @@ mod devices;
 mod error;
 mod login;
 mod orgs;
+mod relay;
 mod requests;
 mod sessions;
 mod users;
@@ -32,6 +33,7 @@ pub use audit::{AuditQuery, VerifyOutcome};
 pub use db::{Backend, redact};
 pub use error::StoreError;
 pub use login::{Credentials, LockoutPolicy};
+pub use relay::{GrantChange, OrphanSession, PG_CHANNEL, RelaySessionEnd, RelaySessionStart};
 pub use requests::{NewRequest, RequestFilter, RequestRecord};
 pub use sessions::{NewSession, Session, SessionPolicy, Stage};
 pub use users::{EnrollmentCode, NewUser, UserRecord};
@@ -102,6 +104,8 @@ pub(crate) struct Shared {
     pub(crate) backend: Backend,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) mac_key: MacKey,
+    /// Grant changes committed through this store, for a relay in the same process.
+    pub(crate) changes: tokio::sync::broadcast::Sender<relay::GrantChange>,
 }
 
 /// A handle on the database. Cheap to clone; the audit writer task stops when the last clone
@@ -144,6 +148,7 @@ impl Store {
             backend,
             clock: config.clock,
             mac_key: config.mac_key,
+            changes: tokio::sync::broadcast::channel(1024).0,
         });
         // Room for one queued append per concurrent caller in a busy broker; senders wait
         // (backpressure) beyond that rather than grow memory.

@@ -11,6 +11,7 @@ use portcullis_core::{
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
+use crate::relay::GrantChange;
 use crate::users::UserRecord;
 use crate::write::WriteTx;
 use crate::{AuditActor, Store, StoreError};
@@ -227,6 +228,9 @@ impl Store {
                 .details(details),
         )
         .await?;
+        if matches!(how, Closing::Revoke) {
+            tx.notify(GrantChange::Grant(id)).await?;
+        }
         tx.commit().await?;
         Ok(rec)
     }

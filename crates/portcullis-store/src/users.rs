@@ -10,6 +10,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::orgs::org_id;
+use crate::relay::GrantChange;
 use crate::{AuditActor, ENROLLMENT_TTL, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +187,8 @@ impl Store {
             .execute(tx.conn())
             .await?;
         tx.audit(&by.draft("user.disable").target(format!("user:{name}")))
+            .await?;
+        tx.notify(GrantChange::User(name.as_str().to_owned()))
             .await?;
         let user = fetch_user(tx.conn(), name).await?;
         tx.commit().await?;

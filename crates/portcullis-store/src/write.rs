@@ -11,6 +11,7 @@ use portcullis_core::audit::{AuditDraft, AuditEvent, ChainHead};
 use sqlx::{Any, AnyConnection, Transaction};
 
 use crate::audit::{insert_event, read_head};
+use crate::relay::{GrantChange, PG_CHANNEL};
 use crate::{Backend, Store, StoreError};
 
 /// Arbitrary constant naming the audit chain's advisory lock on PostgreSQL ("pcaudit" in ASCII).
@@ -22,6 +23,8 @@ pub(crate) struct WriteTx {
     head: ChainHead,
     now: Timestamp,
     store: Store,
+    /// Grant changes to publish once the transaction commits.
+    changes: Vec<GrantChange>,
 }
 
 impl Store {
@@ -46,6 +49,7 @@ impl Store {
             head,
             now,
             store: self.clone(),
+            changes: Vec::new(),
         })
     }
 }
@@ -68,8 +72,26 @@ impl WriteTx {
         Ok(ev)
     }
 
+    /// Tells relays, once this transaction commits, that live sessions may have to end. On
+    /// PostgreSQL the notification is part of the transaction (delivered only on commit) and
+    /// reaches relays in other processes.
+    pub(crate) async fn notify(&mut self, change: GrantChange) -> Result<(), StoreError> {
+        if self.store.shared.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(PG_CHANNEL)
+                .bind(change.to_payload())
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.changes.push(change);
+        Ok(())
+    }
+
     pub(crate) async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
+        for change in self.changes {
+            self.store.publish(change);
+        }
         Ok(())
     }
 }

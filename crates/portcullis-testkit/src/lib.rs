@@ -12,6 +12,8 @@ use rand::Rng;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
+pub mod devices;
+pub mod proxy;
 pub mod stats;
 
 /// Runs each named `async fn(TestDb)` once on SQLite and once on PostgreSQL, as tests

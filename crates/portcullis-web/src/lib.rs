@@ -20,7 +20,7 @@ use axum::middleware;
 use axum::routing::get;
 
 pub use error::ApiError;
-pub use state::{AppState, WebConfig, WebKeys};
+pub use state::{AppState, MetricsSource, WebConfig, WebKeys};
 
 /// Request bodies larger than this are refused before parsing.
 const MAX_BODY: usize = 64 * 1024;
@@ -30,6 +30,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api::router())
         .route("/healthz", get(api::meta::healthz))
         .route("/readyz", get(api::meta::readyz))
+        .route("/metrics", get(api::meta::metrics))
         .merge(pages::router())
         .fallback(|| async { error::ApiError::NotFound("no such page".into()) })
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))

@@ -85,7 +85,25 @@ pub(crate) struct Inner {
     pub config: WebConfig,
     pub hashing: Semaphore,
     pub login_limiter: RateLimiter,
+    /// More Prometheus text for `/metrics` (the relay's, when one runs in this process).
+    pub metrics: MetricsSlot,
 }
+
+#[derive(Default)]
+pub(crate) struct MetricsSlot(pub std::sync::OnceLock<MetricsSource>);
+
+impl std::fmt::Debug for MetricsSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "MetricsSlot(set)"
+        } else {
+            "MetricsSlot(empty)"
+        })
+    }
+}
+
+/// Renders Prometheus text on demand.
+pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl AppState {
     pub fn new(store: Store, clock: Arc<dyn Clock>, keys: WebKeys, config: WebConfig) -> Self {
@@ -98,7 +116,13 @@ impl AppState {
             config,
             hashing,
             login_limiter,
+            metrics: MetricsSlot::default(),
         }))
+    }
+
+    /// Adds `source`'s text to `/metrics` (once; later calls are ignored).
+    pub fn set_metrics(&self, source: MetricsSource) {
+        let _ = self.0.metrics.0.set(source);
     }
 
     pub fn store(&self) -> &Store {

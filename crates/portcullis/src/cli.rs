@@ -40,15 +40,147 @@ pub enum Command {
     Audit(AuditCommand),
     /// Apply database migrations (run with the database owner's URL).
     Migrate,
-    /// Run the broker on one machine: the web service over HTTPS (the relay joins it next).
+    /// Run the broker on one machine: the web service (HTTPS) and the relay (QUIC) in one process.
     Serve(ServeArgs),
+    /// Run the web service alone (the relay runs as `portcullis relay`; PostgreSQL).
+    Web(WebCommandArgs),
+    /// Run the QUIC relay alone (the web service runs as `portcullis web`; PostgreSQL).
+    Relay(RelayCommandArgs),
+    /// The vendor's commands (login, devices, request, grants, connect), at the top level.
+    #[command(flatten)]
+    Vendor(VendorCommand),
+}
+
+/// What a vendor's engineer runs on their own machine, against a broker's API and relay.
+#[derive(Debug, Subcommand)]
+pub enum VendorCommand {
+    /// Vendor: log in to a broker (password, then authenticator code) and keep the session.
+    Login(LoginArgs),
+    /// Vendor: the devices you may request.
+    Devices(ListArgs),
+    /// Vendor: ask for access to a device's ports for a time window.
+    Request(RequestArgs),
+    /// Vendor: your requests and grants, with their state and time left.
+    Grants(ListArgs),
+    /// Vendor: open local ports that reach the granted device through the relay.
+    Connect(ConnectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The broker's web address, e.g. https://broker.plant.example:8443.
+    pub broker_url: String,
+    /// Account name; asked for when absent.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// PEM file of the CA that signs the broker's certificate (a development broker's
+    /// <data-dir>/tls/ca.pem); kept with the session. Default: the public web PKI.
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct RequestArgs {
+    /// Device name, as `portcullis devices` lists it.
+    #[arg(long)]
+    pub device: String,
+    /// Port or comma-separated ports, e.g. 502 or 502,80.
+    #[arg(long = "port", value_name = "P[,P]")]
+    pub ports: String,
+    /// Window start: RFC 3339, `now`, or from now like +30m, +2h, +1d.
+    #[arg(long, value_name = "TIME")]
+    pub from: String,
+    /// Window end, in the same forms.
+    #[arg(long, value_name = "TIME")]
+    pub until: String,
+    /// Why you need access (shown to the approvers).
+    #[arg(long)]
+    pub reason: String,
+    /// The plant's ticket or work-order reference.
+    #[arg(long)]
+    pub ticket: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutFormat::Text)]
+    pub format: OutFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The grant's id, as `portcullis grants` shows it.
+    #[arg(value_parser = clap::value_parser!(i64).range(1..))]
+    pub grant_id: i64,
+    /// Listen on [ADDR:]LOCAL_PORT and carry connections to the granted REMOTE_PORT
+    /// (repeatable; LOCAL_PORT 0 picks a free one). Default: one listener per granted port on
+    /// 127.0.0.1 with the same number, or a free one when that is taken.
+    #[arg(short = 'L', value_name = "[ADDR:]LOCAL_PORT:REMOTE_PORT")]
+    pub forward: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub web: WebArgs,
+    #[command(flatten)]
+    pub relay: RelayArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// `portcullis web`: the approval service alone (production: PostgreSQL, relay elsewhere).
+#[derive(Debug, Args)]
+pub struct WebCommandArgs {
+    #[command(flatten)]
+    pub web: WebArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// Where vendor clients reach the relay (host:port, UDP), told to them with each token.
+    #[arg(long, env = "PORTCULLIS_RELAY_ADDR", default_value = "127.0.0.1:4433")]
+    pub relay_addr: String,
+}
+
+/// `portcullis relay`: the QUIC relay alone (production: PostgreSQL, web elsewhere).
+#[derive(Debug, Args)]
+pub struct RelayCommandArgs {
+    #[command(flatten)]
+    pub relay: RelayArgs,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+    /// The web service's public URL: the issuer of the relay tokens this relay accepts.
+    #[arg(long, env = "PORTCULLIS_PUBLIC_URL")]
+    pub public_url: String,
+    /// The token verification keys as a JWKS file (what the web service publishes at
+    /// /api/v1/keys); default: the public halves of the key ring in <data-dir>/keys.
+    #[arg(long, env = "PORTCULLIS_JWKS", value_name = "FILE")]
+    pub jwks: Option<PathBuf>,
+    /// Serve Prometheus metrics over plain HTTP at http://ADDR/metrics (keep it on loopback or
+    /// a management network).
+    #[arg(long, env = "PORTCULLIS_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+pub struct WebArgs {
     /// Address for the HTTPS web service and API.
     #[arg(long, env = "PORTCULLIS_WEB_LISTEN", default_value = "127.0.0.1:8443")]
     pub web_listen: std::net::SocketAddr,
+    /// The URL people open (origin for CSRF checks and links); default https://<web-listen>.
+    #[arg(long, env = "PORTCULLIS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// The plant's time zone for the web pages, e.g. Europe/Berlin.
+    #[arg(long, env = "PORTCULLIS_TIME_ZONE", default_value = "UTC")]
+    pub time_zone: String,
+    /// System-use notification shown on the login page.
+    #[arg(long, env = "PORTCULLIS_BANNER")]
+    pub banner: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
     /// UDP address of the QUIC relay, told to vendor clients.
     #[arg(
         long,
@@ -56,21 +188,26 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:4433"
     )]
     pub relay_listen: std::net::SocketAddr,
-    /// The URL people open (origin for CSRF checks and links); default https://<web-listen>.
-    #[arg(long, env = "PORTCULLIS_PUBLIC_URL")]
-    pub public_url: Option<String>,
-    /// PEM certificate chain for HTTPS; default: a development CA and certificate made in
-    /// <data-dir>/tls (trust <data-dir>/tls/ca.pem).
+    /// This relay's name in the audit log (sessions a crashed relay left open are closed by the
+    /// next relay of the same name).
+    #[arg(long, env = "PORTCULLIS_RELAY_NAME", default_value = "relay")]
+    pub relay_name: String,
+    /// Close a tunnelled connection after this long without a byte either way, e.g. 15m.
+    #[arg(long, env = "PORTCULLIS_IDLE_TIMEOUT", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub idle_timeout: std::time::Duration,
+    /// Open tunnelled connections one grant may have at once.
+    #[arg(long, env = "PORTCULLIS_MAX_STREAMS_PER_GRANT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_streams_per_grant: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain for HTTPS and the relay; default: a development CA and certificate
+    /// made in <data-dir>/tls (trust <data-dir>/tls/ca.pem).
     #[arg(long, env = "PORTCULLIS_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
     #[arg(long, env = "PORTCULLIS_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// The plant's time zone for the web pages, e.g. Europe/Berlin.
-    #[arg(long, env = "PORTCULLIS_TIME_ZONE", default_value = "UTC")]
-    pub time_zone: String,
-    /// System-use notification shown on the login page.
-    #[arg(long, env = "PORTCULLIS_BANNER")]
-    pub banner: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

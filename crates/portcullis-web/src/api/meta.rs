@@ -4,6 +4,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 
+use crate::error::ApiError;
+use crate::extract::ClientAddr;
 use crate::state::AppState;
 
 /// The relay-token verification keys (JWKS), public.
@@ -25,4 +27,31 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str)
             (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
         }
     }
+}
+
+/// Prometheus text: the service's own gauge and whatever the binary wired in (the relay's
+/// counters when `serve` runs both). Answered only to clients on this machine (loopback): the
+/// counts say who is connected when, which is not for the internet side of a broker.
+pub async fn metrics(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
+    if !addr.ip().is_loopback() {
+        return Err(ApiError::Forbidden(
+            "metrics are served to this machine only; scrape from the broker host".into(),
+        ));
+    }
+    let mut text = String::from(
+        "# HELP portcullis_web_up The web service answers.\n# TYPE portcullis_web_up gauge\nportcullis_web_up 1\n",
+    );
+    if let Some(source) = state.0.metrics.0.get() {
+        text.push_str(&source());
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    ))
 }

@@ -2,16 +2,31 @@
 
 mod admin;
 mod audit;
+mod connect;
+mod devices;
+mod grants;
+mod login;
 mod migrate;
+mod parts;
+mod relay;
+mod request;
 mod serve;
+mod web;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, VendorCommand};
 use crate::config::Settings;
 use crate::context::Context;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The vendor's commands run on the vendor's machine: no broker data directory, database or
+    // broker config file is involved, so they do not resolve those settings at all.
+    let command = match cli.command {
+        Command::Vendor(cmd) => return vendor(cmd).await,
+        broker => broker,
+    };
+    let cli = Cli { command, ..cli };
     let ctx = Context {
         settings: Settings::resolve(&cli)?,
     };
@@ -21,5 +36,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(cmd) => audit::run(&ctx, cmd).await,
         Command::Migrate => migrate::run(&ctx).await,
         Command::Serve(args) => serve::run(&ctx, args).await,
+        Command::Web(args) => web::run(&ctx, args).await,
+        Command::Relay(args) => relay::run(&ctx, args).await,
+        Command::Vendor(cmd) => vendor(cmd).await,
+    }
+}
+
+async fn vendor(cmd: VendorCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        VendorCommand::Login(args) => login::run(args).await,
+        VendorCommand::Devices(args) => devices::run(args).await,
+        VendorCommand::Request(args) => request::run(args).await,
+        VendorCommand::Grants(args) => grants::run(args).await,
+        VendorCommand::Connect(args) => connect::run(args).await,
     }
 }

@@ -1,0 +1,82 @@
+//! Follows grant changes and ends the live sessions they kill.
+//!
+//! A notification names a grant, a user or a device; the sessions it may touch are re-checked
+//! against the store (the notification is a hint, the store is the truth) and ended with the
+//! reason the store gives. Every `reconcile_every`, all live sessions are re-checked the same
+//! way and the audit log's health is probed, so a lost notification delays a cut by at most one
+//! period. If the store cannot be read, live sessions go on (they still end at their window end
+//! by their own timer) and new ones are refused until it answers again.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use portcullis_store::GrantChange;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+use crate::grant;
+use crate::registry::LiveSession;
+
+pub(crate) async fn watch(
+    shared: Arc<Shared>,
+    mut changes: broadcast::Receiver<GrantChange>,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(shared.config.reconcile_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let affected = tokio::select! {
+            () = stop.cancelled() => return,
+            change = changes.recv() => match change {
+                Ok(change) => affected(&shared, &change),
+                Err(RecvError::Lagged(_)) => shared.registry.all(),
+                Err(RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {
+                shared.auditor.probe().await;
+                shared.registry.all()
+            }
+        };
+        recheck(&shared, affected).await;
+    }
+}
+
+fn affected(shared: &Shared, change: &GrantChange) -> Vec<Arc<LiveSession>> {
+    match change {
+        GrantChange::Grant(id) => shared.registry.matching(|s| s.grant.id == *id),
+        GrantChange::User(u) => shared.registry.matching(|s| s.grant.vendor == *u),
+        GrantChange::Device(d) => shared.registry.matching(|s| s.grant.device == *d),
+        GrantChange::All => shared.registry.all(),
+    }
+}
+
+/// Re-reads each affected grant once and ends the sessions it no longer allows, or whose
+/// allowed ports shrank (the vendor reconnects and gets the narrower set).
+pub(crate) async fn recheck(shared: &Shared, sessions: Vec<Arc<LiveSession>>) {
+    let mut by_grant: BTreeMap<i64, Vec<Arc<LiveSession>>> = BTreeMap::new();
+    for s in sessions {
+        by_grant.entry(s.grant.id).or_default().push(s);
+    }
+    for (id, sessions) in by_grant {
+        match grant::check(&shared.store, id, shared.clock.now()).await {
+            Ok(Ok(live)) => {
+                for s in sessions {
+                    if !live.ports.is_superset(&s.grant.ports) || live.address != s.grant.address {
+                        s.end(portcullis_core::wire::EndReason::PolicyChanged);
+                    }
+                }
+            }
+            Ok(Err(dead)) => {
+                for s in sessions {
+                    s.end(dead.end_reason());
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot re-check grant {id}: {e}");
+                shared.auditor.mark_unhealthy();
+            }
+        }
+    }
+}

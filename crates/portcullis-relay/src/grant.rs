@@ -1,0 +1,118 @@
+//! A grant's live state, read from the store at every handshake and after every grant-change
+//! notification: the grant itself, its vendor's account and the device's current policy.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use portcullis_core::wire::{EndReason, RefusalCode};
+use portcullis_core::{Port, RequestState, Timestamp};
+use portcullis_store::{Store, StoreError};
+
+/// What a live grant allows right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LiveGrant {
+    pub id: i64,
+    pub vendor: String,
+    pub device: String,
+    /// The device's address from the inventory: the only address the relay ever dials.
+    pub address: String,
+    /// Granted ports still allowed by the device's current policy.
+    pub ports: BTreeSet<Port>,
+    pub window_end: Timestamp,
+}
+
+impl LiveGrant {
+    pub fn remaining(&self, now: Timestamp) -> Duration {
+        if now >= self.window_end {
+            Duration::ZERO
+        } else {
+            self.window_end.duration_since(now)
+        }
+    }
+}
+
+/// Why a grant no longer allows anything, as a refusal (for a new session or stream) or as an
+/// end reason (for a live one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dead {
+    NotStarted,
+    WindowOver,
+    Revoked,
+    Inactive,
+    UserDisabled,
+    PolicyChanged,
+}
+
+impl Dead {
+    pub fn refusal(self) -> (RefusalCode, &'static str) {
+        match self {
+            Dead::NotStarted => (
+                RefusalCode::NotInWindow,
+                "the grant's window has not started yet",
+            ),
+            Dead::WindowOver => (RefusalCode::NotInWindow, "the grant's window has ended"),
+            Dead::Revoked => (RefusalCode::GrantInactive, "the grant was revoked"),
+            Dead::Inactive => (RefusalCode::GrantInactive, "the grant is not approved"),
+            Dead::UserDisabled => (RefusalCode::GrantInactive, "your account is disabled"),
+            Dead::PolicyChanged => (
+                RefusalCode::GrantInactive,
+                "the device's policy no longer allows this grant",
+            ),
+        }
+    }
+
+    pub fn end_reason(self) -> EndReason {
+        match self {
+            Dead::NotStarted | Dead::WindowOver | Dead::Inactive => EndReason::WindowEnd,
+            Dead::Revoked => EndReason::Revoked,
+            Dead::UserDisabled => EndReason::UserDisabled,
+            Dead::PolicyChanged => EndReason::PolicyChanged,
+        }
+    }
+}
+
+/// Reads grant `id` and decides whether it allows access at `now`.
+pub(crate) async fn check(
+    store: &Store,
+    id: i64,
+    now: Timestamp,
+) -> Result<Result<LiveGrant, Dead>, StoreError> {
+    let Some(rec) = store.request(id).await? else {
+        return Ok(Err(Dead::Inactive));
+    };
+    let r = &rec.request;
+    match r.state_at(now) {
+        RequestState::Active => {}
+        RequestState::Approved => return Ok(Err(Dead::NotStarted)),
+        RequestState::Expired => return Ok(Err(Dead::WindowOver)),
+        RequestState::Revoked => return Ok(Err(Dead::Revoked)),
+        RequestState::Requested | RequestState::Denied => return Ok(Err(Dead::Inactive)),
+    }
+    match store.user(&r.requester).await? {
+        Some(u) if u.disabled_at.is_none() => {}
+        _ => return Ok(Err(Dead::UserDisabled)),
+    }
+    let Some(device) = store.device(&r.device).await? else {
+        return Ok(Err(Dead::PolicyChanged));
+    };
+    let policy = &device.policy;
+    if !policy.allowed_orgs.contains(&r.org) {
+        return Ok(Err(Dead::PolicyChanged));
+    }
+    let ports: BTreeSet<Port> = r
+        .ports
+        .intersection(&policy.allowed_ports)
+        .copied()
+        .collect();
+    if ports.is_empty() {
+        return Ok(Err(Dead::PolicyChanged));
+    }
+    Ok(Ok(LiveGrant {
+        id,
+        vendor: r.requester.as_str().to_owned(),
+        device: r.device.as_str().to_owned(),
+        address: device.address.as_str().to_owned(),
+        ports,
+        window_end: r.window.end,
+    }))
+}

@@ -1,0 +1,199 @@
+//! The Portcullis relay: the QUIC endpoint vendors' `portcullis connect` reaches.
+//!
+//! Deny by default. A connection must present a client certificate (TLS 1.3, ALPN
+//! `portcullis/1`, no 0-RTT; see `portcullis_net::quic`), then a relay token on its first stream
+//! that verifies offline, is bound to that certificate, was never used before, and names a grant
+//! that the store says is live now. Each further stream asks for one device/port pair of that
+//! grant; the relay dials the address from the inventory (never one from the client) and splices
+//! bytes both ways. Sessions end at the window end (a monotonic timer armed at the handshake),
+//! on revoke, user disable or policy change (grant-change notifications, re-checked against the
+//! store, with a periodic reconciliation as a safety net), on idle timeout, and on shutdown;
+//! every end is audited with its reason, bytes each way and duration.
+//!
+//! Layout: [`grant`] reads a grant's live state; [`session`] runs one connection's handshake and
+//! control stream; [`stream`] one tunnelled TCP connection; [`enforce`] follows grant changes;
+//! [`auditor`] writes audit events, failing closed; [`registry`] holds live sessions;
+//! [`metrics`] counts.
+#![forbid(unsafe_code)]
+
+mod auditor;
+mod enforce;
+mod frames;
+mod grant;
+pub mod metrics;
+mod registry;
+mod session;
+mod stream;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis_auth::token::TokenVerifier;
+use portcullis_core::Clock;
+use portcullis_core::audit::{ActorRole, AuditDraft};
+use portcullis_core::wire::EndReason;
+use portcullis_store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use metrics::Metrics;
+
+use crate::auditor::Auditor;
+use crate::registry::Registry;
+
+/// The relay's settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// This relay's name in the audit log and the session table; sessions it left open are
+    /// closed as `relay_restart` when a relay of the same name starts.
+    pub name: String,
+    /// A client must complete TLS and send `Hello` within this.
+    pub handshake_timeout: Duration,
+    /// A device must accept the TCP connection within this.
+    pub dial_timeout: Duration,
+    /// A stream with no bytes either way for this long is closed (`idle_timeout`).
+    pub idle_timeout: Duration,
+    /// Open streams (tunnelled TCP connections) one grant may have at once, over all its
+    /// sessions (SR 2.7).
+    pub max_streams_per_grant: usize,
+    /// Warnings are sent this long before the window ends (only those still ahead at the
+    /// handshake).
+    pub warnings: Vec<Duration>,
+    /// Every live session is re-checked against the store this often, in case a grant-change
+    /// notification was lost; the audit log's health is probed at the same time.
+    pub reconcile_every: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            name: "relay".into(),
+            handshake_timeout: Duration::from_secs(10),
+            dial_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(15 * 60),
+            max_streams_per_grant: 64,
+            warnings: vec![Duration::from_secs(300), Duration::from_secs(60)],
+            reconcile_every: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every connection task shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub store: Store,
+    pub verifier: TokenVerifier,
+    pub clock: Arc<dyn Clock>,
+    pub config: RelayConfig,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub auditor: Auditor,
+}
+
+/// A relay, ready to serve an endpoint.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    shared: Arc<Shared>,
+}
+
+impl Relay {
+    pub fn new(
+        store: Store,
+        verifier: TokenVerifier,
+        clock: Arc<dyn Clock>,
+        config: RelayConfig,
+    ) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        Self {
+            shared: Arc::new(Shared {
+                auditor: Auditor::new(store.clone(), metrics.clone()),
+                store,
+                verifier,
+                clock,
+                config,
+                registry: Arc::new(Registry::default()),
+                metrics,
+            }),
+        }
+    }
+
+    /// The relay's counters (for `/metrics`).
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Closes, in the audit log, the sessions a previous run of this relay left open. Call once
+    /// before [`Relay::run`] (which does it too, so callers that want the count first may).
+    pub async fn close_orphans(&self) -> Result<usize, portcullis_store::StoreError> {
+        let closed = self
+            .shared
+            .store
+            .close_orphan_relay_sessions(&self.shared.config.name)
+            .await?;
+        for o in &closed {
+            tracing::warn!(
+                "session {} of grant {} ({}) was left open by a previous run: closed as relay_restart",
+                o.id,
+                o.grant,
+                o.username
+            );
+        }
+        Ok(closed.len())
+    }
+
+    /// Serves `endpoint` until `shutdown` completes; then ends every live session with reason
+    /// `shutdown`, waits for their end events to be written, and closes the endpoint.
+    pub async fn run(
+        &self,
+        endpoint: quinn::Endpoint,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), portcullis_store::StoreError> {
+        self.close_orphans().await?;
+        let shared = &self.shared;
+        shared
+            .auditor
+            .event(
+                AuditDraft::new("relay", ActorRole::System, "relay.start")
+                    .target("service")
+                    .details(serde_json::json!({
+                        "relay": shared.config.name,
+                        "listen": endpoint.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+                    })),
+            )
+            .await;
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        tasks.spawn(enforce::watch(
+            shared.clone(),
+            shared.store.grant_changes(),
+            stop.clone(),
+        ));
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                incoming = endpoint.accept() => {
+                    let Some(incoming) = incoming else { break };
+                    tasks.spawn(session::handle(shared.clone(), incoming));
+                }
+            }
+        }
+        for s in shared.registry.all() {
+            s.end(EndReason::Shutdown);
+        }
+        stop.cancel();
+        tasks.close();
+        // Sessions send `Ending`, close their streams and write their end events.
+        if tokio::time::timeout(Duration::from_secs(10), tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sessions did not finish ending within 10 s of shutdown");
+        }
+        shared.auditor.flush().await;
+        endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
+        endpoint.wait_idle().await;
+        Ok(())
+    }
+}

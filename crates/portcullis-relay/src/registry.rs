@@ -1,0 +1,129 @@
+//! Live sessions, by id and by grant: what the enforcement task cancels, and the per-grant
+//! count of open streams the connection limit is checked against.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use portcullis_core::Timestamp;
+use portcullis_core::wire::EndReason;
+use tokio_util::sync::CancellationToken;
+
+use crate::grant::LiveGrant;
+
+/// One vendor session (one QUIC connection) while it lasts.
+#[derive(Debug)]
+pub(crate) struct LiveSession {
+    pub id: String,
+    pub grant: LiveGrant,
+    pub started_at: Timestamp,
+    /// Cancelled when the session must end; every stream holds a child token.
+    pub cancel: CancellationToken,
+    /// The first reason given for ending wins.
+    end: OnceLock<EndReason>,
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+    pub streams: AtomicU64,
+}
+
+impl LiveSession {
+    pub fn new(id: String, grant: LiveGrant, started_at: Timestamp) -> Self {
+        Self {
+            id,
+            grant,
+            started_at,
+            cancel: CancellationToken::new(),
+            end: OnceLock::new(),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            streams: AtomicU64::new(0),
+        }
+    }
+
+    /// Ends the session (and every stream of it) for `reason`, unless it is already ending.
+    pub fn end(&self, reason: EndReason) {
+        let _ = self.end.set(reason);
+        self.cancel.cancel();
+    }
+
+    pub fn end_reason(&self) -> Option<EndReason> {
+        self.end.get().copied()
+    }
+
+    pub fn total(a: &AtomicU64) -> u64 {
+        a.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<String, Arc<LiveSession>>,
+    /// Open streams per grant, across all its sessions.
+    streams: HashMap<i64, usize>,
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn insert(&self, s: Arc<LiveSession>) {
+        self.lock().sessions.insert(s.id.clone(), s);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.lock().sessions.remove(id);
+    }
+
+    pub fn all(&self) -> Vec<Arc<LiveSession>> {
+        self.lock().sessions.values().cloned().collect()
+    }
+
+    pub fn matching(&self, f: impl Fn(&LiveSession) -> bool) -> Vec<Arc<LiveSession>> {
+        self.lock()
+            .sessions
+            .values()
+            .filter(|s| f(s))
+            .cloned()
+            .collect()
+    }
+
+    /// Takes one of the grant's stream slots; false when all `limit` are in use.
+    pub fn acquire_stream(&self, grant: i64, limit: usize) -> bool {
+        let mut g = self.lock();
+        let n = g.streams.entry(grant).or_insert(0);
+        if *n >= limit {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub fn release_stream(&self, grant: i64) {
+        let mut g = self.lock();
+        if let Some(n) = g.streams.get_mut(&grant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                g.streams.remove(&grant);
+            }
+        }
+    }
+}
+
+/// Gives a stream slot back when dropped, however the stream ends.
+#[derive(Debug)]
+pub(crate) struct StreamSlot {
+    pub registry: Arc<Registry>,
+    pub grant: i64,
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.registry.release_stream(self.grant);
+    }
+}

@@ -1,0 +1,65 @@
+//! `portcullis devices`: what the logged-in vendor may request.
+
+use std::process::ExitCode;
+
+use portcullis_client::api::ApiClient;
+use portcullis_client::config::ConfigDir;
+use portcullis_client::when;
+
+use crate::cli::{Format, ListArgs};
+use crate::output::table;
+
+pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let session = ConfigDir::from_env()?.load_session()?;
+    let devices = ApiClient::for_session(&session)?.devices().await?;
+    if args.format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&devices)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if devices.is_empty() {
+        println!("no devices: your organisation may not request any yet (ask the plant's admin)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rows: Vec<Vec<String>> = devices
+        .iter()
+        .map(|d| {
+            vec![
+                d.name.clone(),
+                d.device_type.clone(),
+                d.site.clone(),
+                d.criticality.clone(),
+                join_ports(&d.ports),
+                d.max_window_secs
+                    .map(|s| when::left(std::time::Duration::from_secs(s)))
+                    .unwrap_or_default(),
+                d.approvals_required
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "DEVICE",
+                "TYPE",
+                "SITE",
+                "CRITICALITY",
+                "PORTS",
+                "MAX WINDOW",
+                "APPROVALS"
+            ],
+            &rows
+        )
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn join_ports(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}

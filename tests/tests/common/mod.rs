@@ -1,0 +1,528 @@
+//! The end-to-end harness: a real `portcullis serve` (web + relay) in a temporary data
+//! directory, people enrolled through the real API with real TOTP codes, and the vendor's real
+//! `portcullis login/request/connect` commands. Shared by the relay test files.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use portcullis_auth::totp::TotpSecret;
+use portcullis_testkit::portcullis_bin;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+pub const PASSWORD: &str = "long enough and not on any list";
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A person's authenticator app: codes for strictly increasing 30 s steps (the broker refuses
+/// a step twice), waiting for the next step only when the accepted ones are used up.
+pub struct Authenticator {
+    secret: TotpSecret,
+    last_step: Option<u64>,
+}
+
+impl Authenticator {
+    pub async fn next_code(&mut self) -> String {
+        let now = now_unix();
+        let current = now / 30;
+        let oldest_safe = if now % 30 < 25 { current - 1 } else { current };
+        let step = self
+            .last_step
+            .map_or(oldest_safe, |l| (l + 1).max(oldest_safe));
+        let starts = step * 30;
+        if starts > now {
+            tokio::time::sleep(Duration::from_secs(starts - now + 1)).await;
+        }
+        self.last_step = Some(step);
+        self.secret.code_at(starts)
+    }
+}
+
+pub struct Person {
+    pub name: String,
+    pub auth: Authenticator,
+}
+
+/// Kills the child when dropped, so a failing test leaves nothing running.
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `portcullis --data-dir <data> <args>` and returns stdout; panics with stderr on failure.
+pub fn admin(data: &Path, args: &[&str]) -> String {
+    let out = Command::new(portcullis_bin())
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("PORTCULLIS_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "portcullis {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+pub struct Broker {
+    pub child: Option<Reaped>,
+    pub base: String,
+    pub relay: String,
+    pub data: PathBuf,
+    pub http: reqwest::Client,
+    extra: Vec<String>,
+}
+
+impl Broker {
+    /// Starts `serve` on `data` (web and relay on free loopback ports) with `extra` flags.
+    pub fn start(data: &Path, extra: &[&str]) -> Broker {
+        let mut b = Broker {
+            child: None,
+            base: String::new(),
+            relay: String::new(),
+            data: data.to_owned(),
+            http: reqwest::Client::new(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        b.spawn("127.0.0.1:0");
+        b
+    }
+
+    #[allow(clippy::zombie_processes)] // reaped by `Reaped`
+    fn spawn(&mut self, relay_listen: &str) {
+        let mut child = Command::new(portcullis_bin())
+            .arg("--data-dir")
+            .arg(&self.data)
+            .args(["serve", "--web-listen", "127.0.0.1:0"])
+            .args(["--relay-listen", relay_listen])
+            .args(&self.extra)
+            .env_remove("PORTCULLIS_DATABASE_URL")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut base = None;
+        loop {
+            let line = lines
+                .next()
+                .expect("serve printed its addresses")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("web: ") {
+                base = Some(rest.split_whitespace().next().unwrap().to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("relay: ") {
+                self.relay = rest.split_whitespace().next().unwrap().to_owned();
+                break;
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        self.base = base.expect("web line before relay line");
+        let ca = std::fs::read(self.data.join("tls/ca.pem")).unwrap();
+        self.http = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .build()
+            .unwrap();
+        self.child = Some(Reaped(child));
+    }
+
+    /// `kill -9` (no chance to close anything), then a new relay+web on the same relay port.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.0.kill().unwrap();
+            c.0.wait().unwrap();
+        }
+        let relay = self.relay.clone();
+        self.spawn(&relay);
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        let ok = Command::new("kill")
+            .args(["-TERM", &c.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        c.0.wait().unwrap()
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.data.join("tls/ca.pem")
+    }
+
+    pub async fn post(&self, path: &str, body: Value, bearer: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(&body);
+        if let Some(t) = bearer {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str, bearer: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(bearer)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Creates the account with the admin CLI and enrolls it through the API.
+    pub async fn enroll(&self, name: &str, role: &str, org: Option<&str>) -> Person {
+        let mut args = vec!["admin", "user", "add", name, "--role", role, "--format", "json"];
+        if let Some(o) = org {
+            args.extend(["--org", o]);
+        }
+        let out: Value = serde_json::from_str(&admin(&self.data, &args)).unwrap();
+        let code = out["enrollment_code"].as_str().unwrap().to_owned();
+        let (s, body) = self
+            .post(
+                "/api/v1/enroll",
+                json!({ "code": code, "password": PASSWORD }),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let mut auth = Authenticator {
+            secret: TotpSecret::from_base32(body["secret"].as_str().unwrap()).unwrap(),
+            last_step: None,
+        };
+        let (s, body) = self
+            .post(
+                "/api/v1/enroll/confirm",
+                json!({ "code": code, "totp": auth.next_code().await }),
+                None,
+            )
+            .await;
+        assert_eq!(s, 204, "{body}");
+        Person {
+            name: name.to_owned(),
+            auth,
+        }
+    }
+
+    /// Logs in through the API; returns the bearer session token (fresh MFA).
+    pub async fn login(&self, p: &mut Person) -> String {
+        let (s, body) = self
+            .post(
+                "/api/v1/auth/login",
+                json!({ "username": p.name, "password": PASSWORD }),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        let mfa = body["mfa_token"].as_str().unwrap().to_owned();
+        let (s, body) = self
+            .post(
+                "/api/v1/auth/mfa",
+                json!({ "mfa_token": mfa, "totp": p.auth.next_code().await }),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "{body}");
+        body["session_token"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn approve(&self, supervisor: &str, id: i64) {
+        let (s, body) = self
+            .post(&format!("/api/v1/requests/{id}/approve"), json!({}), Some(supervisor))
+            .await;
+        assert_eq!(s, 200, "approve {id}: {body}");
+    }
+
+    pub async fn revoke(&self, supervisor: &str, id: i64) {
+        let (s, body) = self
+            .post(
+                &format!("/api/v1/grants/{id}/revoke"),
+                json!({ "reason": "end of the job" }),
+                Some(supervisor),
+            )
+            .await;
+        assert_eq!(s, 200, "revoke {id}: {body}");
+    }
+
+    /// Audit events with `action`, oldest first (through the CLI export, as an auditor would).
+    pub fn audit(&self, action: &str) -> Vec<Value> {
+        let out = admin(&self.data, &["audit", "export", "--format", "jsonl"]);
+        out.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|e| e["action"] == action)
+            .collect()
+    }
+}
+
+/// The vendor's machine: its own config directory for `portcullis login`.
+pub struct Vendor {
+    pub config: tempfile::TempDir,
+    pub person: Person,
+}
+
+impl Vendor {
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(portcullis_bin());
+        c.args(args)
+            .env("PORTCULLIS_CONFIG_DIR", self.config.path())
+            .env_remove("PORTCULLIS_DATABASE_URL")
+            .env_remove("PORTCULLIS_DATA_DIR");
+        c
+    }
+
+    /// `portcullis <args>`; panics with stderr on failure.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "portcullis {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `portcullis login` with password and code on stdin, as a script would.
+    pub async fn login(&mut self, broker: &Broker) {
+        let code = self.person.auth.next_code().await;
+        let ca = broker.ca();
+        let mut child = self
+            .cmd(&[
+                "login",
+                &broker.base,
+                "--username",
+                &self.person.name,
+                "--ca",
+                ca.to_str().unwrap(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{PASSWORD}\n{code}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "login: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `portcullis request ...`; returns the new request's id.
+    pub fn request(&self, device: &str, ports: &str, until: &str) -> i64 {
+        let out = self.run(&[
+            "request",
+            "--device",
+            device,
+            "--port",
+            ports,
+            "--from",
+            "now",
+            "--until",
+            until,
+            "--reason",
+            "firmware check",
+            "--format",
+            "json",
+        ]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v["id"].as_i64().unwrap()
+    }
+
+    /// Starts `portcullis connect <grant> <extra>` and waits for its listeners.
+    #[allow(clippy::zombie_processes)] // reaped by `Reaped`
+    pub async fn connect(&self, grant: i64, extra: &[&str]) -> Tunnel {
+        let id = grant.to_string();
+        let mut args = vec!["connect", id.as_str()];
+        args.extend(extra);
+        let mut child = self
+            .cmd(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { return };
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let mut t = Tunnel {
+            child: Reaped(child),
+            lines: rx,
+            seen: Vec::new(),
+            listeners: Vec::new(),
+        };
+        t.wait_listening().await;
+        t
+    }
+}
+
+/// A running `portcullis connect`.
+pub struct Tunnel {
+    pub child: Reaped,
+    lines: mpsc::UnboundedReceiver<String>,
+    /// Every line printed so far (stdout and stderr).
+    pub seen: Vec<String>,
+    /// `(local address, device, port)` per listener.
+    pub listeners: Vec<(SocketAddr, String, u16)>,
+}
+
+impl Tunnel {
+    async fn wait_listening(&mut self) {
+        loop {
+            let line = self.next_line().await.unwrap_or_else(|| {
+                panic!("connect ended before listening: {:?}", self.seen)
+            });
+            if let Some(rest) = line.strip_prefix("listening ") {
+                let (local, target) = rest.split_once(" -> ").unwrap();
+                let (device, port) = target.rsplit_once(':').unwrap();
+                self.listeners.push((
+                    local.parse().unwrap(),
+                    device.to_owned(),
+                    port.parse().unwrap(),
+                ));
+            } else if !self.listeners.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// The local address that reaches `port`.
+    pub fn local(&self, port: u16) -> SocketAddr {
+        self.listeners
+            .iter()
+            .find(|l| l.2 == port)
+            .unwrap_or_else(|| panic!("no listener for port {port}: {:?}", self.listeners))
+            .0
+    }
+
+    pub async fn next_line(&mut self) -> Option<String> {
+        let line = self.lines.recv().await?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// Waits for a line containing `text` (panics if the process ends first).
+    pub async fn wait_for(&mut self, text: &str) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.contains(text)) {
+            return l.clone();
+        }
+        loop {
+            let line = self.next_line().await.unwrap_or_else(|| {
+                panic!("connect ended without printing {text:?}: {:?}", self.seen)
+            });
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn exit(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        while self.next_line().await.is_some() {}
+        let status = tokio::task::spawn_blocking(move || {
+            let mut c = self.child;
+            let s = c.0.wait().unwrap();
+            (s, c)
+        })
+        .await
+        .unwrap()
+        .0;
+        (status, self.seen)
+    }
+}
+
+/// One broker with one device (address 127.0.0.1, the given ports) that vendor `vera` of
+/// `acme` may request and supervisor `sam` approves.
+pub struct Plant {
+    pub dir: tempfile::TempDir,
+    pub broker: Broker,
+    pub vera: Vendor,
+    /// Supervisor `sam`'s API session (fresh MFA).
+    pub sam: String,
+}
+
+impl Plant {
+    pub async fn new(ports: &[u16], serve_flags: &[&str]) -> Plant {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let ports = ports
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        admin(&data, &["admin", "org", "add", "acme"]);
+        admin(
+            &data,
+            &[
+                "admin", "device", "add", "plc-7", "--address", "127.0.0.1", "--ports", &ports,
+                "--orgs", "acme",
+            ],
+        );
+        let broker = Broker::start(&data, serve_flags);
+        let mut sam = broker.enroll("sam", "supervisor", None).await;
+        let vera = broker.enroll("vera", "vendor", Some("acme")).await;
+        let sam = broker.login(&mut sam).await;
+        let mut vera = Vendor {
+            config: tempfile::tempdir().unwrap(),
+            person: vera,
+        };
+        vera.login(&broker).await;
+        Plant {
+            dir,
+            broker,
+            vera,
+            sam,
+        }
+    }
+
+    /// Vera requests `ports` until `until`; Sam approves. Returns the grant id.
+    pub async fn grant(&self, ports: &str, until: &str) -> i64 {
+        let id = self.vera.request("plc-7", ports, until);
+        self.broker.approve(&self.sam, id).await;
+        id
+    }
+}
