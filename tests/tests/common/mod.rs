@@ -361,9 +361,9 @@ impl Vendor {
         v["id"].as_i64().unwrap()
     }
 
-    /// Starts `portcullis connect <grant> <extra>` and waits for its listeners.
+    /// Starts `portcullis connect <grant> <extra>` and waits for its `listeners` listeners.
     #[allow(clippy::zombie_processes)] // reaped by `Reaped`
-    pub async fn connect(&self, grant: i64, extra: &[&str]) -> Tunnel {
+    pub async fn connect(&self, grant: i64, extra: &[&str], listeners: usize) -> Tunnel {
         let id = grant.to_string();
         let mut args = vec!["connect", id.as_str()];
         args.extend(extra);
@@ -395,7 +395,7 @@ impl Vendor {
             seen: Vec::new(),
             listeners: Vec::new(),
         };
-        t.wait_listening().await;
+        t.wait_listening(listeners).await;
         t
     }
 }
@@ -411,8 +411,8 @@ pub struct Tunnel {
 }
 
 impl Tunnel {
-    async fn wait_listening(&mut self) {
-        loop {
+    async fn wait_listening(&mut self, n: usize) {
+        while self.listeners.len() < n {
             let line = self.next_line().await.unwrap_or_else(|| {
                 panic!("connect ended before listening: {:?}", self.seen)
             });
@@ -424,8 +424,6 @@ impl Tunnel {
                     device.to_owned(),
                     port.parse().unwrap(),
                 ));
-            } else if !self.listeners.is_empty() {
-                return;
             }
         }
     }
