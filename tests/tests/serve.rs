@@ -37,7 +37,7 @@ fn start(data: &std::path::Path) -> Served {
             "--web-listen",
             "127.0.0.1:0",
             "--relay-listen",
-            "127.0.0.1:4433",
+            "127.0.0.1:0",
         ])
         .env_remove("PORTCULLIS_DATABASE_URL")
         .stdout(Stdio::piped())

@@ -62,15 +62,10 @@ impl Drop for Reaped {
     }
 }
 
-/// Runs `portcullis --data-dir <data> <args>` and returns stdout; panics with stderr on failure.
-pub fn admin(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(portcullis_bin())
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("PORTCULLIS_DATABASE_URL")
-        .output()
-        .unwrap();
+/// Runs `portcullis --data-dir <data> [--database-url <db>] <args>` and returns stdout; panics
+/// with stderr on failure.
+pub fn admin_on(data: &Path, db: Option<&str>, args: &[&str]) -> String {
+    let out = broker_cmd(data, db).args(args).output().unwrap();
     assert!(
         out.status.success(),
         "portcullis {args:?}: {}",
@@ -79,49 +74,142 @@ pub fn admin(data: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+pub fn admin(data: &Path, args: &[&str]) -> String {
+    admin_on(data, None, args)
+}
+
+fn broker_cmd(data: &Path, db: Option<&str>) -> Command {
+    let mut c = Command::new(portcullis_bin());
+    c.arg("--data-dir").arg(data);
+    match db {
+        Some(url) => c.env("PORTCULLIS_DATABASE_URL", url),
+        None => c.env_remove("PORTCULLIS_DATABASE_URL"),
+    };
+    c
+}
+
+/// A free loopback TCP port and a free UDP port (free when asked; the caller binds them next).
+pub fn free_ports() -> (u16, u16) {
+    let t = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    (
+        t.local_addr().unwrap().port(),
+        u.local_addr().unwrap().port(),
+    )
+}
+
+/// Reads a child's stdout until a line starting with `prefix`; returns its first word after the
+/// prefix and keeps draining the rest.
+fn read_until(child: &mut Child, prefix: &str) -> String {
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("the process ended before printing {prefix:?}"))
+            .unwrap();
+        if let Some(rest) = line.strip_prefix(prefix) {
+            std::thread::spawn(move || lines.for_each(drop));
+            return rest.split_whitespace().next().unwrap().to_owned();
+        }
+    }
+}
+
 pub struct Broker {
     pub child: Option<Reaped>,
+    /// `portcullis relay` when web and relay run as separate processes.
+    pub relay_child: Option<Reaped>,
     pub base: String,
     pub relay: String,
     pub data: PathBuf,
+    pub db: Option<String>,
     pub http: reqwest::Client,
     extra: Vec<String>,
 }
 
 impl Broker {
     /// Starts `serve` on `data` (web and relay on free loopback ports) with `extra` flags.
-    pub fn start(data: &Path, extra: &[&str]) -> Broker {
+    pub fn start(data: &Path, db: Option<&str>, extra: &[&str]) -> Broker {
         let mut b = Broker {
             child: None,
+            relay_child: None,
             base: String::new(),
             relay: String::new(),
             data: data.to_owned(),
+            db: db.map(str::to_owned),
             http: reqwest::Client::new(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
-        b.spawn("127.0.0.1:0");
+        b.spawn("127.0.0.1:0", "127.0.0.1:0");
         b
     }
 
+    /// Starts `portcullis web` and `portcullis relay` as two processes on `db` (PostgreSQL):
+    /// grant changes reach the relay only through the database.
     #[allow(clippy::zombie_processes)] // reaped by `Reaped`
-    fn spawn(&mut self, relay_listen: &str) {
-        let mut child = Command::new(portcullis_bin())
-            .arg("--data-dir")
-            .arg(&self.data)
-            .args(["serve", "--web-listen", "127.0.0.1:0"])
+    pub fn start_split(data: &Path, db: &str) -> Broker {
+        let (web_port, relay_port) = free_ports();
+        let web_addr = format!("127.0.0.1:{web_port}");
+        let relay_addr = format!("127.0.0.1:{relay_port}");
+        let mut web = broker_cmd(data, Some(db))
+            .args([
+                "web",
+                "--web-listen",
+                &web_addr,
+                "--relay-addr",
+                &relay_addr,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let base = read_until(&mut web, "web: ");
+        let mut relay = broker_cmd(data, Some(db))
+            .args([
+                "relay",
+                "--relay-listen",
+                &relay_addr,
+                "--public-url",
+                &base,
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let relay_bound = read_until(&mut relay, "relay: ");
+        let mut b = Broker {
+            child: Some(Reaped(web)),
+            relay_child: Some(Reaped(relay)),
+            base,
+            relay: relay_bound,
+            data: data.to_owned(),
+            db: Some(db.to_owned()),
+            http: reqwest::Client::new(),
+            extra: Vec::new(),
+        };
+        b.http = b.client();
+        b
+    }
+
+    fn client(&self) -> reqwest::Client {
+        let ca = std::fs::read(self.data.join("tls/ca.pem")).unwrap();
+        reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .build()
+            .unwrap()
+    }
+
+    #[allow(clippy::zombie_processes)] // reaped by `Reaped`
+    fn spawn(&mut self, web_listen: &str, relay_listen: &str) {
+        let mut child = broker_cmd(&self.data, self.db.as_deref())
+            .args(["serve", "--web-listen", web_listen])
             .args(["--relay-listen", relay_listen])
             .args(&self.extra)
-            .env_remove("PORTCULLIS_DATABASE_URL")
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut base = None;
         loop {
-            let line = lines
-                .next()
-                .expect("serve printed its addresses")
-                .unwrap();
+            let line = lines.next().expect("serve printed its addresses").unwrap();
             if let Some(rest) = line.strip_prefix("web: ") {
                 base = Some(rest.split_whitespace().next().unwrap().to_owned());
             }
@@ -132,23 +220,19 @@ impl Broker {
         }
         std::thread::spawn(move || lines.for_each(drop));
         self.base = base.expect("web line before relay line");
-        let ca = std::fs::read(self.data.join("tls/ca.pem")).unwrap();
-        self.http = reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-            .build()
-            .unwrap();
+        self.http = self.client();
         self.child = Some(Reaped(child));
     }
 
-    /// `kill -9` (no chance to close anything), then a new relay+web on the same relay port.
+    /// `kill -9` (no chance to close anything), then `serve` again on the same addresses.
     pub fn kill_and_restart(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.0.kill().unwrap();
             c.0.wait().unwrap();
         }
+        let web = self.base.trim_start_matches("https://").to_owned();
         let relay = self.relay.clone();
-        self.spawn(&relay);
+        self.spawn(&web, &relay);
     }
 
     /// SIGTERM and wait.
@@ -167,10 +251,7 @@ impl Broker {
     }
 
     pub async fn post(&self, path: &str, body: Value, bearer: Option<&str>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .json(&body);
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(&body);
         if let Some(t) = bearer {
             req = req.bearer_auth(t);
         }
@@ -204,11 +285,14 @@ impl Broker {
 
     /// Creates the account with the admin CLI and enrolls it through the API.
     pub async fn enroll(&self, name: &str, role: &str, org: Option<&str>) -> Person {
-        let mut args = vec!["admin", "user", "add", name, "--role", role, "--format", "json"];
+        let mut args = vec![
+            "admin", "user", "add", name, "--role", role, "--format", "json",
+        ];
         if let Some(o) = org {
             args.extend(["--org", o]);
         }
-        let out: Value = serde_json::from_str(&admin(&self.data, &args)).unwrap();
+        let out: Value =
+            serde_json::from_str(&admin_on(&self.data, self.db.as_deref(), &args)).unwrap();
         let code = out["enrollment_code"].as_str().unwrap().to_owned();
         let (s, body) = self
             .post(
@@ -260,7 +344,11 @@ impl Broker {
 
     pub async fn approve(&self, supervisor: &str, id: i64) {
         let (s, body) = self
-            .post(&format!("/api/v1/requests/{id}/approve"), json!({}), Some(supervisor))
+            .post(
+                &format!("/api/v1/requests/{id}/approve"),
+                json!({}),
+                Some(supervisor),
+            )
             .await;
         assert_eq!(s, 200, "approve {id}: {body}");
     }
@@ -278,7 +366,11 @@ impl Broker {
 
     /// Audit events with `action`, oldest first (through the CLI export, as an auditor would).
     pub fn audit(&self, action: &str) -> Vec<Value> {
-        let out = admin(&self.data, &["audit", "export", "--format", "jsonl"]);
+        let out = admin_on(
+            &self.data,
+            self.db.as_deref(),
+            &["audit", "export", "--format", "jsonl"],
+        );
         out.lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
             .filter(|e| e["action"] == action)
@@ -413,9 +505,10 @@ pub struct Tunnel {
 impl Tunnel {
     async fn wait_listening(&mut self, n: usize) {
         while self.listeners.len() < n {
-            let line = self.next_line().await.unwrap_or_else(|| {
-                panic!("connect ended before listening: {:?}", self.seen)
-            });
+            let line = self
+                .next_line()
+                .await
+                .unwrap_or_else(|| panic!("connect ended before listening: {:?}", self.seen));
             if let Some(rest) = line.strip_prefix("listening ") {
                 let (local, target) = rest.split_once(" -> ").unwrap();
                 let (device, port) = target.rsplit_once(':').unwrap();
@@ -485,6 +578,12 @@ pub struct Plant {
 
 impl Plant {
     pub async fn new(ports: &[u16], serve_flags: &[&str]) -> Plant {
+        Self::on(None, false, ports, serve_flags).await
+    }
+
+    /// On database `db` (SQLite in the data dir when `None`); `split`: `portcullis web` and
+    /// `portcullis relay` as two processes instead of `serve`.
+    pub async fn on(db: Option<&str>, split: bool, ports: &[u16], serve_flags: &[&str]) -> Plant {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let ports = ports
@@ -492,15 +591,27 @@ impl Plant {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join(",");
-        admin(&data, &["admin", "org", "add", "acme"]);
-        admin(
+        admin_on(&data, db, &["admin", "org", "add", "acme"]);
+        admin_on(
             &data,
+            db,
             &[
-                "admin", "device", "add", "plc-7", "--address", "127.0.0.1", "--ports", &ports,
-                "--orgs", "acme",
+                "admin",
+                "device",
+                "add",
+                "plc-7",
+                "--address",
+                "127.0.0.1",
+                "--ports",
+                &ports,
+                "--orgs",
+                "acme",
             ],
         );
-        let broker = Broker::start(&data, serve_flags);
+        let broker = match (split, db) {
+            (true, Some(db)) => Broker::start_split(&data, db),
+            _ => Broker::start(&data, db, serve_flags),
+        };
         let mut sam = broker.enroll("sam", "supervisor", None).await;
         let vera = broker.enroll("vera", "vendor", Some("acme")).await;
         let sam = broker.login(&mut sam).await;
