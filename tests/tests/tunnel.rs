@@ -21,11 +21,7 @@ async fn modbus_http_and_100_mib_reach_the_devices_through_connect() {
     let modbus = ModbusDevice::start().await;
     let http = HttpDevice::start().await;
     let echo = EchoDevice::start().await;
-    let ports = [
-        modbus.addr().port(),
-        http.addr().port(),
-        echo.addr().port(),
-    ];
+    let ports = [modbus.addr().port(), http.addr().port(), echo.addr().port()];
     let plant = Plant::new(&ports, &[]).await;
     let list = ports.map(|p| p.to_string()).join(",");
     let grant = plant.grant(&list, "+1h").await;
@@ -42,7 +38,11 @@ async fn modbus_http_and_100_mib_reach_the_devices_through_connect() {
     let regs = ctx.read_holding_registers(10, 3).await.unwrap().unwrap();
     assert_eq!(regs, vec![0xBEEF, 42, 7]);
     assert!(ctx.read_coils(3, 1).await.unwrap().unwrap()[0]);
-    assert_eq!(modbus.registers()[10..13], [0xBEEF, 42, 7], "the device holds the writes");
+    assert_eq!(
+        modbus.registers()[10..13],
+        [0xBEEF, 42, 7],
+        "the device holds the writes"
+    );
     ctx.disconnect().await.unwrap();
 
     // HTTP: a real client, through the local listener.
@@ -91,7 +91,10 @@ async fn modbus_http_and_100_mib_reach_the_devices_through_connect() {
 
     // The relay counted it; the session end in the audit log carries the bytes.
     let metrics = plant.broker.metrics().await;
-    assert!(metrics.contains("portcullis_relay_sessions_active 1"), "{metrics}");
+    assert!(
+        metrics.contains("portcullis_relay_sessions_active 1"),
+        "{metrics}"
+    );
     let up: u64 = metric(&metrics, "portcullis_relay_bytes_up_total");
     assert!(up >= SIZE as u64, "{up}");
 
@@ -132,7 +135,10 @@ async fn connect_exits_cleanly_when_the_window_ends_and_the_device_sees_the_clos
     assert_eq!(n, 0);
     tunnel.wait_for("window").await;
     let (status, lines) = tunnel.exit().await;
-    assert!(status.success(), "the window end is a normal end: {lines:?}");
+    assert!(
+        status.success(),
+        "the window end is a normal end: {lines:?}"
+    );
     let ends = plant.broker.audit("relay.session.end");
     assert_eq!(ends[0]["details"]["reason"], "window_end");
 }
