@@ -164,3 +164,29 @@ async fn a_revoke_in_the_web_process_cuts_the_relay_process_through_postgresql()
     let (_, lines) = tunnel.exit().await;
     assert!(lines.iter().any(|l| l.contains("revoked")), "{lines:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_live_sessions_as_shutdown_and_the_chain_still_verifies() {
+    let echo = EchoDevice::start().await;
+    let port = echo.addr().port();
+    let mut plant = Plant::new(&[port], &[]).await;
+    let grant = plant.grant(&port.to_string(), "+1h").await;
+    let tunnel = plant.vera.connect(grant, &[], 1).await;
+    let _live = round_trip(tunnel.local(port)).await.unwrap();
+    let status = plant.broker.stop();
+    assert!(status.success(), "{status}");
+    timeout(Duration::from_secs(10), echo.next_close())
+        .await
+        .expect("the device saw the connection close at shutdown");
+    let ends = plant.broker.audit("relay.session.end");
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0]["details"]["reason"], "shutdown");
+    let (_, lines) = tunnel.exit().await;
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("shutdown") || l.contains("shutting down")),
+        "{lines:?}"
+    );
+    common::admin(&plant.broker.data, &["audit", "verify"]);
+}

@@ -19,6 +19,9 @@ pub struct WebConfig {
     pub public_origin: String,
     /// Where vendor clients reach the relay, e.g. `127.0.0.1:4433`, told to them with each token.
     pub relay_addr: String,
+    /// PEM of the CA that signs the relay's certificate, told to clients with each token when it
+    /// is not one they would trust anyway (the development CA).
+    pub relay_ca_pem: Option<String>,
     /// `iss` of relay tokens.
     pub token_issuer: String,
     /// `aud` of relay tokens: the relay accepts only this.
@@ -49,6 +52,7 @@ impl WebConfig {
             token_issuer: public_origin.clone(),
             public_origin,
             relay_addr: relay_addr.into(),
+            relay_ca_pem: None,
             token_audience: "portcullis-relay".into(),
             token_ttl: Duration::from_secs(300),
             token_mfa_max_age: Duration::from_secs(30 * 60),

@@ -294,7 +294,8 @@ pub async fn token(
     state.0.store.append(draft).await?;
     let expires_at =
         Timestamp::from_unix_micros(i64::try_from(claims.exp).unwrap_or(0) * 1_000_000)?;
-    Ok(Json(
-        serde_json::json!({ "token": token, "expires_at": expires_at, "relay": cfg.relay_addr }),
-    ))
+    Ok(Json(serde_json::json!({
+        "token": token, "expires_at": expires_at, "relay": cfg.relay_addr,
+        "relay_ca": cfg.relay_ca_pem,
+    })))
 }

@@ -94,6 +94,12 @@ pub fn web_part(
     portcullis_web::pages::check_time_zone(&args.time_zone)
         .map_err(|e| anyhow::anyhow!("--time-zone: {e}"))?;
     let mut config = WebConfig::new(public.clone(), relay_addr);
+    if let Some(ca) = &tls_material.dev_ca {
+        config.relay_ca_pem = Some(
+            std::fs::read_to_string(ca)
+                .with_context(|| format!("cannot read the development CA {}", ca.display()))?,
+        );
+    }
     config.time_zone = args.time_zone.clone();
     if let Some(b) = &args.banner {
         config.banner = b.clone();
