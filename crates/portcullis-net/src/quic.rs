@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{IdleTimeout, TransportConfig, VarInt};
+use quinn::{IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{CryptoProvider, verify_tls13_signature};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
@@ -51,6 +51,16 @@ pub fn transport_config() -> Arc<TransportConfig> {
     ));
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.datagram_receive_buffer_size(None);
+    // Let path MTU discovery search up to the largest UDP payload instead of quinn's 1452. The
+    // search is also capped by the peer's `max_udp_payload_size` (quinn's `EndpointConfig`,
+    // 1472 by default), so with default endpoints this only adds 20 bytes per packet; endpoints
+    // built with a larger `max_udp_payload_size` get ~64 KiB packets on loopback (fewer packets
+    // per byte: headers, ACKs and loss bookkeeping are per packet). On an Ethernet path the
+    // search stops at the path's MTU after a few lost probes; packets start at quinn's safe
+    // 1200 either way. docs/BENCHMARKS.md, "Relay tunnel (issue 4)", has the measurements.
+    let mut mtu = MtuDiscoveryConfig::default();
+    mtu.upper_bound(u16::MAX);
+    t.mtu_discovery_config(Some(mtu));
     Arc::new(t)
 }
 

@@ -158,10 +158,15 @@ pub fn replace_db(url: &str, db: &str) -> String {
 }
 
 /// The real `portcullis` binary, built once per test run (`cargo build -p portcullis`) so the
-/// end-to-end tests always drive the current code.
+/// end-to-end tests always drive the current code. `PORTCULLIS_BIN` names a binary to use
+/// instead, unbuilt: a benchmark script builds the release binary before it starts (a nested
+/// `cargo build` would wait for the build lock whenever another build runs), or wraps it.
 pub fn portcullis_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("PORTCULLIS_BIN") {
+            return PathBuf::from(bin);
+        }
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> -> target/<profile>
         let profile_dir = exe

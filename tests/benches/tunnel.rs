@@ -1,0 +1,920 @@
+//! The relay tunnel benchmark of issue 4: direct TCP (the limit), OpenSSH `ssh -L` and
+//! Portcullis (`portcullis serve` + `portcullis connect`, release build), side by side in one
+//! run against the same device. Run it through `bash bench/tunnel-compare`, which starts the
+//! throwaway sshd and passes its details in `PORTCULLIS_BENCH_SSH_*`; without them the ssh
+//! column is left out. Results and their reading: docs/BENCHMARKS.md, "Relay tunnel (issue 4)".
+//!
+//! ```text
+//! cargo bench -p portcullis-e2e --bench tunnel -- [--rounds N] [--mib N] [--rr N] [--setups N]
+//!     [--idle N] [--busy N] [--trials N] [--batch N] [--only memory,throughput,latency,enforcement]
+//! ```
+//!
+//! The device speaks a one-byte mode first: `D` + u64 length (it sends that many bytes, then
+//! FIN), `U` (it reads to EOF, then answers the u64 count), `E` (it answers `!`, then echoes).
+//! The comparison across a veth pair (MTU 1500) that issue 4 also asks for is not built yet.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{Plant, Reaped, Tunnel};
+use portcullis_core::Timestamp;
+use portcullis_testkit::devices::EchoDevice;
+use portcullis_testkit::stats::{median, percentile};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+#[derive(Debug, Clone)]
+struct Opts {
+    rounds: usize,
+    /// MiB per throughput measurement (one stream, or split over 8).
+    mib: u64,
+    rr: usize,
+    setups: usize,
+    idle: usize,
+    busy: usize,
+    trials: usize,
+    batch: usize,
+    only: Vec<String>,
+}
+
+impl Opts {
+    fn parse() -> Opts {
+        let mut o = Opts {
+            rounds: 5,
+            mib: 512,
+            rr: 2000,
+            setups: 200,
+            idle: 1000,
+            busy: 100,
+            trials: 200,
+            batch: 25,
+            only: Vec::new(),
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut num = || args.next().and_then(|v| v.parse::<usize>().ok()).unwrap();
+            match a.as_str() {
+                "--rounds" => o.rounds = num(),
+                "--mib" => o.mib = num() as u64,
+                "--rr" => o.rr = num(),
+                "--setups" => o.setups = num(),
+                "--idle" => o.idle = num(),
+                "--busy" => o.busy = num(),
+                "--trials" => o.trials = num(),
+                "--batch" => o.batch = num(),
+                "--only" => {
+                    o.only = args.next().unwrap().split(',').map(str::to_owned).collect();
+                }
+                "--bench" => {}
+                other => panic!("unknown option {other}"),
+            }
+        }
+        o
+    }
+
+    fn wants(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The device.
+
+/// A 256 KiB block of non-repeating-looking bytes for downloads (content does not matter to
+/// the tunnel, but it keeps anything from compressing it).
+fn block() -> Arc<Vec<u8>> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    Arc::new(
+        (0..256 * 1024)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect(),
+    )
+}
+
+async fn device_conn<S: AsyncRead + AsyncWrite + Unpin>(mut c: S, block: Arc<Vec<u8>>) {
+    let mut mode = [0u8; 1];
+    if c.read_exact(&mut mode).await.is_err() {
+        return;
+    }
+    match mode[0] {
+        b'D' => {
+            let Ok(mut left) = c.read_u64().await else {
+                return;
+            };
+            while left > 0 {
+                let n = left.min(block.len() as u64) as usize;
+                if c.write_all(&block[..n]).await.is_err() {
+                    return;
+                }
+                left -= n as u64;
+            }
+            let _ = c.shutdown().await;
+            let mut sink = [0u8; 64];
+            while let Ok(n) = c.read(&mut sink).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        b'U' => {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut total = 0u64;
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => total += n as u64,
+                    Err(_) => return,
+                }
+            }
+            let _ = c.write_u64(total).await;
+            let _ = c.shutdown().await;
+        }
+        b'E' => {
+            if c.write_all(b"!").await.is_err() {
+                return;
+            }
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match c.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        if c.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+async fn run_device(listener: TcpListener) {
+    let block = block();
+    loop {
+        if let Ok((s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(device_conn(s, block.clone()));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client-side measurements, identical for every path.
+
+async fn open(addr: SocketAddr, mode: u8) -> TcpStream {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(&[mode]).await.unwrap();
+    s
+}
+
+/// Bytes/s of downloading `bytes` on each of `streams` connections at once.
+async fn download(addr: SocketAddr, streams: usize, bytes: u64) -> f64 {
+    let t = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..streams {
+        set.spawn(async move {
+            let mut s = open(addr, b'D').await;
+            s.write_u64(bytes).await.unwrap();
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut got = 0u64;
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+            }
+            assert_eq!(got, bytes, "download through {addr} cut short");
+        });
+    }
+    while set.join_next().await.transpose().unwrap().is_some() {}
+    (streams as u64 * bytes) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Bytes/s of uploading `bytes` on each of `streams` connections at once (until the device has
+/// counted them all).
+async fn upload(addr: SocketAddr, streams: usize, bytes: u64) -> f64 {
+    let t = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..streams {
+        set.spawn(async move {
+            let s = open(addr, b'U').await;
+            let (mut rd, mut wr) = s.into_split();
+            let block = block();
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(block.len() as u64) as usize;
+                wr.write_all(&block[..n]).await.unwrap();
+                left -= n as u64;
+            }
+            wr.shutdown().await.unwrap();
+            let counted = rd.read_u64().await.unwrap();
+            assert_eq!(counted, bytes, "upload through {addr} cut short");
+        });
+    }
+    while set.join_next().await.transpose().unwrap().is_some() {}
+    (streams as u64 * bytes) as f64 / t.elapsed().as_secs_f64()
+}
+
+/// Microseconds per 1-byte request/response on one established connection.
+async fn request_response(addr: SocketAddr, n: usize) -> Vec<f64> {
+    let mut s = open(addr, b'E').await;
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).await.unwrap();
+    for _ in 0..50 {
+        s.write_all(b"x").await.unwrap();
+        s.read_exact(&mut b).await.unwrap();
+    }
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        s.write_all(b"x").await.unwrap();
+        s.read_exact(&mut b).await.unwrap();
+        out.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    out
+}
+
+/// Microseconds from `connect()` to the device's first byte, for `n` new connections in turn.
+async fn setup_first_byte(addr: SocketAddr, n: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        let mut s = open(addr, b'E').await;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        out.push(t.elapsed().as_secs_f64() * 1e6);
+        drop(s);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Via {
+    Direct,
+    Ssh,
+    Portcullis,
+}
+
+impl Via {
+    fn name(self) -> &'static str {
+        match self {
+            Via::Direct => "direct TCP",
+            Via::Ssh => "ssh -L",
+            Via::Portcullis => "Portcullis",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SshConf {
+    host: String,
+    port: String,
+    user: String,
+    key: String,
+    /// The sshd master whose children serve our connections (for memory).
+    sshd_pid: Option<u32>,
+}
+
+impl SshConf {
+    fn from_env() -> Option<SshConf> {
+        let var = |k: &str| std::env::var(k).ok();
+        let (host, port, pid) = (
+            "127.0.0.1".to_owned(),
+            var("PORTCULLIS_BENCH_SSH_PORT")?,
+            var("PORTCULLIS_BENCH_SSHD_PID"),
+        );
+        Some(SshConf {
+            host,
+            port,
+            user: var("PORTCULLIS_BENCH_SSH_USER")?,
+            key: var("PORTCULLIS_BENCH_SSH_KEY")?,
+            sshd_pid: pid.and_then(|p| p.parse().ok()),
+        })
+    }
+
+    /// `ssh -N -L` to `device_port` on the sshd's side; returns the process and local address.
+    async fn forward(&self, device_port: u16) -> (Reaped, SocketAddr) {
+        let local = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let child = Command::new("ssh")
+            .args([
+                "-N",
+                "-T",
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-o",
+                "BatchMode=yes",
+            ])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["-o", "LogLevel=ERROR", "-o", "Compression=no"])
+            .args([
+                "-c",
+                "aes128-gcm@openssh.com",
+                "-i",
+                &self.key,
+                "-p",
+                &self.port,
+            ])
+            .arg("-L")
+            .arg(format!("{local}:127.0.0.1:{device_port}"))
+            .arg(format!("{}@{}", self.user, self.host))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let child = Reaped(child);
+        for _ in 0..100 {
+            if let Ok(Ok(mut s)) =
+                tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(local)).await
+            {
+                let mut b = [0u8; 1];
+                if s.write_all(b"E").await.is_ok()
+                    && tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut b))
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                {
+                    return (child, local);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("ssh -L to {}:{} did not come up", self.host, self.port);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory.
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                out.extend(
+                    kids.split_whitespace()
+                        .filter_map(|k| k.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// RSS of `pid` and all its descendants, KiB.
+fn tree_rss_kib(pid: u32) -> u64 {
+    descendants(pid).into_iter().map(rss_kib).sum()
+}
+
+#[derive(Debug, Default, Clone)]
+struct MemResult {
+    /// (server side KiB before, with idle, client side before, with idle)
+    idle: (u64, u64, u64, u64),
+    /// Peak server-side and client-side KiB over the busy phase.
+    busy: (u64, u64),
+}
+
+/// Opens `idle` connections (each through to the device), measures, closes them; then `busy`
+/// connections echoing 16 KiB blocks for 3 s, sampling RSS every 50 ms.
+async fn memory(
+    addr: SocketAddr,
+    server: impl Fn() -> u64,
+    client: impl Fn() -> u64,
+    idle: usize,
+    busy: usize,
+) -> MemResult {
+    let mut r = MemResult::default();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s0, c0) = (server(), client());
+    let mut conns = Vec::with_capacity(idle);
+    for _ in 0..idle {
+        let mut s = open(addr, b'E').await;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await.unwrap();
+        conns.push(s);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    r.idle = (s0, server(), c0, client());
+    drop(conns);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let stop = Instant::now() + Duration::from_secs(3);
+    let mut set = JoinSet::new();
+    for _ in 0..busy {
+        set.spawn(async move {
+            let s = open(addr, b'E').await;
+            let (mut rd, mut wr) = s.into_split();
+            let mut ack = [0u8; 1];
+            rd.read_exact(&mut ack).await.unwrap();
+            let reader = tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                while rd.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            });
+            let block = vec![7u8; 16 * 1024];
+            while Instant::now() < stop {
+                if wr.write_all(&block).await.is_err() {
+                    break;
+                }
+            }
+            let _ = wr.shutdown().await;
+            let _ = reader.await;
+        });
+    }
+    let (mut sp, mut cp) = (0, 0);
+    while Instant::now() < stop {
+        sp = sp.max(server());
+        cp = cp.max(client());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while set.join_next().await.transpose().unwrap().is_some() {}
+    r.busy = (sp, cp);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    r
+}
+
+// ---------------------------------------------------------------------------------------------
+// Enforcement.
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+/// Opens one stream through `t` to the echo device and waits until it is through.
+async fn live_stream(t: &Tunnel, port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(t.local(port)).await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).await.unwrap();
+    s
+}
+
+async fn connect_all(plant: &Arc<Plant>, ids: &[i64]) -> Vec<Tunnel> {
+    let mut set = JoinSet::new();
+    for (i, &id) in ids.iter().enumerate() {
+        let p = Arc::clone(plant);
+        set.spawn(async move { (i, p.vera.connect(id, &[], 1).await) });
+    }
+    let mut out: Vec<(usize, Tunnel)> = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Revoke -> device-side close, ms (from sending the revoke request), and the revoke API call's
+/// own duration, ms.
+async fn revoke_trials(
+    plant: &Arc<Plant>,
+    echo: &EchoDevice,
+    port: u16,
+    trials: usize,
+    batch: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut lat, mut api) = (Vec::new(), Vec::new());
+    let mut done = 0;
+    while done < trials {
+        let n = batch.min(trials - done);
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            ids.push(plant.grant(&port.to_string(), "+1h").await);
+        }
+        let tunnels = connect_all(plant, &ids).await;
+        let mut streams = Vec::new();
+        for t in &tunnels {
+            streams.push(live_stream(t, port).await);
+        }
+        while echo.try_next_close().is_some() {}
+        for id in ids {
+            let t0 = Instant::now();
+            plant.broker.revoke(&plant.sam, id).await;
+            api.push(t0.elapsed().as_secs_f64() * 1e3);
+            let ev = tokio::time::timeout(Duration::from_secs(10), echo.next_close())
+                .await
+                .expect("the device saw the revoked stream close");
+            lat.push(ev.at.saturating_duration_since(t0).as_secs_f64() * 1e3);
+        }
+        drop(streams);
+        drop(tunnels);
+        done += n;
+        eprintln!("  revoke: {done}/{trials}");
+    }
+    (lat, api)
+}
+
+/// Window end -> device-side close, ms. A batch's grants all end at the same whole second.
+async fn window_trials(
+    plant: &Arc<Plant>,
+    echo: &EchoDevice,
+    port: u16,
+    trials: usize,
+    batch: usize,
+) -> Vec<f64> {
+    let mut lat = Vec::new();
+    let mut done = 0;
+    while done < trials {
+        let n = batch.min(trials - done);
+        // Enough time to request, approve and connect the batch (measured ~0.3 s each).
+        let end = (unix_now() + 6.0 + 0.4 * n as f64).ceil();
+        let until = Timestamp::from_unix_micros((end as i64) * 1_000_000)
+            .unwrap()
+            .to_rfc3339();
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            ids.push(plant.grant(&port.to_string(), &until).await);
+        }
+        let tunnels = connect_all(plant, &ids).await;
+        let mut streams = Vec::new();
+        for t in &tunnels {
+            streams.push(live_stream(t, port).await);
+        }
+        assert!(
+            unix_now() < end,
+            "setting up {n} grants took past their window end: use a smaller --batch"
+        );
+        while echo.try_next_close().is_some() {}
+        let end_at = Instant::now() + Duration::from_secs_f64(end - unix_now());
+        for _ in 0..n {
+            let ev = tokio::time::timeout(Duration::from_secs(30), echo.next_close())
+                .await
+                .expect("the device saw the stream close at window end");
+            let ms = if ev.at >= end_at {
+                ev.at.duration_since(end_at).as_secs_f64() * 1e3
+            } else {
+                -(end_at.duration_since(ev.at).as_secs_f64() * 1e3)
+            };
+            lat.push(ms);
+        }
+        drop(streams);
+        for t in tunnels {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t.exit()).await;
+        }
+        done += n;
+        eprintln!("  window end: {done}/{trials}");
+    }
+    lat
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reporting.
+
+fn gbit(bps: f64) -> f64 {
+    bps * 8.0 / 1e9
+}
+
+fn spread(v: &[f64]) -> String {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{} ({min:.2} - {max:.2})", v.len())
+}
+
+fn print_throughput(results: &BTreeMap<(String, Via), Vec<f64>>, vias: &[Via]) {
+    println!(
+        "\n| Measurement | {} | Portcullis / ssh -L | Portcullis / direct |",
+        vias.iter()
+            .map(|v| v.name())
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    println!("|---|{}---:|---:|", "---:|".repeat(vias.len()));
+    let names: Vec<String> = {
+        let mut seen = Vec::new();
+        for (k, _) in results.keys() {
+            if !seen.contains(k) {
+                seen.push(k.clone());
+            }
+        }
+        seen
+    };
+    for name in names {
+        let med = |v: Via| results.get(&(name.clone(), v)).map(|x| median(x));
+        let cells: Vec<String> = vias
+            .iter()
+            .map(|&v| med(v).map_or("-".into(), |m| format!("{:.2} Gbit/s", gbit(m))))
+            .collect();
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.2} x", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "| {name} | {} | {} | {} |",
+            cells.join(" | "),
+            ratio(med(Via::Portcullis), med(Via::Ssh)),
+            ratio(med(Via::Portcullis), med(Via::Direct)),
+        );
+    }
+    println!("\nRuns per cell (min - max, Gbit/s):");
+    for ((name, via), v) in results {
+        let g: Vec<f64> = v.iter().map(|&x| gbit(x)).collect();
+        println!("  {name} / {}: {}", via.name(), spread(&g));
+    }
+}
+
+fn pct_row(label: &str, v: &[f64]) -> String {
+    format!(
+        "| {label} | {:.0} | {:.0} | {:.0} | {} |",
+        percentile(v, 50.0),
+        percentile(v, 99.0),
+        v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        v.len()
+    )
+}
+
+/// The system-wide UDP `RcvbufErrors` counter (/proc/net/snmp).
+fn udp_rcvbuf_errors() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn machine() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!(
+        "load average {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn main() {
+    let opts = Opts::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(opts));
+}
+
+async fn run(opts: Opts) {
+    println!("# Relay tunnel benchmark ({})", machine());
+    println!("options: {opts:?}");
+    let ssh = SshConf::from_env();
+    if ssh.is_none() {
+        println!(
+            "no PORTCULLIS_BENCH_SSH_*: the ssh -L column is left out (run bench/tunnel-compare)"
+        );
+    }
+
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let direct = l.local_addr().unwrap();
+    let device_port = direct.port();
+    tokio::spawn(run_device(l));
+    let echo = EchoDevice::start().await;
+    let echo_port = echo.addr().port();
+
+    let t = Instant::now();
+    let plant = Arc::new(
+        Plant::new(
+            &[device_port, echo_port],
+            &["--max-streams-per-grant", "5000", "--idle-timeout", "1h"],
+        )
+        .await,
+    );
+    let grant = plant
+        .grant(&format!("{device_port},{echo_port}"), "+2h")
+        .await;
+    let tunnel = plant.vera.connect(grant, &[], 2).await;
+    let pc = tunnel.local(device_port);
+    eprintln!(
+        "broker up, vendor connected in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let (ssh_child, ssh_addr) = match &ssh {
+        Some(s) => {
+            let (c, a) = s.forward(device_port).await;
+            (Some(c), Some(a))
+        }
+        None => (None, None),
+    };
+    let mut vias = vec![(Via::Direct, direct)];
+    if let Some(a) = ssh_addr {
+        vias.push((Via::Ssh, a));
+    }
+    vias.push((Via::Portcullis, pc));
+    let via_list: Vec<Via> = vias.iter().map(|v| v.0).collect();
+
+    // Memory first, on a fresh relay: after bulk transfers the allocator keeps freed buffers,
+    // which new streams would reuse unseen.
+    if opts.wants("memory") {
+        println!(
+            "\n## Memory ({} idle connections, then {} busy ones echoing for 3 s; VmRSS)",
+            opts.idle, opts.busy
+        );
+        println!(
+            "\n| Path | server side before | with idle | per idle conn | busy peak | per busy conn | \
+             client side before | with idle | per idle conn | busy peak |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let serve_pid = plant.broker.child.as_ref().unwrap().0.id();
+        let connect_pid = tunnel.child.0.id();
+        let mut rows = vec![(
+            Via::Portcullis,
+            memory(
+                pc,
+                move || rss_kib(serve_pid),
+                move || rss_kib(connect_pid),
+                opts.idle,
+                opts.busy,
+            )
+            .await,
+        )];
+        if let (Some(sshd), Some(c), Some(a)) =
+            (ssh.as_ref().and_then(|s| s.sshd_pid), &ssh_child, ssh_addr)
+        {
+            let ssh_pid = c.0.id();
+            // Everything the sshd master forked (the session's privileged and unprivileged
+            // processes), without the master itself.
+            let server = move || tree_rss_kib(sshd) - rss_kib(sshd);
+            rows.push((
+                Via::Ssh,
+                memory(a, server, move || rss_kib(ssh_pid), opts.idle, opts.busy).await,
+            ));
+        }
+        for (via, m) in rows {
+            let (s0, s1, c0, c1) = m.idle;
+            let per = |a: u64, b: u64, n: usize| (b as f64 - a as f64) / n as f64;
+            println!(
+                "| {} | {} KiB | {} KiB | {:.1} KiB | {} KiB | {:.1} KiB | {} KiB | {} KiB | {:.1} KiB | {} KiB |",
+                via.name(),
+                s0,
+                s1,
+                per(s0, s1, opts.idle),
+                m.busy.0,
+                per(s0, m.busy.0, opts.busy),
+                c0,
+                c1,
+                per(c0, c1, opts.idle),
+                m.busy.1
+            );
+        }
+    }
+    if opts.wants("throughput") {
+        let bytes = opts.mib * 1024 * 1024;
+        let mut res: BTreeMap<(String, Via), Vec<f64>> = BTreeMap::new();
+        let mut drops: BTreeMap<Via, u64> = BTreeMap::new();
+        // Warm-up: one small transfer each way on every path.
+        for &(_, a) in &vias {
+            download(a, 1, 16 << 20).await;
+            upload(a, 1, 16 << 20).await;
+        }
+        for round in 0..opts.rounds {
+            // Rotate the order each round so no path always goes first.
+            let mut order = vias.clone();
+            order.rotate_left(round % vias.len());
+            for &(via, a) in &order {
+                let mut put = |k: &str, v: f64| {
+                    res.entry((k.to_owned(), via)).or_default().push(v);
+                };
+                let drops0 = udp_rcvbuf_errors();
+                put("1. download, 1 stream", download(a, 1, bytes).await);
+                put("2. upload, 1 stream", upload(a, 1, bytes).await);
+                put("3. download, 8 streams", download(a, 8, bytes / 8).await);
+                put("4. upload, 8 streams", upload(a, 8, bytes / 8).await);
+                *drops.entry(via).or_default() += udp_rcvbuf_errors() - drops0;
+            }
+            eprintln!("  throughput round {}/{} done", round + 1, opts.rounds);
+        }
+        println!(
+            "\n## Throughput ({} MiB per measurement, {} interleaved rounds, medians, loopback)",
+            opts.mib, opts.rounds
+        );
+        print_throughput(&res, &via_list);
+        println!(
+            "UDP datagrams dropped for a full socket receive buffer (RcvbufErrors) during the \
+             measurements of: {drops:?}"
+        );
+    }
+
+    if opts.wants("latency") {
+        let mut rr: BTreeMap<Via, Vec<f64>> = BTreeMap::new();
+        let mut setup: BTreeMap<Via, Vec<f64>> = BTreeMap::new();
+        for round in 0..opts.rounds {
+            let mut order = vias.clone();
+            order.rotate_left(round % vias.len());
+            for &(via, a) in &order {
+                rr.entry(via)
+                    .or_default()
+                    .extend(request_response(a, opts.rr / opts.rounds.max(1)).await);
+                setup
+                    .entry(via)
+                    .or_default()
+                    .extend(setup_first_byte(a, opts.setups / opts.rounds.max(1)).await);
+            }
+        }
+        println!(
+            "\n## Latency, microseconds ({} interleaved rounds)",
+            opts.rounds
+        );
+        println!("\n| Path | p50 | p99 | max | n |\n|---|---:|---:|---:|---:|");
+        for &v in &via_list {
+            println!(
+                "{}",
+                pct_row(&format!("1-byte request/response, {}", v.name()), &rr[&v])
+            );
+        }
+        for &v in &via_list {
+            println!(
+                "{}",
+                pct_row(
+                    &format!("new connection to first byte, {}", v.name()),
+                    &setup[&v]
+                )
+            );
+        }
+        let d = percentile(&rr[&Via::Direct], 50.0);
+        let p = percentile(&rr[&Via::Portcullis], 50.0);
+        print!("\nadded request/response p50: Portcullis {:.0} us", p - d);
+        if rr.contains_key(&Via::Ssh) {
+            print!(", ssh -L {:.0} us", percentile(&rr[&Via::Ssh], 50.0) - d);
+        }
+        println!();
+    }
+
+    drop(ssh_child);
+
+    if opts.wants("enforcement") {
+        // Sam's step-up from `Plant::new` may be older than the 5 minutes approvals accept.
+        let plant = {
+            let mut p = Arc::into_inner(plant).expect("no other holder of the plant");
+            let mut sup = p.broker.enroll("sue", "supervisor", None).await;
+            p.sam = p.broker.login(&mut sup).await;
+            Arc::new(p)
+        };
+        let t = Instant::now();
+        let (revoke, api) = revoke_trials(&plant, &echo, echo_port, opts.trials, opts.batch).await;
+        let window = window_trials(&plant, &echo, echo_port, opts.trials, opts.batch).await;
+        println!(
+            "\n## Enforcement, milliseconds to the device-side close ({:.0} s)",
+            t.elapsed().as_secs_f64()
+        );
+        println!("\n| From | p50 | p99 | max | trials |\n|---|---:|---:|---:|---:|");
+        let f = |label: &str, v: &[f64]| {
+            format!(
+                "| {label} | {:.1} | {:.1} | {:.1} | {} |",
+                percentile(v, 50.0),
+                percentile(v, 99.0),
+                v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                v.len()
+            )
+        };
+        println!("{}", f("revoke request sent", &revoke));
+        println!("{}", f("(the revoke API call itself)", &api));
+        println!("{}", f("window end", &window));
+        drop(tunnel);
+        drop(plant);
+    }
+}
