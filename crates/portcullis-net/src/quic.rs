@@ -214,3 +214,32 @@ impl ClientCertVerifier for AnyClientCert {
             .supported_schemes()
     }
 }
+
+/// Largest UDP payload our endpoints accept and advertise. quinn's default (1472) caps path MTU
+/// discovery at Ethernet size even on loopback; with this, discovery finds what the path carries
+/// (64 KiB on loopback, 1500 - headers on Ethernet, where probes beyond it are simply lost).
+pub const MAX_UDP_PAYLOAD: u16 = 65527;
+/// Socket buffers asked for on both ends: the default 208 KiB receive buffer drops bursts at
+/// multi-Gbit/s rates, and each drop makes the congestion controller back off. The kernel
+/// caps the request at `net.core.rmem_max`/`wmem_max`.
+pub const UDP_BUFFER: usize = 4 * 1024 * 1024;
+
+/// Binds a QUIC endpoint on `addr` (a server when `server` is given, else client-only) with the
+/// payload size and socket buffers above.
+pub fn endpoint(
+    addr: std::net::SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    let sock = socket2::SockRef::from(&socket);
+    // Best effort: an unprivileged process may get less than it asks for.
+    let _ = sock.set_recv_buffer_size(UDP_BUFFER);
+    let _ = sock.set_send_buffer_size(UDP_BUFFER);
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .map_err(|e| std::io::Error::other(format!("max_udp_payload_size: {e}")))?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
+    quinn::Endpoint::new(config, server, socket, runtime)
+}

@@ -29,11 +29,20 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A client for one broker, with or without a session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
     base: reqwest::Url,
     session: Option<String>,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("base", &self.base.as_str())
+            .field("session", &self.session.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// `https://host[:port]` from what a person typed: a missing scheme means https, a trailing
@@ -315,6 +324,15 @@ mod tests {
             e,
             "the session expired: log in again with `portcullis login https://broker.invalid`"
         );
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_session_token() {
+        let c = ApiClient::new("https://broker.example", None)
+            .unwrap()
+            .with_session("very-secret-session");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("very-secret-session"), "{shown}");
     }
 
     #[test]

@@ -139,6 +139,11 @@ pub struct RelayTicket {
     pub expires_at: String,
     /// The relay's UDP address, `host:port`.
     pub relay: String,
+    /// PEM of the CA that signs the relay's certificate, when the broker says (its development
+    /// CA); trusted for this connection besides the CA kept at login. The answer comes over the
+    /// broker's authenticated HTTPS, so this extends trust no further than the broker itself.
+    #[serde(default)]
+    pub relay_ca: Option<String>,
 }
 
 impl fmt::Debug for RelayTicket {
@@ -150,6 +155,7 @@ impl fmt::Debug for RelayTicket {
             )
             .field("expires_at", &self.expires_at)
             .field("relay", &self.relay)
+            .field("relay_ca", &self.relay_ca.as_ref().map(String::len))
             .finish()
     }
 }
@@ -181,6 +187,7 @@ mod tests {
             token: "eyJsecret".into(),
             expires_at: String::new(),
             relay: "r:1".into(),
+            relay_ca: None,
         };
         assert!(!format!("{t:?}").contains("eyJsecret"));
     }

@@ -104,7 +104,7 @@ impl Dialer {
         } else {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)
         };
-        let e = Endpoint::client(bind)
+        let e = portcullis_net::quic::endpoint(bind, None)
             .map_err(|e| EstablishError::Local(format!("cannot open a UDP socket: {e}")))?;
         self.endpoint = Some((e.clone(), v6));
         Ok(e)
@@ -133,6 +133,12 @@ impl Dialer {
             .await
             .map_err(EstablishError::Token)?;
         let relay = ticket.relay.clone();
+        let mut roots = self.roots.clone();
+        if let Some(pem) = &ticket.relay_ca {
+            let extra = crate::trust::roots_from_pem(pem, "the relay CA the broker sent")
+                .map_err(|e| EstablishError::Local(e.to_string()))?;
+            roots.roots.extend(extra.roots);
+        }
         let unreachable = |detail: String| EstablishError::Unreachable {
             relay: printable(&relay, 200),
             detail,
@@ -140,13 +146,9 @@ impl Dialer {
         let (addr, server_name) = resolve(&relay, self.broker_host.as_deref())
             .await
             .map_err(unreachable)?;
-        let config = portcullis_net::quic::client_config_with_roots(
-            self.roots.clone(),
-            cert,
-            key,
-            &[wire::ALPN],
-        )
-        .map_err(|e| EstablishError::Local(e.to_string()))?;
+        let config =
+            portcullis_net::quic::client_config_with_roots(roots, cert, key, &[wire::ALPN])
+                .map_err(|e| EstablishError::Local(e.to_string()))?;
         let endpoint = self.endpoint(addr.is_ipv6())?;
         let connecting = endpoint
             .connect_with(config, addr, &server_name)

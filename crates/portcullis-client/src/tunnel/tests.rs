@@ -23,6 +23,7 @@ const DEVICE: &str = "plc-7";
 /// thumbprint they were asked for.
 struct FakeTokens {
     relay: String,
+    relay_ca: Option<String>,
     issued: Arc<Mutex<Vec<(String, String)>>>,
 }
 
@@ -39,6 +40,7 @@ impl TokenSource for FakeTokens {
             token,
             expires_at: String::new(),
             relay: self.relay.clone(),
+            relay_ca: self.relay_ca.clone(),
         })
     }
 }
@@ -77,6 +79,7 @@ impl FakeRelay {
     fn tokens(&self) -> FakeTokens {
         FakeTokens {
             relay: self.endpoint.local_addr().unwrap().to_string(),
+            relay_ca: None,
             issued: self.issued.clone(),
         }
     }
@@ -189,13 +192,15 @@ struct Running {
 }
 
 fn start(relay: &FakeRelay, forwards: &[&str]) -> Running {
+    start_with(relay.options(forwards), relay.tokens())
+}
+
+fn start_with(opts: TunnelOptions, mut tokens: FakeTokens) -> Running {
     let (tx, events) = mpsc::unbounded_channel();
     let report: Reporter = Arc::new(move |e: &Event| {
         let _ = tx.send(e.clone());
     });
     let (stop, stopped) = oneshot::channel::<()>();
-    let opts = relay.options(forwards);
-    let mut tokens = relay.tokens();
     let done = tokio::spawn(async move {
         run(opts, &mut tokens, report, async move {
             let _ = stopped.await;
@@ -480,6 +485,35 @@ async fn a_taken_default_port_falls_back_to_an_ephemeral_one() {
     assert_eq!(wanted.port(), port);
     assert_ne!(local.port(), port);
     assert_eq!(round_trip(local, b"x").await, b"hi:x");
+    run.stop.take().unwrap().send(()).unwrap();
+    assert_eq!(run.outcome().await.unwrap(), Outcome::Interrupted);
+}
+
+#[tokio::test]
+async fn the_relay_ca_sent_with_the_token_is_trusted_for_that_connection_only() {
+    let relay = FakeRelay::start();
+    // Logged in against a broker with a public certificate (no --ca): the relay's development
+    // CA is not trusted...
+    let mut opts = relay.options(&["127.0.0.1:0:502"]);
+    opts.roots = crate::trust::roots(None).unwrap();
+    let run = start_with(opts, relay.tokens());
+    let incoming = relay.endpoint.accept().await.unwrap();
+    assert!(incoming.await.is_err(), "the client drops the handshake");
+    let e = run.outcome().await.unwrap_err();
+    assert!(matches!(e, TunnelError::Unreachable(_)), "{e:?}");
+    assert!(e.to_string().contains("certificate"), "{e}");
+
+    // ...unless the broker names it with the token.
+    let mut opts = relay.options(&["127.0.0.1:0:502"]);
+    opts.roots = crate::trust::roots(None).unwrap();
+    let mut tokens = relay.tokens();
+    tokens.relay_ca = Some(relay.ca_pem.clone());
+    let mut run = start_with(opts, tokens);
+    let mut session = relay.accept().await;
+    session.welcome(&[502], 120_000).await;
+    session.serve_echo(0);
+    let local = run.listening().await;
+    assert_eq!(round_trip(local, b"ok").await, b"hi:ok");
     run.stop.take().unwrap().send(()).unwrap();
     assert_eq!(run.outcome().await.unwrap(), Outcome::Interrupted);
 }

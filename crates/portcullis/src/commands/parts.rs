@@ -148,7 +148,7 @@ pub fn relay_part(
         tls_material.key.clone_key(),
         &[portcullis_core::wire::ALPN],
     )?;
-    let endpoint = quinn::Endpoint::server(server, args.relay_listen).with_context(|| {
+    let endpoint = quic::endpoint(args.relay_listen, Some(server)).with_context(|| {
         format!(
             "cannot listen for the relay on UDP {} (in use, or not an address of this machine?)",
             args.relay_listen
