@@ -7,28 +7,19 @@
 //! only checked up to the broker refusing a token for a grant that is not active yet.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
 
-use portcullis_auth::totp::TotpSecret;
+use common::{Authenticator, Reaped};
 use portcullis_testkit::portcullis_bin;
 use serde_json::{Value, json};
 
 const PASSWORD: &str = "correct horse battery staple on line 3";
-
-/// A child process killed when the test ends, passed or failed.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct Run {
     code: i32,
@@ -141,37 +132,6 @@ fn start_broker(data: &Path) -> (Reaped, String) {
     }
 }
 
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// One person's authenticator app: codes for strictly increasing 30 s steps (the broker
-/// accepts each step once per user), waiting for the next step only when it must.
-struct Authenticator {
-    secret: TotpSecret,
-    last_step: Option<u64>,
-}
-
-impl Authenticator {
-    async fn next_code(&mut self) -> String {
-        let now = now_unix();
-        let current = now / 30;
-        let oldest_safe = if now % 30 < 25 { current - 1 } else { current };
-        let step = self
-            .last_step
-            .map_or(oldest_safe, |l| (l + 1).max(oldest_safe));
-        let starts = step * 30;
-        if starts > now {
-            tokio::time::sleep(Duration::from_secs(starts - now + 1)).await;
-        }
-        self.last_step = Some(step);
-        self.secret.code_at(starts)
-    }
-}
-
 fn https(data: &Path) -> reqwest::Client {
     let ca = std::fs::read(data.join("tls/ca.pem")).unwrap();
     reqwest::Client::builder()
@@ -202,10 +162,7 @@ async fn enroll(c: &reqwest::Client, base: &str, code: &str) -> Authenticator {
     )
     .await;
     assert_eq!(s, 200, "{body}");
-    let mut app = Authenticator {
-        secret: TotpSecret::from_base32(body["secret"].as_str().unwrap()).unwrap(),
-        last_step: None,
-    };
+    let mut app = Authenticator::from_base32(body["secret"].as_str().unwrap());
     let totp = app.next_code().await;
     let (s, body) = post(
         c,

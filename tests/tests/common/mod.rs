@@ -31,6 +31,14 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// The app after scanning the key the broker showed (base32).
+    pub fn from_base32(key: &str) -> Self {
+        Self {
+            secret: TotpSecret::from_base32(key.trim()).unwrap(),
+            last_step: None,
+        }
+    }
+
     pub async fn next_code(&mut self) -> String {
         let now = now_unix();
         let current = now / 30;
@@ -302,10 +310,7 @@ impl Broker {
             )
             .await;
         assert_eq!(s, 200, "{body}");
-        let mut auth = Authenticator {
-            secret: TotpSecret::from_base32(body["secret"].as_str().unwrap()).unwrap(),
-            last_step: None,
-        };
+        let mut auth = Authenticator::from_base32(body["secret"].as_str().unwrap());
         let (s, body) = self
             .post(
                 "/api/v1/enroll/confirm",
