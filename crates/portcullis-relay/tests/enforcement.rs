@@ -526,8 +526,10 @@ async fn the_window_end_closes_live_streams_on_time_and_tells_the_client() {
     let closed = w.device.next_close().await;
     let late = closed.at.saturating_duration_since(ends.into_std());
     let early = ends.into_std().saturating_duration_since(closed.at);
+    // `ends` is when the client learnt the time left, one network delay after the relay armed
+    // its deadline: the close may come before it by that delay, never by more.
     assert!(
-        early < Duration::from_millis(50),
+        early < Duration::from_millis(250),
         "closed {early:?} before the end"
     );
     assert!(
@@ -659,6 +661,8 @@ async fn the_connection_limit_and_the_idle_timeout_hold() {
     let w = world(config).await;
     let g = w.grant(-60, 3600).await;
     let (conn, ..) = w.hello(&w.client(g)).await;
+    // Each stream's idle clock starts after its `Open` arrives, so after this instant.
+    let t = Instant::now();
     let (f1, _s1, _r1) = open(&conn, "plc-7", w.port()).await;
     let (f2, _s2, _r2) = open(&conn, "plc-7", w.port()).await;
     assert_eq!((f1, f2), (Frame::Opened, Frame::Opened));
@@ -666,19 +670,15 @@ async fn the_connection_limit_and_the_idle_timeout_hold() {
     assert_eq!(refused(&f3), RefusalCode::ConnectionLimit);
     w.device.wait_open(2).await;
     // Both streams stay silent: each is closed after the idle timeout.
-    let t = Instant::now();
     let first = w.device.next_close().await;
     let second = w.device.next_close().await;
     for c in [first, second] {
         let after = c.at.saturating_duration_since(t.into_std());
         assert!(
-            after >= Duration::from_millis(400),
+            after >= Duration::from_millis(500),
             "closed after {after:?}"
         );
-        assert!(
-            after < Duration::from_millis(1500),
-            "closed after {after:?}"
-        );
+        assert!(after < Duration::from_secs(3), "closed after {after:?}");
     }
     // Once both ends are recorded, the slots are free again.
     w.wait_audit("relay.stream.idle_timeout", 2).await;
