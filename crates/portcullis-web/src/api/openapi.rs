@@ -221,7 +221,7 @@ fn access_paths() -> Value {
         "/api/v1/grants/{id}/token": { "post": op("Mint a relay token bound to a client certificate",
             json!({ "200": ok("The relay token", obj(&["token", "expires_at", "relay"], json!({
                 "token": { "type": "string" }, "expires_at": time, "relay": { "type": "string" },
-                "relay_ca": { "type": ["string", "null"], "description": "PEM of the CA that signs the relay's certificate (development CA), or null" } }))) }),
+                "relay_ca": { "type": "string", "nullable": true, "description": "PEM of the CA that signs the relay's certificate (development CA), or null" } }))) }),
             Some(body(&["client_cert_sha256"], json!({ "client_cert_sha256": {
                 "type": "string", "description": "SHA-256 of the client certificate: 64 hex digits, colon-separated hex or base64url" } }))),
             id_param(), true) },
