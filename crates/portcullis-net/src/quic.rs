@@ -22,7 +22,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use crate::NetError;
-use crate::tls::{crypto_provider, load_certs};
+use crate::tls::{crypto_provider, load_roots};
 
 /// How long a QUIC connection may be silent before either end drops it. Clients send keep-alives
 /// at a third of this, so only a dead peer or path reaches it.
@@ -98,15 +98,7 @@ pub fn client_config(
     client_key: PrivateKeyDer<'static>,
     alpn: &[&str],
 ) -> Result<quinn::ClientConfig, NetError> {
-    let mut roots = RootCertStore::empty();
-    for (index, cert) in load_certs(ca_pem)?.into_iter().enumerate() {
-        roots.add(cert).map_err(|source| NetError::TrustAnchor {
-            path: ca_pem.to_owned(),
-            index: index + 1,
-            source,
-        })?;
-    }
-    client_config_with_roots(roots, client_cert, client_key, alpn)
+    client_config_with_roots(load_roots(ca_pem)?, client_cert, client_key, alpn)
 }
 
 /// As [`client_config`], with the trust anchors already loaded.

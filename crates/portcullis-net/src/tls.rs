@@ -121,6 +121,18 @@ pub fn https_server_config(
 /// roots), on [`crypto_provider`] with TLS 1.3 and 1.2, offering the ALPN protocols `alpn` in
 /// order (empty: no ALPN extension).
 pub fn client_config_trusting(ca_pem: &Path, alpn: &[&str]) -> Result<Arc<ClientConfig>, NetError> {
+    let roots = load_roots(ca_pem)?;
+    let mut config = ClientConfig::builder_with_provider(crypto_provider())
+        .with_protocol_versions(VERSIONS)
+        .map_err(|source| NetError::Config { source })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = self::alpn(alpn);
+    Ok(Arc::new(config))
+}
+
+/// The CA certificates in `ca_pem` as trust anchors (every one must be usable as one).
+pub(crate) fn load_roots(ca_pem: &Path) -> Result<RootCertStore, NetError> {
     let mut roots = RootCertStore::empty();
     for (index, cert) in load_certs(ca_pem)?.into_iter().enumerate() {
         roots.add(cert).map_err(|source| NetError::TrustAnchor {
@@ -129,13 +141,7 @@ pub fn client_config_trusting(ca_pem: &Path, alpn: &[&str]) -> Result<Arc<Client
             source,
         })?;
     }
-    let mut config = ClientConfig::builder_with_provider(crypto_provider())
-        .with_protocol_versions(VERSIONS)
-        .map_err(|source| NetError::Config { source })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = self::alpn(alpn);
-    Ok(Arc::new(config))
+    Ok(roots)
 }
 
 /// SHA-256 of a DER certificate as 64 lowercase hex digits: how certificates are shown to people
