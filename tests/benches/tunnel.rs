@@ -6,27 +6,41 @@
 //!
 //! ```text
 //! cargo bench -p portcullis-e2e --bench tunnel -- [--rounds N] [--mib N] [--rr N] [--setups N]
-//!     [--idle N] [--busy N] [--trials N] [--batch N] [--only memory,throughput,latency,enforcement]
+//!     [--idle N] [--busy N] [--trials N] [--batch N]
+//!     [--only memory,throughput,latency,enforcement,enforcement-pg]
 //! ```
 //!
 //! The device speaks a one-byte mode first: `D` + u64 length (it sends that many bytes, then
 //! FIN), `U` (it reads to EOF, then answers the u64 count), `E` (it answers `!`, then echoes).
-//! The comparison across a veth pair (MTU 1500) that issue 4 also asks for is not built yet.
+//!
+//! `enforcement-pg` runs the enforcement trials again with `portcullis web` and `portcullis
+//! relay` as two processes on a fresh PostgreSQL database (a revoke reaches the relay through
+//! LISTEN/NOTIFY); it is skipped, with a line saying so, when PostgreSQL
+//! (`PORTCULLIS_TEST_POSTGRES_URL`, default 127.0.0.1:5432) does not answer.
+//!
+//! Across a veth pair (`bash bench/tunnel-compare --veth`): this process runs in the server
+//! side's network namespace with the device, sshd and `serve` on `PORTCULLIS_BENCH_SERVER_IP`;
+//! `PORTCULLIS_BENCH_CLIENT_NETNS` names the client side's namespace, where `ssh -L`, the
+//! vendor's `portcullis` commands and every client-side socket of the load generator live.
+//! Only throughput and latency are measured there.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{Plant, Reaped, Tunnel};
+use common::{Placement, Plant, Reaped, Tunnel};
 use portcullis_core::Timestamp;
 use portcullis_testkit::devices::EchoDevice;
 use portcullis_testkit::stats::{median, percentile};
+use portcullis_testkit::{TestDb, postgres_admin_url};
+use sqlx::Connection;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -82,6 +96,106 @@ impl Opts {
 
     fn wants(&self, part: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
+}
+
+/// The parts a veth run measures; the rest are loopback-only.
+const VETH_PARTS: [&str; 2] = ["throughput", "latency"];
+
+// ---------------------------------------------------------------------------------------------
+// The client side's network namespace (veth runs only).
+
+/// A thread that has moved into the client side's network namespace and runs jobs there: a
+/// socket belongs to the namespace of the thread that creates it, and tokio's own threads stay
+/// in the server side's. Blocking calls are fine on it (a `connect()` on the client side's
+/// loopback or across the veth takes microseconds); the cost, one channel hop each way per
+/// new connection, is paid by every path alike.
+struct ClientNs {
+    name: String,
+    jobs: mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+/// Set once in `run` from `PORTCULLIS_BENCH_CLIENT_NETNS`; unset on loopback.
+static CLIENT_NS: OnceLock<ClientNs> = OnceLock::new();
+
+impl ClientNs {
+    fn enter(name: &str) -> ClientNs {
+        let path = format!("/run/netns/{name}");
+        let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let (jobs, rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let (ready_tx, ready) = mpsc::channel();
+        std::thread::Builder::new()
+            .name(format!("netns {name}"))
+            .spawn(move || {
+                let moved = rustix::thread::move_into_link_name_space(
+                    ns.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                );
+                let ok = moved.is_ok();
+                ready_tx.send(moved).unwrap();
+                if ok {
+                    for job in rx {
+                        job();
+                    }
+                }
+            })
+            .unwrap();
+        ready
+            .recv()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("setns into {path}: {e}"));
+        ClientNs {
+            name: name.to_owned(),
+            jobs,
+        }
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .unwrap();
+        rx.await.unwrap()
+    }
+}
+
+/// A client-side TCP connection to `addr` (in the client side's namespace on a veth run).
+async fn dial(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    match CLIENT_NS.get() {
+        None => TcpStream::connect(addr).await,
+        Some(ns) => {
+            let s = ns.run(move || std::net::TcpStream::connect(addr)).await?;
+            s.set_nonblocking(true)?;
+            TcpStream::from_std(s)
+        }
+    }
+}
+
+/// A loopback address with a port free on the client side (free when asked).
+async fn client_free_addr() -> SocketAddr {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    match CLIENT_NS.get() {
+        None => free(),
+        Some(ns) => ns.run(free).await,
+    }
+}
+
+/// `program`, to run on the client side (behind `ip netns exec` on a veth run).
+fn client_cmd(program: &str) -> Command {
+    match CLIENT_NS.get() {
+        None => Command::new(program),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &ns.name, program]);
+            c
+        }
     }
 }
 
@@ -176,7 +290,7 @@ async fn run_device(listener: TcpListener) {
 // Client-side measurements, identical for every path.
 
 async fn open(addr: SocketAddr, mode: u8) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut s = dial(addr).await.unwrap();
     s.set_nodelay(true).unwrap();
     s.write_all(&[mode]).await.unwrap();
     s
@@ -298,7 +412,7 @@ impl SshConf {
     fn from_env() -> Option<SshConf> {
         let var = |k: &str| std::env::var(k).ok();
         let (host, port, pid) = (
-            "127.0.0.1".to_owned(),
+            var("PORTCULLIS_BENCH_SSH_HOST").unwrap_or_else(|| "127.0.0.1".to_owned()),
             var("PORTCULLIS_BENCH_SSH_PORT")?,
             var("PORTCULLIS_BENCH_SSHD_PID"),
         );
@@ -313,11 +427,8 @@ impl SshConf {
 
     /// `ssh -N -L` to `device_port` on the sshd's side; returns the process and local address.
     async fn forward(&self, device_port: u16) -> (Reaped, SocketAddr) {
-        let local = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap()
-        };
-        let child = Command::new("ssh")
+        let local = client_free_addr().await;
+        let child = client_cmd("ssh")
             .args([
                 "-N",
                 "-T",
@@ -349,9 +460,7 @@ impl SshConf {
             .unwrap();
         let child = Reaped(child);
         for _ in 0..100 {
-            if let Ok(Ok(mut s)) =
-                tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(local)).await
-            {
+            if let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(1), dial(local)).await {
                 let mut b = [0u8; 1];
                 if s.write_all(b"E").await.is_ok()
                     && tokio::time::timeout(Duration::from_secs(2), s.read_exact(&mut b))
@@ -482,7 +591,7 @@ fn unix_now() -> f64 {
 
 /// Opens one stream through `t` to the echo device and waits until it is through.
 async fn live_stream(t: &Tunnel, port: u16) -> TcpStream {
-    let mut s = TcpStream::connect(t.local(port)).await.unwrap();
+    let mut s = dial(t.local(port)).await.unwrap();
     s.write_all(b"ping").await.unwrap();
     let mut b = [0u8; 4];
     s.read_exact(&mut b).await.unwrap();
@@ -661,9 +770,42 @@ fn pct_row(label: &str, v: &[f64]) -> String {
     )
 }
 
-/// The system-wide UDP `RcvbufErrors` counter (/proc/net/snmp).
-fn udp_rcvbuf_errors() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+/// The UDP `RcvbufErrors` counter of this network namespace, plus the client side's on a veth
+/// run (each namespace counts its own).
+async fn udp_rcvbuf_errors() -> u64 {
+    let here = rcvbuf_errors_in("/proc/net/snmp");
+    match CLIENT_NS.get() {
+        None => here,
+        // The calling thread's namespace, not the process's.
+        Some(ns) => {
+            here + ns
+                .run(|| rcvbuf_errors_in("/proc/thread-self/net/snmp"))
+                .await
+        }
+    }
+}
+
+/// Bytes received and sent by this network namespace's interfaces other than `lo` (on a veth
+/// run: the server side's end of the pair; `ip netns exec` mounts that namespace's /sys).
+fn link_bytes() -> u64 {
+    let Ok(links) = std::fs::read_dir("/sys/class/net") else {
+        return 0;
+    };
+    let count = |dir: &std::path::Path, f: &str| -> u64 {
+        std::fs::read_to_string(dir.join("statistics").join(f))
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    links
+        .flatten()
+        .filter(|l| l.file_name() != "lo")
+        .map(|l| count(&l.path(), "rx_bytes") + count(&l.path(), "tx_bytes"))
+        .sum()
+}
+
+fn rcvbuf_errors_in(snmp: &str) -> u64 {
+    let snmp = std::fs::read_to_string(snmp).unwrap_or_default();
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
     let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
         return 0;
@@ -702,6 +844,52 @@ fn main() {
 async fn run(opts: Opts) {
     println!("# Relay tunnel benchmark ({})", machine());
     println!("options: {opts:?}");
+    let server_ip = std::env::var("PORTCULLIS_BENCH_SERVER_IP").ok().map(|v| {
+        v.parse::<IpAddr>()
+            .expect("PORTCULLIS_BENCH_SERVER_IP is an IP address")
+    });
+    let veth = match (
+        server_ip,
+        std::env::var("PORTCULLIS_BENCH_CLIENT_NETNS").ok(),
+    ) {
+        (Some(ip), Some(ns)) => {
+            let _ = CLIENT_NS.set(ClientNs::enter(&ns));
+            println!(
+                "veth run: server side (device, sshd, `portcullis serve`) on {ip} in this \
+                 process's network namespace; client side (`ssh -L`, `portcullis connect`, the \
+                 load generator's sockets) in namespace {ns}"
+            );
+            if let Ok(link) = std::env::var("PORTCULLIS_BENCH_LINK") {
+                println!("link: {link}");
+            }
+            println!("memory and enforcement are measured on loopback only: not run here");
+            Some(ip)
+        }
+        (None, None) => None,
+        _ => panic!("PORTCULLIS_BENCH_SERVER_IP and PORTCULLIS_BENCH_CLIENT_NETNS go together"),
+    };
+    let wants = |part: &str| opts.wants(part) && (veth.is_none() || VETH_PARTS.contains(&part));
+
+    let echo = EchoDevice::start().await;
+    if ["memory", "throughput", "latency", "enforcement"]
+        .iter()
+        .any(|p| wants(p))
+    {
+        tunnel_parts(&opts, &wants, veth, &echo).await;
+    }
+    if wants("enforcement-pg") {
+        enforcement_pg(&opts, &echo).await;
+    }
+}
+
+/// Everything measured against the one `serve` plant: memory, throughput, latency and
+/// in-process enforcement. `veth`: the server side's address on a veth run.
+async fn tunnel_parts(
+    opts: &Opts,
+    wants: &dyn Fn(&str) -> bool,
+    veth: Option<IpAddr>,
+    echo: &EchoDevice,
+) {
     let ssh = SshConf::from_env();
     if ssh.is_none() {
         println!(
@@ -709,18 +897,35 @@ async fn run(opts: Opts) {
         );
     }
 
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let direct = l.local_addr().unwrap();
-    let device_port = direct.port();
+    // On a veth run the device listens on every address of the server side's namespace: the
+    // client side reaches it across the veth (direct TCP), the relay and sshd on loopback.
+    let bind = match veth {
+        Some(_) => "0.0.0.0:0",
+        None => "127.0.0.1:0",
+    };
+    let l = TcpListener::bind(bind).await.unwrap();
+    let device_port = l.local_addr().unwrap().port();
+    let direct = SocketAddr::new(veth.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)), device_port);
     tokio::spawn(run_device(l));
-    let echo = EchoDevice::start().await;
     let echo_port = echo.addr().port();
 
     let t = Instant::now();
+    let placement = match (veth, CLIENT_NS.get()) {
+        (Some(ip), Some(ns)) => Placement {
+            listen_ip: ip,
+            vendor_prefix: ["ip", "netns", "exec", &ns.name]
+                .map(str::to_owned)
+                .to_vec(),
+        },
+        _ => Placement::default(),
+    };
     let plant = Arc::new(
-        Plant::new(
+        Plant::placed(
+            None,
+            false,
             &[device_port, echo_port],
             &["--max-streams-per-grant", "5000", "--idle-timeout", "1h"],
+            &placement,
         )
         .await,
     );
@@ -749,7 +954,7 @@ async fn run(opts: Opts) {
 
     // Memory first, on a fresh relay: after bulk transfers the allocator keeps freed buffers,
     // which new streams would reuse unseen.
-    if opts.wants("memory") {
+    if wants("memory") {
         println!(
             "\n## Memory ({} idle connections, then {} busy ones echoing for 3 s; VmRSS)",
             opts.idle, opts.busy
@@ -802,10 +1007,11 @@ async fn run(opts: Opts) {
             );
         }
     }
-    if opts.wants("throughput") {
+    if wants("throughput") {
         let bytes = opts.mib * 1024 * 1024;
         let mut res: BTreeMap<(String, Via), Vec<f64>> = BTreeMap::new();
         let mut drops: BTreeMap<Via, u64> = BTreeMap::new();
+        let mut crossed: BTreeMap<Via, u64> = BTreeMap::new();
         // Warm-up: one small transfer each way on every path.
         for &(_, a) in &vias {
             download(a, 1, 16 << 20).await;
@@ -819,27 +1025,45 @@ async fn run(opts: Opts) {
                 let mut put = |k: &str, v: f64| {
                     res.entry((k.to_owned(), via)).or_default().push(v);
                 };
-                let drops0 = udp_rcvbuf_errors();
+                let drops0 = udp_rcvbuf_errors().await;
+                let crossed0 = link_bytes();
                 put("1. download, 1 stream", download(a, 1, bytes).await);
                 put("2. upload, 1 stream", upload(a, 1, bytes).await);
                 put("3. download, 8 streams", download(a, 8, bytes / 8).await);
                 put("4. upload, 8 streams", upload(a, 8, bytes / 8).await);
-                *drops.entry(via).or_default() += udp_rcvbuf_errors() - drops0;
+                *drops.entry(via).or_default() += udp_rcvbuf_errors().await - drops0;
+                *crossed.entry(via).or_default() += link_bytes() - crossed0;
             }
             eprintln!("  throughput round {}/{} done", round + 1, opts.rounds);
         }
         println!(
-            "\n## Throughput ({} MiB per measurement, {} interleaved rounds, medians, loopback)",
-            opts.mib, opts.rounds
+            "\n## Throughput ({} MiB per measurement, {} interleaved rounds, medians, {})",
+            opts.mib,
+            opts.rounds,
+            if veth.is_some() {
+                "across the veth pair"
+            } else {
+                "loopback"
+            }
         );
         print_throughput(&res, &via_list);
         println!(
             "UDP datagrams dropped for a full socket receive buffer (RcvbufErrors) during the \
              measurements of: {drops:?}"
         );
+        if veth.is_some() {
+            let mib: BTreeMap<&str, u64> = crossed
+                .iter()
+                .map(|(v, b)| (v.name(), b / (1024 * 1024)))
+                .collect();
+            println!(
+                "MiB through the veth (received + sent at the server side's end) during the \
+                 measurements of: {mib:?}"
+            );
+        }
     }
 
-    if opts.wants("latency") {
+    if wants("latency") {
         let mut rr: BTreeMap<Via, Vec<f64>> = BTreeMap::new();
         let mut setup: BTreeMap<Via, Vec<f64>> = BTreeMap::new();
         for round in 0..opts.rounds {
@@ -886,35 +1110,107 @@ async fn run(opts: Opts) {
 
     drop(ssh_child);
 
-    if opts.wants("enforcement") {
-        // Sam's step-up from `Plant::new` may be older than the 5 minutes approvals accept.
-        let plant = {
-            let mut p = Arc::into_inner(plant).expect("no other holder of the plant");
-            let mut sup = p.broker.enroll("sue", "supervisor", None).await;
-            p.sam = p.broker.login(&mut sup).await;
-            Arc::new(p)
-        };
+    if wants("enforcement") {
         let t = Instant::now();
-        let (revoke, api) = revoke_trials(&plant, &echo, echo_port, opts.trials, opts.batch).await;
-        let window = window_trials(&plant, &echo, echo_port, opts.trials, opts.batch).await;
-        println!(
-            "\n## Enforcement, milliseconds to the device-side close ({:.0} s)",
-            t.elapsed().as_secs_f64()
+        let plant = Arc::into_inner(plant).expect("no other holder of the plant");
+        let (revoke, api, window) = enforcement(plant, echo, opts).await;
+        print_enforcement(
+            "in one process (`portcullis serve`, SQLite; revoke over the in-process channel)",
+            t.elapsed(),
+            &revoke,
+            &api,
+            &window,
         );
-        println!("\n| From | p50 | p99 | max | trials |\n|---|---:|---:|---:|---:|");
-        let f = |label: &str, v: &[f64]| {
-            format!(
-                "| {label} | {:.1} | {:.1} | {:.1} | {} |",
-                percentile(v, 50.0),
-                percentile(v, 99.0),
-                v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                v.len()
-            )
-        };
-        println!("{}", f("revoke request sent", &revoke));
-        println!("{}", f("(the revoke API call itself)", &api));
-        println!("{}", f("window end", &window));
-        drop(tunnel);
-        drop(plant);
     }
+    drop(tunnel);
+}
+
+/// Revoke and window-end trials on `plant`'s echo-device grants (the device is `echo`):
+/// (revoke -> close, the revoke call itself, window end -> close), ms.
+async fn enforcement(
+    plant: Plant,
+    echo: &EchoDevice,
+    opts: &Opts,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let port = echo.addr().port();
+    // Approvals accept a step-up no older than 5 minutes, which the plant's supervisor's may be
+    // by now, and each phase can take minutes: a new supervisor logs in before each.
+    let plant = with_fresh_supervisor(plant, "sue").await;
+    let (revoke, api) = revoke_trials(&plant, echo, port, opts.trials, opts.batch).await;
+    let plant = Arc::into_inner(plant).expect("no other holder of the plant");
+    let plant = with_fresh_supervisor(plant, "sid").await;
+    let window = window_trials(&plant, echo, port, opts.trials, opts.batch).await;
+    (revoke, api, window)
+}
+
+/// `plant` with a new supervisor `name`, just logged in, as the approver.
+async fn with_fresh_supervisor(mut plant: Plant, name: &str) -> Arc<Plant> {
+    let mut sup = plant.broker.enroll(name, "supervisor", None).await;
+    plant.sam = plant.broker.login(&mut sup).await;
+    Arc::new(plant)
+}
+
+/// Enforcement with `portcullis web` and `portcullis relay` as two processes on a fresh
+/// PostgreSQL database: a revoke reaches the relay only through LISTEN/NOTIFY, a window end
+/// through the relay's own timer on what the database told it.
+async fn enforcement_pg(opts: &Opts, echo: &EchoDevice) {
+    let admin = postgres_admin_url();
+    // Host and port, without any credentials the URL may hold.
+    let server = admin
+        .rsplit('@')
+        .next()
+        .and_then(|s| s.split('/').next())
+        .unwrap_or_default()
+        .to_owned();
+    let title = "across processes (PostgreSQL NOTIFY)";
+    match tokio::time::timeout(Duration::from_secs(5), sqlx::PgConnection::connect(&admin)).await {
+        Ok(Ok(c)) => {
+            let _ = c.close().await;
+        }
+        Ok(Err(e)) => {
+            println!("\n## Enforcement {title}: skipped, PostgreSQL at {server} refused: {e}");
+            return;
+        }
+        Err(_) => {
+            println!("\n## Enforcement {title}: skipped, PostgreSQL at {server} did not answer");
+            return;
+        }
+    }
+    let t = Instant::now();
+    let db = TestDb::postgres().await;
+    let plant = Plant::on(Some(db.url()), true, &[echo.addr().port()], &[]).await;
+    eprintln!(
+        "web + relay on PostgreSQL up in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let (revoke, api, window) = enforcement(plant, echo, opts).await;
+    print_enforcement(
+        &format!("{title}: `portcullis web` + `portcullis relay`, a fresh database on {server}"),
+        t.elapsed(),
+        &revoke,
+        &api,
+        &window,
+    );
+    // The plant's processes are gone by now (`enforcement` dropped it); `db` drops the database.
+    drop(db);
+}
+
+fn print_enforcement(what: &str, took: Duration, revoke: &[f64], api: &[f64], window: &[f64]) {
+    println!(
+        "\n## Enforcement {what}, milliseconds to the device-side close ({:.0} s)",
+        took.as_secs_f64()
+    );
+    println!("\n| From | p50 | p99 | max | trials |\n|---|---:|---:|---:|---:|");
+    let f = |label: &str, v: &[f64]| {
+        format!(
+            "| {label} | {:.1} | {:.1} | {:.1} | {} |",
+            percentile(v, 50.0),
+            percentile(v, 99.0),
+            v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            v.len()
+        )
+    };
+    println!("{}", f("revoke request sent", revoke));
+    println!("{}", f("(the revoke API call itself)", api));
+    println!("{}", f("window end", window));
 }

@@ -4,7 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -137,6 +137,12 @@ pub struct Broker {
 impl Broker {
     /// Starts `serve` on `data` (web and relay on free loopback ports) with `extra` flags.
     pub fn start(data: &Path, db: Option<&str>, extra: &[&str]) -> Broker {
+        Self::start_at(data, db, extra, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// `start` with web and relay on free ports of `ip` instead of loopback (the development
+    /// certificate covers the listening addresses).
+    pub fn start_at(data: &Path, db: Option<&str>, extra: &[&str], ip: IpAddr) -> Broker {
         let mut b = Broker {
             child: None,
             relay_child: None,
@@ -147,7 +153,8 @@ impl Broker {
             http: reqwest::Client::new(),
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
-        b.spawn("127.0.0.1:0", "127.0.0.1:0");
+        let any_port = SocketAddr::new(ip, 0).to_string();
+        b.spawn(&any_port, &any_port);
         b
     }
 
@@ -387,11 +394,21 @@ impl Broker {
 pub struct Vendor {
     pub config: tempfile::TempDir,
     pub person: Person,
+    /// Program and arguments run in front of every `portcullis` command of the vendor's (see
+    /// `Placement::vendor_prefix`); empty: the binary itself.
+    pub prefix: Vec<String>,
 }
 
 impl Vendor {
     pub fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(portcullis_bin());
+        let mut c = match self.prefix.split_first() {
+            None => Command::new(portcullis_bin()),
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(portcullis_bin());
+                c
+            }
+        };
         c.args(args)
             .env("PORTCULLIS_CONFIG_DIR", self.config.path())
             .env_remove("PORTCULLIS_DATABASE_URL")
@@ -571,6 +588,27 @@ impl Tunnel {
     }
 }
 
+/// Where a plant's processes run. The default, everything on loopback in this network
+/// namespace, is what the tests use. The veth benchmark (`bench/tunnel-compare --veth`) runs in
+/// the server side's namespace, puts `serve` on that side's address, and runs the vendor's
+/// commands in the client side's namespace (`ip netns exec <ns>` as the prefix).
+#[derive(Debug, Clone)]
+pub struct Placement {
+    /// The address `serve` listens on, web and relay (free ports).
+    pub listen_ip: IpAddr,
+    /// Program and arguments put in front of every vendor `portcullis` command.
+    pub vendor_prefix: Vec<String>,
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement {
+            listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            vendor_prefix: Vec::new(),
+        }
+    }
+}
+
 /// One broker with one device (address 127.0.0.1, the given ports) that vendor `vera` of
 /// `acme` may request and supervisor `sam` approves.
 pub struct Plant {
@@ -589,6 +627,17 @@ impl Plant {
     /// On database `db` (SQLite in the data dir when `None`); `split`: `portcullis web` and
     /// `portcullis relay` as two processes instead of `serve`.
     pub async fn on(db: Option<&str>, split: bool, ports: &[u16], serve_flags: &[&str]) -> Plant {
+        Self::placed(db, split, ports, serve_flags, &Placement::default()).await
+    }
+
+    /// `on`, with the processes placed as `at` says (`split` keeps web and relay on loopback).
+    pub async fn placed(
+        db: Option<&str>,
+        split: bool,
+        ports: &[u16],
+        serve_flags: &[&str],
+        at: &Placement,
+    ) -> Plant {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let ports = ports
@@ -615,7 +664,7 @@ impl Plant {
         );
         let broker = match (split, db) {
             (true, Some(db)) => Broker::start_split(&data, db),
-            _ => Broker::start(&data, db, serve_flags),
+            _ => Broker::start_at(&data, db, serve_flags, at.listen_ip),
         };
         let mut sam = broker.enroll("sam", "supervisor", None).await;
         let vera = broker.enroll("vera", "vendor", Some("acme")).await;
@@ -623,6 +672,7 @@ impl Plant {
         let mut vera = Vendor {
             config: tempfile::tempdir().unwrap(),
             person: vera,
+            prefix: at.vendor_prefix.clone(),
         };
         vera.login(&broker).await;
         Plant {
