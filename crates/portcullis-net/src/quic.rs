@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
 use rustls::client::danger::HandshakeSignatureValid;
@@ -35,34 +36,50 @@ pub const MAX_STREAMS: u32 = 4096;
 
 /// The transport settings both ends use.
 ///
-/// Flow-control windows are sized for a fast LAN: one stream may have 8 MiB in flight and the
-/// connection 32 MiB, so a single tunnelled TCP connection is not window-limited on loopback or
-/// a 1 Gbit/s path with a few milliseconds of delay. The windows are limits, not allocations:
-/// an idle stream holds no buffer.
+/// Flow-control windows: one stream may have [`STREAM_WINDOW`] in flight and the connection
+/// [`CONNECTION_WINDOW`]. The connection's window is twice a stream's, so one bulk transfer
+/// cannot take all the credit from an interactive stream beside it (a Modbus poll next to a file
+/// copy). The connection's window is also what bounds a burst arriving at the receiver's UDP
+/// socket: at 32 MiB, eight busy streams overflowed the socket's buffer on loopback ([`UDP_BUFFER`])
+/// (thousands of drops per run, each a congestion back-off); at 6 MiB there were none and
+/// throughput was unchanged (docs/BENCHMARKS.md). The windows are limits, not allocations: an
+/// idle stream holds no buffer.
 pub fn transport_config() -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
-    t.stream_receive_window(VarInt::from_u32(8 * 1024 * 1024));
-    t.receive_window(VarInt::from_u32(32 * 1024 * 1024));
-    t.send_window(32 * 1024 * 1024);
+    t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
+    t.receive_window(VarInt::from_u32(CONNECTION_WINDOW));
+    t.send_window(u64::from(CONNECTION_WINDOW));
     t.max_idle_timeout(Some(
         IdleTimeout::try_from(IDLE_TIMEOUT).unwrap_or(IdleTimeout::from(VarInt::from_u32(30_000))),
     ));
     t.keep_alive_interval(Some(KEEP_ALIVE));
     t.datagram_receive_buffer_size(None);
-    // Let path MTU discovery search up to the largest UDP payload instead of quinn's 1452. The
-    // search is also capped by the peer's `max_udp_payload_size` (quinn's `EndpointConfig`,
-    // 1472 by default), so with default endpoints this only adds 20 bytes per packet; endpoints
-    // built with a larger `max_udp_payload_size` get ~64 KiB packets on loopback (fewer packets
-    // per byte: headers, ACKs and loss bookkeeping are per packet). On an Ethernet path the
-    // search stops at the path's MTU after a few lost probes; packets start at quinn's safe
-    // 1200 either way. docs/BENCHMARKS.md, "Relay tunnel (issue 4)", has the measurements.
     let mut mtu = MtuDiscoveryConfig::default();
-    mtu.upper_bound(u16::MAX);
+    mtu.upper_bound(MAX_PACKET_PAYLOAD);
     t.mtu_discovery_config(Some(mtu));
     Arc::new(t)
 }
+
+/// Flow-control window of one stream: at 50 ms round trip, ~500 Mbit/s per tunnelled TCP
+/// connection; on loopback or a LAN, more than the CPU can fill.
+pub const STREAM_WINDOW: u32 = 3 * 1024 * 1024;
+/// Flow-control window of a whole connection (one vendor session).
+pub const CONNECTION_WINDOW: u32 = 2 * STREAM_WINDOW;
+
+/// Upper bound of path MTU discovery (UDP payload bytes per QUIC packet).
+///
+/// Packets start at quinn's safe 1200 and discovery probes upwards; on an Ethernet path it stops
+/// at the path's MTU after a few lost probes. The bound is not the 64 KiB a loopback or jumbo path
+/// could carry because of segmentation offload: quinn hands the kernel up to 10 packets in one
+/// `sendmsg` (GSO), and Linux refuses a batch larger than one IP datagram (65,507 bytes of UDP
+/// payload) with EMSGSIZE, which quinn counts as loss. With a 64 KiB bound, discovery reached
+/// ~64 KiB, every batch was refused, the black-hole detector dropped the MTU back to 1200 for the
+/// rest of the connection, and throughput halved. 6,550 bytes is the largest packet of which 10
+/// fit in one batch; on loopback it carries 5.5x fewer packets per byte than 1200
+/// (docs/BENCHMARKS.md, "Relay tunnel (issue 4)").
+pub const MAX_PACKET_PAYLOAD: u16 = 6550;
 
 /// The relay's server configuration: our certificate chain and key, ALPN `alpn`, TLS 1.3 only,
 /// a client certificate required, no 0-RTT.
@@ -207,9 +224,9 @@ impl ClientCertVerifier for AnyClientCert {
     }
 }
 
-/// Largest UDP payload our endpoints accept and advertise. quinn's default (1472) caps path MTU
-/// discovery at Ethernet size even on loopback; with this, discovery finds what the path carries
-/// (64 KiB on loopback, 1500 - headers on Ethernet, where probes beyond it are simply lost).
+/// Largest UDP payload our endpoints accept and advertise (`max_udp_payload_size`). quinn's
+/// default (1472) would cap path MTU discovery at Ethernet size even where the path carries
+/// more; what we send is bounded by [`MAX_PACKET_PAYLOAD`].
 pub const MAX_UDP_PAYLOAD: u16 = 65527;
 /// Socket buffers asked for on both ends: the default 208 KiB receive buffer drops bursts at
 /// multi-Gbit/s rates, and each drop makes the congestion controller back off. The kernel
@@ -234,4 +251,28 @@ pub fn endpoint(
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for the QUIC endpoint"))?;
     quinn::Endpoint::new(config, server, socket, runtime)
+}
+
+/// Waits for bytes on `tcp` and returns what is there as one chunk for
+/// `quinn::SendStream::write_chunk`, or `None` at the end of the stream.
+///
+/// The chunk is cut from `buf` (at most `size` bytes are read at once) and handed to quinn whole,
+/// so no copy of ours sits between the socket and the packet. Memory is taken only once bytes are
+/// waiting, so an idle tunnelled connection holds no buffer; `buf`'s allocation is reused once
+/// quinn has released every chunk cut from it (acknowledged by the peer).
+pub async fn read_tcp_chunk(
+    tcp: &tokio::net::tcp::ReadHalf<'_>,
+    buf: &mut BytesMut,
+    size: usize,
+) -> std::io::Result<Option<Bytes>> {
+    loop {
+        tcp.readable().await?;
+        buf.reserve(size);
+        match tcp.try_read_buf(buf) {
+            Ok(0) => return Ok(None),
+            Ok(_) => return Ok(Some(buf.split().freeze())),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
 }

@@ -331,6 +331,15 @@ async fn run(shared: Arc<Shared>, conn: Connection, mut control: SendStream, s: 
         bytes_down: LiveSession::total(&s.bytes_down),
         streams: LiveSession::total(&s.streams),
     };
+    let path = conn.stats().path;
+    tracing::debug!(
+        session = %s.id,
+        mtu = path.current_mtu,
+        rtt_us = path.rtt.as_micros(),
+        lost_packets = path.lost_packets,
+        congestion_events = path.congestion_events,
+        "QUIC path at session end"
+    );
     shared.auditor.session_end(end).await;
 }
 

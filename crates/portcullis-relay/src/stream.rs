@@ -4,10 +4,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use portcullis_core::audit::{ActorRole, AuditDraft};
 use portcullis_core::wire::{Frame, FrameDecoder, RefusalCode};
+use portcullis_net::quic::read_tcp_chunk;
 use quinn::{RecvStream, SendStream, VarInt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
 
@@ -163,7 +165,7 @@ async fn splice(
     shared: &Shared,
     activity: &Activity,
 ) -> Outcome {
-    let (mut rd, mut wr) = tcp.split();
+    let (rd, mut wr) = tcp.split();
     let up = async {
         if !leftover.is_empty() {
             wr.write_all(&leftover).await.map_err(drop)?;
@@ -186,15 +188,13 @@ async fn splice(
         wr.shutdown().await.map_err(drop)
     };
     let down = async {
-        let mut buf = vec![0u8; CHUNK];
-        loop {
-            let n = rd.read(&mut buf).await.map_err(drop)?;
-            if n == 0 {
-                return send.finish().map_err(drop);
-            }
-            send.write_all(&buf[..n]).await.map_err(drop)?;
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = read_tcp_chunk(&rd, &mut buf, CHUNK).await.map_err(drop)? {
+            let n = chunk.len();
+            send.write_chunk(chunk).await.map_err(drop)?;
             count(activity, &s.bytes_down, &shared.metrics.bytes_down, n);
         }
+        send.finish().map_err(drop)
     };
     match tokio::try_join!(up, down) {
         Ok(_) => Outcome::Done,

@@ -1,14 +1,17 @@
 //! One local TCP connection carried on one QUIC stream: `Open`, `Opened` (or `Refused`), then
 //! bytes both ways with half-close mapped across (docs/wire-protocol.md, "A data stream").
 //!
-//! Memory per tunnelled connection: one upload buffer of [`BUF_LEN`] bytes, allocated once and
-//! reused for every read (no per-read allocation); downloads are written straight from the
-//! chunks quinn already holds (no copy into a buffer of ours). Everything else is bounded by
-//! QUIC flow control (`portcullis_net::quic::transport_config`) and the kernel's socket buffers.
+//! Memory per tunnelled connection: uploads are read into buffers of [`BUF_LEN`] bytes that are
+//! handed to quinn whole (no copy of ours; a buffer is reused once quinn has released it);
+//! downloads are written straight from the chunks quinn already holds. Everything else is
+//! bounded by QUIC flow control (`portcullis_net::quic::transport_config`) and the kernel's
+//! socket buffers.
 
+use bytes::BytesMut;
 use portcullis_core::wire::{Frame, FrameDecoder, RefusalCode, WireTarget};
+use portcullis_net::quic::read_tcp_chunk;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
@@ -78,16 +81,19 @@ pub(crate) async fn splice(
 /// Local -> relay. Local EOF finishes the QUIC send side (TCP FIN -> QUIC FIN); the device's
 /// direction goes on until the relay finishes too.
 async fn upload(local: &mut ReadHalf<'_>, send: &mut SendStream) -> Result<u64, SpliceError> {
-    let mut buf = vec![0u8; BUF_LEN];
+    let mut buf = BytesMut::new();
     let mut total = 0u64;
     loop {
-        let n = local.read(&mut buf).await.map_err(SpliceError::Local)?;
-        if n == 0 {
+        let Some(chunk) = read_tcp_chunk(local, &mut buf, BUF_LEN)
+            .await
+            .map_err(SpliceError::Local)?
+        else {
             // Already reset by the relay (it refused the stream): nothing left to finish.
             let _ = send.finish();
             return Ok(total);
-        }
-        match send.write_all(&buf[..n]).await {
+        };
+        let n = chunk.len();
+        match send.write_chunk(chunk).await {
             Ok(()) => total += n as u64,
             // The relay reads no more (after `Refused`, or the device stopped reading): stop
             // uploading and let the download side say why, or finish.
