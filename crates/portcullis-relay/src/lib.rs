@@ -12,11 +12,13 @@
 //!
 //! Layout: [`grant`] reads a grant's live state; [`session`] runs one connection's handshake and
 //! control stream; [`stream`] one tunnelled TCP connection; [`enforce`] follows grant changes;
-//! [`auditor`] writes audit events, failing closed; [`registry`] holds live sessions;
+//! [`auditor`] writes audit events, failing closed, and [`budget`] bounds how many refusals it
+//! writes one by one; [`registry`] holds live sessions;
 //! [`metrics`] counts.
 #![forbid(unsafe_code)]
 
 mod auditor;
+mod budget;
 mod enforce;
 mod frames;
 mod grant;
@@ -40,6 +42,7 @@ use tokio_util::task::TaskTracker;
 pub use metrics::Metrics;
 
 use crate::auditor::Auditor;
+use crate::budget::AuditBudget;
 use crate::registry::Registry;
 
 /// The relay's settings.
@@ -63,6 +66,13 @@ pub struct RelayConfig {
     /// Every live session is re-checked against the store this often, in case a grant-change
     /// notification was lost; the audit log's health is probed at the same time.
     pub reconcile_every: Duration,
+    /// Refusals written to the audit log one by one: a burst, then one per period
+    /// ([`budget`](crate::budget)). The rest are refused and counted all the same (metrics,
+    /// `suppressed_before` on the next event let through, a session end's `refused_streams`).
+    /// For handshakes whose token did not verify, over the whole relay:
+    pub anonymous_refusal_audits: (u32, Duration),
+    /// For refused streams, per session:
+    pub stream_refusal_audits: (u32, Duration),
 }
 
 impl Default for RelayConfig {
@@ -75,6 +85,8 @@ impl Default for RelayConfig {
             max_streams_per_grant: 64,
             warnings: vec![Duration::from_secs(300), Duration::from_secs(60)],
             reconcile_every: Duration::from_secs(5),
+            anonymous_refusal_audits: budget::ANONYMOUS,
+            stream_refusal_audits: budget::PER_SESSION,
         }
     }
 }
@@ -89,6 +101,9 @@ pub(crate) struct Shared {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub auditor: Auditor,
+    /// Audits of handshakes refused before a token verified (anyone with a TLS client can
+    /// cause one).
+    pub anonymous_refusals: AuditBudget,
 }
 
 /// A relay, ready to serve an endpoint.
@@ -108,6 +123,7 @@ impl Relay {
         Self {
             shared: Arc::new(Shared {
                 auditor: Auditor::new(store.clone(), metrics.clone()),
+                anonymous_refusals: AuditBudget::new(config.anonymous_refusal_audits),
                 store,
                 verifier,
                 clock,

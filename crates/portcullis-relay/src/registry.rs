@@ -4,11 +4,13 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use portcullis_core::Timestamp;
 use portcullis_core::wire::EndReason;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::AuditBudget;
 use crate::grant::LiveGrant;
 
 /// One vendor session (one QUIC connection) while it lasts.
@@ -24,10 +26,18 @@ pub(crate) struct LiveSession {
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
     pub streams: AtomicU64,
+    /// Streams refused, and how many of those are audited one by one.
+    pub refused: AtomicU64,
+    pub refusal_audits: AuditBudget,
 }
 
 impl LiveSession {
-    pub fn new(id: String, grant: LiveGrant, started_at: Timestamp) -> Self {
+    pub fn new(
+        id: String,
+        grant: LiveGrant,
+        started_at: Timestamp,
+        refusal_audits: (u32, Duration),
+    ) -> Self {
         Self {
             id,
             grant,
@@ -37,6 +47,8 @@ impl LiveSession {
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             streams: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            refusal_audits: AuditBudget::new(refusal_audits),
         }
     }
 

@@ -99,7 +99,12 @@ pub(crate) async fn handle(shared: Arc<Shared>, incoming: quinn::Incoming) {
             return;
         }
     };
-    let session = Arc::new(LiveSession::new(session_id(), live, shared.clock.now()));
+    let session = Arc::new(LiveSession::new(
+        session_id(),
+        live,
+        shared.clock.now(),
+        shared.config.stream_refusal_audits,
+    ));
     let start = RelaySessionStart {
         id: session.id.clone(),
         relay: shared.config.name.clone(),
@@ -219,21 +224,35 @@ async fn refuse(
     r: Refusal,
 ) {
     shared.metrics.refused(r.code);
-    let (actor, role) = match &r.claims {
-        Some(c) => (c.sub.clone(), ActorRole::Vendor),
-        None => ("unknown".to_owned(), ActorRole::System),
+    // A token that verified names who is refused, and a genuine token on the wrong key is a
+    // theft to investigate: both always audited. Anything else anyone who can finish a TLS
+    // handshake can send, as often as they like: bounded.
+    let suppressed_before = if r.claims.is_some() || r.code == RefusalCode::BindingMismatch {
+        Some(0)
+    } else {
+        shared.anonymous_refusals.take()
     };
-    let mut draft = AuditDraft::new(actor, role, "relay.session.refuse")
-        .source(source.ip().to_string())
-        .target("relay")
-        .details(serde_json::json!({
+    if let Some(suppressed_before) = suppressed_before {
+        let (actor, role) = match &r.claims {
+            Some(c) => (c.sub.clone(), ActorRole::Vendor),
+            None => ("unknown".to_owned(), ActorRole::System),
+        };
+        let mut details = serde_json::json!({
             "code": r.code.as_str(), "reason": r.detail,
             "jti": r.claims.as_ref().map(|c| c.jti.clone()),
-        }));
-    if let Some(c) = &r.claims {
-        draft = draft.grant(c.grant);
+        });
+        if suppressed_before > 0 {
+            details["suppressed_before"] = suppressed_before.into();
+        }
+        let mut draft = AuditDraft::new(actor, role, "relay.session.refuse")
+            .source(source.ip().to_string())
+            .target("relay")
+            .details(details);
+        if let Some(c) = &r.claims {
+            draft = draft.grant(c.grant);
+        }
+        shared.auditor.event(draft).await;
     }
-    shared.auditor.event(draft).await;
     let frame = Frame::Refused {
         code: r.code,
         message: r.message,
@@ -330,6 +349,7 @@ async fn run(shared: Arc<Shared>, conn: Connection, mut control: SendStream, s: 
         bytes_up: LiveSession::total(&s.bytes_up),
         bytes_down: LiveSession::total(&s.bytes_down),
         streams: LiveSession::total(&s.streams),
+        refused_streams: LiveSession::total(&s.refused),
     };
     let path = conn.stats().path;
     tracing::debug!(

@@ -263,7 +263,19 @@ async fn audit_refusal(
     code: RefusalCode,
 ) {
     shared.metrics.refused(code);
+    s.refused.fetch_add(1, Ordering::Relaxed);
+    // Bounded per session: a vendor looping over closed ports must not flood the log. The
+    // session's end event has the total.
+    let Some(suppressed_before) = s.refusal_audits.take() else {
+        return;
+    };
     // The device name is the client's text: kept as data in the details, not as the target.
+    let mut details = serde_json::json!({
+        "session": s.id, "code": code.as_str(), "device": device, "port": port,
+    });
+    if suppressed_before > 0 {
+        details["suppressed_before"] = suppressed_before.into();
+    }
     let draft = AuditDraft::new(
         s.grant.vendor.clone(),
         ActorRole::Vendor,
@@ -271,8 +283,6 @@ async fn audit_refusal(
     )
     .target(format!("device:{}", s.grant.device))
     .grant(s.grant.id)
-    .details(serde_json::json!({
-        "session": s.id, "code": code.as_str(), "device": device, "port": port,
-    }));
+    .details(details);
     shared.auditor.event(draft).await;
 }

@@ -353,6 +353,54 @@ async fn refused_targets_are_never_dialed_and_are_audited() {
 }
 
 #[tokio::test]
+async fn refusal_audits_are_bounded_and_the_rest_are_counted() {
+    let w = world(RelayConfig {
+        anonymous_refusal_audits: (2, Duration::from_secs(3600)),
+        stream_refusal_audits: (3, Duration::from_secs(3600)),
+        ..RelayConfig::default()
+    })
+    .await;
+    let g = w.grant(-60, 3600).await;
+
+    // Anyone with a TLS client can send a token that does not verify: refused every time,
+    // audited only up to the budget, counted in the metrics all the same.
+    for _ in 0..5 {
+        let garbage = Client {
+            token: "not.a.token".into(),
+            ..w.client(g)
+        };
+        let (_, _, _, _, f) = w.hello(&garbage).await;
+        assert_eq!(refused(&f), RefusalCode::BadToken);
+    }
+    let anonymous = w.audit("relay.session.refuse").await;
+    assert_eq!(anonymous.len(), 2);
+    assert_eq!(anonymous[0]["actor"], "unknown");
+    assert_eq!(w.relay.metrics().refusals(RefusalCode::BadToken), 5);
+
+    // A vendor's own token that verifies is always audited, whatever the anonymous budget.
+    let thief = Client {
+        token: w.client(g).token,
+        ..w.client(g)
+    };
+    let (_, _, _, _, f) = w.hello(&thief).await;
+    assert_eq!(refused(&f), RefusalCode::BindingMismatch);
+    assert_eq!(w.audit("relay.session.refuse").await.len(), 3);
+
+    // Inside a session: five refused streams, three audited, all five in the session's end.
+    let (conn, ..) = w.hello(&w.client(g)).await;
+    for _ in 0..5 {
+        let (f, ..) = open(&conn, "plc-7", 80).await;
+        assert_eq!(refused(&f), RefusalCode::TargetNotGranted);
+    }
+    assert_eq!(w.audit("relay.stream.refuse").await.len(), 3);
+    assert_eq!(w.relay.metrics().refusals(RefusalCode::TargetNotGranted), 5);
+    conn.close(0u32.into(), b"done");
+    let end = w.wait_audit("relay.session.end", 1).await;
+    assert_eq!(end[0]["details"]["refused_streams"], 5);
+    assert_eq!(w.device.accepted(), 0);
+}
+
+#[tokio::test]
 async fn tokens_that_do_not_hold_are_refused_and_audited() {
     let w = world(RelayConfig::default()).await;
     let g = w.grant(-60, 3600).await;

@@ -88,6 +88,8 @@ pub struct RelaySessionEnd {
     /// Device to vendor.
     pub bytes_down: u64,
     pub streams: u64,
+    /// Streams the relay refused in the session (all of them, audited one by one or not).
+    pub refused_streams: u64,
 }
 
 /// A session that was open when its relay stopped without closing it.
@@ -172,6 +174,7 @@ impl Store {
                 "session": e.id, "vendor": e.username, "reason": e.reason,
                 "started_at": e.started_at, "ended_at": e.ended_at, "duration_ms": duration_ms,
                 "bytes_up": e.bytes_up, "bytes_down": e.bytes_down, "streams": e.streams,
+                "refused_streams": e.refused_streams,
             }));
         tx.audit(&draft).await?;
         tx.commit().await
