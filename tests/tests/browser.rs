@@ -17,29 +17,21 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use base64::Engine as _;
 use fantoccini::{Client, ClientBuilder, Locator};
-use portcullis_auth::totp::TotpSecret;
 use portcullis_testkit::portcullis_bin;
 use sha2::Digest as _;
+
+mod common;
+use common::{Authenticator, Reaped};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 static SHOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-/// A child process killed when the test ends, passed or failed.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -53,48 +45,6 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
-}
-
-fn now_unix() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// One person's authenticator app: hands out codes for strictly increasing 30 s steps, as the
-/// broker's replay guard demands, waiting for the next step only when both steps the broker
-/// accepts (the current and the previous) are used up.
-struct Authenticator {
-    secret: TotpSecret,
-    last_step: Option<u64>,
-}
-
-impl Authenticator {
-    fn new(base32: &str) -> Self {
-        let secret = TotpSecret::from_base32(base32.trim()).expect("the page shows a valid key");
-        Self {
-            secret,
-            last_step: None,
-        }
-    }
-
-    async fn next_code(&mut self) -> String {
-        let now = now_unix();
-        let current = now / 30;
-        // Near the end of a step the previous one is about to expire; the current one stays
-        // accepted (as "previous") through the next step.
-        let oldest_safe = if now % 30 < 25 { current - 1 } else { current };
-        let step = self
-            .last_step
-            .map_or(oldest_safe, |l| (l + 1).max(oldest_safe));
-        let starts = step * 30;
-        if starts > now {
-            tokio::time::sleep(Duration::from_secs(starts - now + 1)).await;
-        }
-        self.last_step = Some(step);
-        self.secret.code_at(starts)
-    }
 }
 
 /// The broker's data directory, set up through the CLI as an admin would.
@@ -329,7 +279,7 @@ impl Person {
         let qr = self.find("qr").await;
         let svg = qr.html(true).await.unwrap();
         assert!(svg.contains("<svg"), "the QR code is rendered in the page");
-        let mut app = Authenticator::new(&self.text("totp-secret").await);
+        let mut app = Authenticator::from_base32(&self.text("totp-secret").await);
         self.screenshot("enroll-qr").await;
         let first = app.next_code().await;
         self.fill("totp", &first).await;
