@@ -9,17 +9,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{Authenticator, Reaped};
+use common::{Broker, PASSWORD, admin};
 use portcullis_testkit::portcullis_bin;
 use serde_json::{Value, json};
-
-const PASSWORD: &str = "correct horse battery staple on line 3";
 
 struct Run {
     code: i32,
@@ -74,107 +71,6 @@ fn vendor_fails(cfg: &Path, args: &[&str], says: &str) -> String {
     r.stderr
 }
 
-fn admin(data: &Path, args: &[&str]) -> String {
-    let out = Command::new(portcullis_bin())
-        .arg("--data-dir")
-        .arg(data)
-        .arg("admin")
-        .args(args)
-        .env_remove("PORTCULLIS_DATABASE_URL")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "admin {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn add_user(data: &Path, name: &str, role: &str, org: Option<&str>) -> String {
-    let mut args = vec!["user", "add", name, "--role", role, "--format", "json"];
-    if let Some(org) = org {
-        args.extend(["--org", org]);
-    }
-    let v: Value = serde_json::from_str(&admin(data, &args)).unwrap();
-    v["enrollment_code"].as_str().unwrap().to_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-#[allow(clippy::zombie_processes)] // reaped by `Reaped`'s Drop
-fn start_broker(data: &Path) -> (Reaped, String) {
-    let mut child = Command::new(portcullis_bin())
-        .arg("--data-dir")
-        .arg(data)
-        .args(["serve", "--web-listen", "127.0.0.1:0"])
-        .args(["--relay-listen", &format!("127.0.0.1:{}", free_port())])
-        .env_remove("PORTCULLIS_DATABASE_URL")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let child = Reaped(child);
-    loop {
-        let line = lines.next().expect("serve printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("web: ") {
-            let base = rest.split_whitespace().next().unwrap().to_owned();
-            // Keep reading so the broker never writes into a full or closed pipe.
-            std::thread::spawn(move || lines.for_each(drop));
-            return (child, base);
-        }
-    }
-}
-
-fn https(data: &Path) -> reqwest::Client {
-    let ca = std::fs::read(data.join("tls/ca.pem")).unwrap();
-    reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-        .https_only(true)
-        .build()
-        .unwrap()
-}
-
-async fn post(c: &reqwest::Client, url: &str, body: Value, bearer: Option<&str>) -> (u16, Value) {
-    let mut req = c.post(url).json(&body);
-    if let Some(t) = bearer {
-        req = req.bearer_auth(t);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-/// Enrolls with the one-time code and returns the user's authenticator.
-async fn enroll(c: &reqwest::Client, base: &str, code: &str) -> Authenticator {
-    let (s, body) = post(
-        c,
-        &format!("{base}/api/v1/enroll"),
-        json!({ "code": code, "password": PASSWORD }),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{body}");
-    let mut app = Authenticator::from_base32(body["secret"].as_str().unwrap());
-    let totp = app.next_code().await;
-    let (s, body) = post(
-        c,
-        &format!("{base}/api/v1/enroll/confirm"),
-        json!({ "code": code, "totp": totp }),
-        None,
-    )
-    .await;
-    assert_eq!(s, 204, "{body}");
-    app
-}
-
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
@@ -191,12 +87,11 @@ fn row<'a>(table: &'a str, id: &str) -> &'a str {
 async fn a_vendor_logs_in_requests_and_sees_the_grant_go_active_after_approval() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    admin(&data, &["org", "add", "acme"]);
-    let vera_code = add_user(&data, "vera", "vendor", Some("acme"));
-    let sam_code = add_user(&data, "sam", "supervisor", None);
+    admin(&data, &["admin", "org", "add", "acme"]);
     admin(
         &data,
         &[
+            "admin",
             "device",
             "add",
             "plc-7",
@@ -212,10 +107,10 @@ async fn a_vendor_logs_in_requests_and_sees_the_grant_go_active_after_approval()
             "Plant 2",
         ],
     );
-    let (_broker, base) = start_broker(&data);
-    let c = https(&data);
-    let mut vera_app = enroll(&c, &base, &vera_code).await;
-    let mut sam_app = enroll(&c, &base, &sam_code).await;
+    let broker = Broker::start(&data, None, &[]);
+    let base = broker.base.clone();
+    let mut vera = broker.enroll("vera", "vendor", Some("acme")).await;
+    let mut sam = broker.enroll("sam", "supervisor", None).await;
 
     // A config directory that does not exist yet: login creates it, private.
     let cfg = dir.path().join("home/.config/portcullis");
@@ -237,7 +132,7 @@ async fn a_vendor_logs_in_requests_and_sees_the_grant_go_active_after_approval()
     assert!(!cfg.join("session.json").exists());
 
     // Username, password and code as lines on stdin (no --username).
-    let code = vera_app.next_code().await;
+    let code = vera.auth.next_code().await;
     let r = vendor(
         &cfg,
         &["login", &format!("{base}/"), "--ca", ca],
@@ -319,41 +214,17 @@ async fn a_vendor_logs_in_requests_and_sees_the_grant_go_active_after_approval()
     );
 
     // Sam approves over the API, with a fresh code (step-up) first.
-    let (s, login) = post(
-        &c,
-        &format!("{base}/api/v1/auth/login"),
-        json!({ "username": "sam", "password": PASSWORD }),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{login}");
-    let totp = sam_app.next_code().await;
-    let (s, session) = post(
-        &c,
-        &format!("{base}/api/v1/auth/mfa"),
-        json!({ "mfa_token": login["mfa_token"], "totp": totp }),
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{session}");
-    let sam = session["session_token"].as_str().unwrap().to_owned();
-    let totp = sam_app.next_code().await;
-    let (s, body) = post(
-        &c,
-        &format!("{base}/api/v1/auth/step-up"),
-        json!({ "totp": totp }),
-        Some(&sam),
-    )
-    .await;
+    let sam_session = broker.login(&mut sam).await;
+    let totp = sam.auth.next_code().await;
+    let (s, body) = broker
+        .post(
+            "/api/v1/auth/step-up",
+            json!({ "totp": totp }),
+            Some(&sam_session),
+        )
+        .await;
     assert_eq!(s, 204, "{body}");
-    let (s, body) = post(
-        &c,
-        &format!("{base}/api/v1/requests/{id}/approve"),
-        json!({}),
-        Some(&sam),
-    )
-    .await;
-    assert_eq!(s, 200, "{body}");
+    broker.approve(&sam_session, id.parse().unwrap()).await;
 
     // Active now, with the time left.
     let grants = vendor_ok(&cfg, &["grants"]);
