@@ -52,7 +52,8 @@ impl Broker {
         }
         c.env_remove("PORTCULLIS_DATABASE_URL")
             .env_remove("PORTCULLIS_DATA_DIR")
-            .env_remove("PORTCULLIS_CONFIG");
+            .env_remove("PORTCULLIS_CONFIG")
+            .env_remove("PORTCULLIS_PUBLIC_URL");
         c
     }
 
@@ -817,4 +818,159 @@ async fn the_same_commands_work_on_postgresql() {
     let r = b.run(&["audit", "verify"]);
     assert_eq!(r.code, 3);
     assert!(r.stdout.starts_with("first bad seq: 2:"), "{}", r.stdout);
+}
+
+#[test]
+fn sites_are_registered_tokened_revoked_and_device_add_says_how_it_is_reached() {
+    let b = Broker::new();
+    let text = b.ok(&[
+        "admin",
+        "site",
+        "add",
+        "plant-2",
+        "--public-url",
+        "https://broker.test:8443/",
+    ]);
+    let token = text
+        .lines()
+        .find_map(|l| l.strip_prefix("enrollment token: "))
+        .unwrap_or_else(|| panic!("no token line: {text}"))
+        .to_owned();
+    assert!(token.starts_with("pcs_"), "{token}");
+    assert!(text.starts_with("registered site 'plant-2'\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "on the connector, run: portcullis connector enroll --url https://broker.test:8443 --token {token}\n"
+        )),
+        "{text}"
+    );
+    let json = b.ok(&["admin", "site", "add", "plant-3", "--format", "json"]);
+    assert_eq!(json.lines().count(), 1, "one line: {json}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["site"], "plant-3");
+    let t3 = v["enrollment_token"].as_str().unwrap();
+    assert!(t3.starts_with("pcs_") && v["expires_at"].is_string());
+    assert_eq!(
+        v["enroll_command"],
+        format!("portcullis connector enroll --url <broker-url> --token {t3}")
+    );
+
+    let table = b.ok(&["admin", "site", "list"]);
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    for col in ["NAME", "STATUS", "LAST SEEN", "ENROLLED", "FINGERPRINT"] {
+        assert!(header.contains(col), "{header}");
+    }
+    let row = lines.next().unwrap();
+    assert!(
+        row.starts_with("plant-2") && row.contains("not enrolled"),
+        "{row}"
+    );
+    let listed: Vec<serde_json::Value> = b
+        .ok(&["admin", "site", "list", "--format", "json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["status"], "not enrolled");
+    assert_eq!(listed[0]["last_seen"], serde_json::Value::Null);
+
+    // `device add` says which of the two a device gets.
+    let via = b.ok(&[
+        "admin",
+        "device",
+        "add",
+        "plc-7",
+        "--address",
+        "10.1.2.7",
+        "--ports",
+        "502",
+        "--site",
+        "plant-2",
+    ]);
+    assert!(
+        via.contains("routing: reached through the connector of registered site 'plant-2'"),
+        "{via}"
+    );
+    let direct = b.ok(&[
+        "admin",
+        "device",
+        "add",
+        "rtu-9",
+        "--address",
+        "10.1.2.9",
+        "--ports",
+        "502",
+        "--site",
+        "Plant 2 / line 3",
+    ]);
+    assert!(
+        direct.contains(
+            "routing: dialed directly by the relay (its --site 'Plant 2 / line 3' names no registered site)"
+        ),
+        "{direct}"
+    );
+
+    let again = b.ok(&["admin", "site", "token", "plant-2"]);
+    assert!(
+        again.starts_with("new enrollment token for site 'plant-2'"),
+        "{again}"
+    );
+    assert!(!again.contains(&token), "a new token");
+    assert!(
+        b.ok(&["admin", "site", "revoke", "plant-2"])
+            .starts_with("revoked site 'plant-2'")
+    );
+    for (args, want) in [
+        (
+            &["admin", "site", "revoke", "plant-2"][..],
+            "already revoked",
+        ),
+        (&["admin", "site", "token", "plant-2"][..], "revoked"),
+        (
+            &["admin", "site", "add", "plant-3"][..],
+            "site 'plant-3' already exists",
+        ),
+        (
+            &["admin", "site", "add", "Plant 3"][..],
+            "site: 'Plant 3' may use only",
+        ),
+        (
+            &["admin", "site", "revoke", "ghost"][..],
+            "site 'ghost' does not exist",
+        ),
+    ] {
+        let r = b.run(args);
+        assert_eq!(r.code, 1, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.lines().count(), 1, "{args:?}: {:?}", r.stderr);
+        assert!(
+            r.stderr.starts_with("error: ") && r.stderr.contains(want),
+            "{args:?}: {:?}",
+            r.stderr
+        );
+    }
+    let revoked = b.ok(&["admin", "site", "list"]);
+    assert!(
+        revoked
+            .lines()
+            .any(|l| l.starts_with("plant-2") && l.contains("revoked"))
+    );
+
+    let actions: Vec<String> = b
+        .events()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap().to_owned())
+        .filter(|a| a.starts_with("site."))
+        .collect();
+    assert_eq!(
+        actions,
+        ["site.add", "site.add", "site.token", "site.revoke"]
+    );
+    for e in b.events() {
+        assert!(
+            !e.to_string().contains(&token),
+            "tokens never reach the log"
+        );
+    }
+    assert_eq!(b.run(&["audit", "verify"]).code, 0);
 }

@@ -21,7 +21,7 @@ pub mod wire;
 pub use clock::Clock;
 pub use device::{Criticality, Device, DeviceProfile, NetworkAddress, Port, Target};
 pub use error::ValidationError;
-pub use names::{DeviceName, OrgName, Username};
+pub use names::{DeviceName, OrgName, SiteName, Username};
 pub use policy::DevicePolicy;
 pub use request::{AccessRequest, Approval, RequestState, TransitionError};
 pub use role::Role;

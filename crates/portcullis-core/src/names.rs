@@ -1,4 +1,4 @@
-//! Names people type: usernames, vendor organisations, devices.
+//! Names people type: usernames, vendor organisations, devices, sites.
 //!
 //! Kept to a small alphabet so they are safe in URLs, logs, CSV and shell scripts, and so that two
 //! names that look alike on screen are the same name (no case or Unicode confusables).
@@ -82,6 +82,10 @@ name_type!(
     /// A device in the plant's inventory, e.g. `plc-7`.
     DeviceName, "device", 64
 );
+name_type!(
+    /// A plant site whose devices are reached through its connector, e.g. `plant-2`.
+    SiteName, "site", 64
+);
 
 #[cfg(test)]
 mod tests {
@@ -91,6 +95,8 @@ mod tests {
     fn accepts_plain_names_and_trims() {
         assert_eq!(Username::parse(" alice.v ").unwrap().as_str(), "alice.v");
         assert_eq!(DeviceName::parse("plc-7").unwrap().as_str(), "plc-7");
+        assert_eq!(SiteName::parse("plant-2").unwrap().as_str(), "plant-2");
+        assert_eq!(SiteName::parse("Plant 2").unwrap_err().field, "site");
     }
 
     #[test]

@@ -43,6 +43,7 @@ use time::{Duration, OffsetDateTime};
 use zeroize::Zeroizing;
 
 use crate::NetError;
+pub use crate::siteca::{SignedSite, ensure_ca, sign_site_csr};
 use crate::tls::{
     check_key_matches, crypto_provider, load_certified_key, load_certs, read_pem_file,
     sha256_fingerprint,
@@ -63,13 +64,13 @@ pub const RENEW_BEFORE: Duration = Duration::days(7);
 const CA_WARN_BEFORE: Duration = Duration::days(90);
 /// Certificates start this long before they are made, so a client whose clock is a little behind
 /// does not reject a certificate issued a moment ago.
-const BACKDATE: Duration = Duration::hours(1);
+pub(crate) const BACKDATE: Duration = Duration::hours(1);
 /// The vendor client's ephemeral certificate lives in memory for one `portcullis connect` run.
 /// The relay binds the token to its thumbprint rather than trusting its dates; the bound only
 /// keeps a leaked one from looking valid for ever.
 const EPHEMERAL_LIFETIME: Duration = Duration::days(30);
 /// Longest client certificate [`issue_client_cert`] makes.
-const MAX_CLIENT_DAYS: u32 = 3650;
+pub(crate) const MAX_CLIENT_DAYS: u32 = 3650;
 
 /// Where the development PKI lives; the paths operators pass to `--tls-cert`-style options and
 /// clients to `--ca`.
@@ -93,7 +94,7 @@ impl TlsFiles {
         }
     }
 
-    fn ca_key(&self) -> PathBuf {
+    pub(crate) fn ca_key(&self) -> PathBuf {
         self.ca_cert.with_file_name("ca.key")
     }
 }
@@ -104,7 +105,7 @@ pub struct DevCa {
     cert_pem: String,
     cert_der: CertificateDer<'static>,
     not_after: OffsetDateTime,
-    issuer: Issuer<'static, KeyPair>,
+    pub(crate) issuer: Issuer<'static, KeyPair>,
 }
 
 impl fmt::Debug for DevCa {
@@ -192,7 +193,16 @@ impl DevCa {
 
     /// Makes a new CA and writes it to `tls_dir` (key first). Callers hold the directory lock.
     fn create(tls_dir: &Path, now: OffsetDateTime) -> Result<Self, NetError> {
-        let key = new_key("the development CA key")?;
+        Self::create_named(tls_dir, now, CA_COMMON_NAME)
+    }
+
+    /// [`DevCa::create`] with another subject common name (the site CA's).
+    pub(crate) fn create_named(
+        tls_dir: &Path,
+        now: OffsetDateTime,
+        common_name: &str,
+    ) -> Result<Self, NetError> {
+        let key = new_key("a CA key")?;
         let mut params = CertificateParams::default();
         // A distinct subject per CA (as mkcert does): two development CAs in one trust store stay
         // tellable apart for people and for path building.
@@ -207,7 +217,7 @@ impl DevCa {
         );
         params
             .distinguished_name
-            .push(DnType::CommonName, CA_COMMON_NAME);
+            .push(DnType::CommonName, common_name);
         params.not_before = now - BACKDATE;
         params.not_after = now + CA_LIFETIME;
         // pathlen 0: it signs leaf certificates only, never another CA.
@@ -220,7 +230,7 @@ impl DevCa {
         let cert = params
             .self_signed(&key)
             .map_err(|source| NetError::Generate {
-                what: "the development CA certificate",
+                what: "a CA certificate",
                 source,
             })?;
 
@@ -230,8 +240,9 @@ impl DevCa {
         write_atomic(&files.ca_cert, cert.pem().as_bytes(), 0o644)?;
         tracing::info!(
             ca = %files.ca_cert.display(),
+            name = common_name,
             fingerprint = %sha256_fingerprint(cert.der()),
-            "created a development CA; clients must trust this file"
+            "created a CA; clients must trust this file"
         );
         Ok(Self {
             dir: tls_dir.to_owned(),
@@ -476,7 +487,7 @@ pub fn ephemeral_client_identity(
     Ok((cert.der().clone(), key_der))
 }
 
-fn client_params(common_name: &str) -> CertificateParams {
+pub(crate) fn client_params(common_name: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
     params.distinguished_name = subject(common_name);
     params.is_ca = IsCa::ExplicitNoCa;
@@ -485,7 +496,7 @@ fn client_params(common_name: &str) -> CertificateParams {
     params
 }
 
-fn check_common_name(common_name: &str) -> Result<(), NetError> {
+pub(crate) fn check_common_name(common_name: &str) -> Result<(), NetError> {
     if common_name.is_empty() || common_name.len() > 64 || common_name.chars().any(char::is_control)
     {
         return Err(NetError::InvalidRequest {
@@ -538,7 +549,7 @@ fn server_names(hostnames: &[String]) -> Result<Vec<String>, NetError> {
 
 /// Creates `dir` (and missing parents) owner-only, or checks an existing one is a directory that
 /// group and others cannot enter: it holds the CA key.
-fn prepare_dir(dir: &Path) -> Result<(), NetError> {
+pub(crate) fn prepare_dir(dir: &Path) -> Result<(), NetError> {
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -558,7 +569,7 @@ fn prepare_dir(dir: &Path) -> Result<(), NetError> {
 
 /// Holds an exclusive lock on `<dir>/.lock` until dropped, so two processes starting on one data
 /// directory never make two CAs.
-fn lock_dir(dir: &Path) -> Result<File, NetError> {
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, NetError> {
     let path = dir.join(".lock");
     let file = OpenOptions::new()
         .read(true)
@@ -572,7 +583,7 @@ fn lock_dir(dir: &Path) -> Result<File, NetError> {
     Ok(file)
 }
 
-fn exists(path: &Path) -> Result<bool, NetError> {
+pub(crate) fn exists(path: &Path) -> Result<bool, NetError> {
     path.try_exists()
         .map_err(|e| NetError::io(path, "inspect", e))
 }
@@ -660,7 +671,7 @@ fn pem_encode_cert(der: &CertificateDer<'_>) -> String {
 }
 
 /// `t` as webpki's time; instants before 1970 (never a real clock) clamp to the epoch.
-fn unix_time(t: OffsetDateTime) -> UnixTime {
+pub(crate) fn unix_time(t: OffsetDateTime) -> UnixTime {
     let secs = u64::try_from(t.unix_timestamp()).unwrap_or(0);
     UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs))
 }

@@ -7,6 +7,8 @@
 //! - [`devca`]: the development CA that `portcullis serve` creates in a fresh data directory, the
 //!   server certificate it issues (re-issued when the host names change or expiry nears), client
 //!   certificates for site connectors, and the vendor client's in-memory ephemeral identity.
+//! - [`siteca`]: the site CA (`<data dir>/keys/site-ca`) that signs site connectors' certificate
+//!   requests at enrollment.
 //!
 //! Every error is a [`NetError`] whose message names the file involved and says what is wrong.
 #![forbid(unsafe_code)]
@@ -16,12 +18,14 @@ use std::path::PathBuf;
 
 pub mod devca;
 pub mod quic;
+pub mod siteca;
 pub mod tls;
 
 pub use devca::{
     DevCa, TlsFiles, ensure_dev_pki, ensure_dev_pki_at, ephemeral_client_identity,
     issue_client_cert,
 };
+pub use siteca::{SITE_CA_COMMON_NAME, SignedSite, ensure_ca, sign_site_csr};
 pub use tls::{
     HTTPS_ALPN, client_config_trusting, crypto_provider, https_server_config, load_certified_key,
     sha256_fingerprint,
@@ -93,7 +97,7 @@ pub enum NetError {
         key: PathBuf,
         dir: PathBuf,
     },
-    #[error("{path} does not hold a usable development CA: {reason}")]
+    #[error("{path} does not hold a usable CA: {reason}")]
     BadCa { path: PathBuf, reason: String },
     #[error(
         "development CA {path} expires {not_after} (less than 7 days from now, or already); move {dir} aside to create a new one (clients must then trust the new ca.pem)"
@@ -119,6 +123,8 @@ pub enum NetError {
     },
     #[error("invalid certificate request: {reason}")]
     InvalidRequest { reason: String },
+    #[error("the site CA in {dir} cannot be used: {reason}")]
+    SiteCa { dir: PathBuf, reason: String },
     #[error("cannot build the TLS configuration: {source}")]
     Config {
         #[source]

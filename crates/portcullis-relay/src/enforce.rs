@@ -5,7 +5,8 @@
 //! reason the store gives. Every `reconcile_every`, all live sessions are re-checked the same
 //! way and the audit log's health is probed, so a lost notification delays a cut by at most one
 //! period. If the store cannot be read, live sessions go on (they still end at their window end
-//! by their own timer) and new ones are refused until it answers again.
+//! by their own timer) and new ones are refused until it answers again. Site connectors are
+//! re-checked the same way (revoked or re-enrolled sites lose their connection).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
+use crate::connector;
 use crate::grant;
 use crate::registry::LiveSession;
 
@@ -30,12 +32,23 @@ pub(crate) async fn watch(
         let affected = tokio::select! {
             () = stop.cancelled() => return,
             change = changes.recv() => match change {
-                Ok(change) => affected(&shared, &change),
-                Err(RecvError::Lagged(_)) => shared.registry.all(),
+                Ok(change) => {
+                    match &change {
+                        GrantChange::Site(site) => connector::recheck(&shared, Some(site)).await,
+                        GrantChange::All => connector::recheck(&shared, None).await,
+                        _ => {}
+                    }
+                    affected(&shared, &change)
+                }
+                Err(RecvError::Lagged(_)) => {
+                    connector::recheck(&shared, None).await;
+                    shared.registry.all()
+                }
                 Err(RecvError::Closed) => return,
             },
             _ = tick.tick() => {
                 shared.auditor.probe().await;
+                connector::recheck(&shared, None).await;
                 shared.registry.all()
             }
         };
@@ -48,6 +61,9 @@ fn affected(shared: &Shared, change: &GrantChange) -> Vec<Arc<LiveSession>> {
         GrantChange::Grant(id) => shared.registry.matching(|s| s.grant.id == *id),
         GrantChange::User(u) => shared.registry.matching(|s| s.grant.vendor == *u),
         GrantChange::Device(d) => shared.registry.matching(|s| s.grant.device == *d),
+        // A site's connector is re-checked by `connector::recheck`; its sessions are not
+        // touched (their streams end with the connector's connection).
+        GrantChange::Site(_) => Vec::new(),
         GrantChange::All => shared.registry.all(),
     }
 }
@@ -63,7 +79,10 @@ pub(crate) async fn recheck(shared: &Shared, sessions: Vec<Arc<LiveSession>>) {
         match grant::check(&shared.store, id, shared.clock.now()).await {
             Ok(Ok(live)) => {
                 for s in sessions {
-                    if !live.ports.is_superset(&s.grant.ports) || live.address != s.grant.address {
+                    if !live.ports.is_superset(&s.grant.ports)
+                        || live.address != s.grant.address
+                        || live.site != s.grant.site
+                    {
                         s.end(portcullis_core::wire::EndReason::PolicyChanged);
                     }
                 }

@@ -19,6 +19,9 @@ pub(crate) struct LiveGrant {
     /// Granted ports still allowed by the device's current policy.
     pub ports: BTreeSet<Port>,
     pub window_end: Timestamp,
+    /// The registered site whose connector carries the device's streams; `None`: the relay
+    /// dials the device itself (its `site` field names no registered site).
+    pub site: Option<String>,
 }
 
 impl LiveGrant {
@@ -107,6 +110,12 @@ pub(crate) async fn check(
     if ports.is_empty() {
         return Ok(Err(Dead::PolicyChanged));
     }
+    // A device is behind a connector when its site field names a registered site (revoked or
+    // not: once routed through a site, a device never falls back to a direct dial).
+    let site = match device.profile.site.trim() {
+        "" => None,
+        name => store.site(name).await?.map(|rec| rec.name),
+    };
     Ok(Ok(LiveGrant {
         id,
         vendor: r.requester.as_str().to_owned(),
@@ -114,5 +123,6 @@ pub(crate) async fn check(
         address: device.address.as_str().to_owned(),
         ports,
         window_end: r.window.end,
+        site,
     }))
 }

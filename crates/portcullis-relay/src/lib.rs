@@ -4,8 +4,8 @@
 //! `portcullis/1`, no 0-RTT; see `portcullis_net::quic`), then a relay token on its first stream
 //! that verifies offline, is bound to that certificate, was never used before, and names a grant
 //! that the store says is live now. Each further stream asks for one device/port pair of that
-//! grant; the relay dials the address from the inventory (never one from the client) and splices
-//! bytes both ways. Sessions end at the window end (a monotonic timer armed at the handshake),
+//! grant; the relay dials the address from the inventory (never one from the client), or has the
+//! device's site connector dial it, and splices bytes both ways. Sessions end at the window end (a monotonic timer armed at the handshake),
 //! on revoke, user disable or policy change (grant-change notifications, re-checked against the
 //! store, with a periodic reconciliation as a safety net), on idle timeout, and on shutdown;
 //! every end is audited with its reason, bytes each way and duration.
@@ -13,12 +13,14 @@
 //! Layout: [`grant`] reads a grant's live state; [`session`] runs one connection's handshake and
 //! control stream; [`stream`] one tunnelled TCP connection; [`enforce`] follows grant changes;
 //! [`auditor`] writes audit events, failing closed, and [`budget`] bounds how many refusals it
-//! writes one by one; [`registry`] holds live sessions;
+//! writes one by one; [`registry`] holds live sessions; [`connector`] serves site connectors'
+//! connections and holds the live ones, and [`via`] carries a stream through one;
 //! [`metrics`] counts.
 #![forbid(unsafe_code)]
 
 mod auditor;
 mod budget;
+mod connector;
 mod enforce;
 mod frames;
 mod grant;
@@ -26,6 +28,7 @@ pub mod metrics;
 mod registry;
 mod session;
 mod stream;
+mod via;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,6 +46,7 @@ pub use metrics::Metrics;
 
 use crate::auditor::Auditor;
 use crate::budget::AuditBudget;
+use crate::connector::{ConnectorEnd, Connectors};
 use crate::registry::Registry;
 
 /// The relay's settings.
@@ -73,6 +77,12 @@ pub struct RelayConfig {
     pub anonymous_refusal_audits: (u32, Duration),
     /// For refused streams, per session:
     pub stream_refusal_audits: (u32, Duration),
+    /// Site connectors are pinged this often on their control stream...
+    pub connector_ping: Duration,
+    /// ...and dropped when no `Pong` came back for this long.
+    pub connector_timeout: Duration,
+    /// A connector's "last seen" is written to the database at most this often.
+    pub connector_seen_every: Duration,
 }
 
 impl Default for RelayConfig {
@@ -87,6 +97,9 @@ impl Default for RelayConfig {
             reconcile_every: Duration::from_secs(5),
             anonymous_refusal_audits: budget::ANONYMOUS,
             stream_refusal_audits: budget::PER_SESSION,
+            connector_ping: Duration::from_secs(2),
+            connector_timeout: Duration::from_secs(6),
+            connector_seen_every: Duration::from_secs(10),
         }
     }
 }
@@ -99,6 +112,8 @@ pub(crate) struct Shared {
     pub clock: Arc<dyn Clock>,
     pub config: RelayConfig,
     pub registry: Arc<Registry>,
+    /// The live site connectors.
+    pub connectors: Connectors,
     pub metrics: Arc<Metrics>,
     pub auditor: Auditor,
     /// Audits of handshakes refused before a token verified (anyone with a TLS client can
@@ -129,6 +144,7 @@ impl Relay {
                 clock,
                 config,
                 registry: Arc::new(Registry::default()),
+                connectors: Connectors::default(),
                 metrics,
             }),
         }
@@ -146,6 +162,11 @@ impl Relay {
             .shared
             .store
             .close_orphan_relay_sessions(&self.shared.config.name)
+            .await?;
+        // Connectors it held are gone with it; they reconnect to this run.
+        self.shared
+            .store
+            .clear_connector_presence(&self.shared.config.name)
             .await?;
         for o in &closed {
             tracing::warn!(
@@ -197,6 +218,9 @@ impl Relay {
         }
         for s in shared.registry.all() {
             s.end(EndReason::Shutdown);
+        }
+        for c in shared.connectors.all() {
+            c.end(ConnectorEnd::Shutdown);
         }
         stop.cancel();
         tasks.close();

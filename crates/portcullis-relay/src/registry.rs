@@ -29,6 +29,8 @@ pub(crate) struct LiveSession {
     /// Streams refused, and how many of those are audited one by one.
     pub refused: AtomicU64,
     pub refusal_audits: AuditBudget,
+    /// Site-connector connections that carried its streams, in first-use order.
+    connectors: Mutex<Vec<String>>,
 }
 
 impl LiveSession {
@@ -49,7 +51,23 @@ impl LiveSession {
             streams: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             refusal_audits: AuditBudget::new(refusal_audits),
+            connectors: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Notes that connector connection `id` carried one of its streams.
+    pub fn carried_by(&self, id: &str) {
+        let mut c = self.connectors.lock().unwrap_or_else(|p| p.into_inner());
+        if !c.iter().any(|x| x == id) {
+            c.push(id.to_owned());
+        }
+    }
+
+    pub fn connectors(&self) -> Vec<String> {
+        self.connectors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Ends the session (and every stream of it) for `reason`, unless it is already ending.

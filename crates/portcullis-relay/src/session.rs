@@ -1,5 +1,6 @@
 //! One vendor connection: the handshake on the control stream, then the session's life until
-//! its window ends, it is cut, or the client goes away.
+//! its window ends, it is cut, or the client goes away. Site connectors' connections (their
+//! own ALPN id) are handed to [`connector`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use portcullis_auth::token::{RelayClaims, TokenError, thumbprint};
 use portcullis_core::audit::{ActorRole, AuditDraft};
-use portcullis_core::wire::{EndReason, Frame, FrameDecoder, RefusalCode, VERSION, WireTarget};
+use portcullis_core::wire::{
+    CONNECTOR_ALPN, EndReason, Frame, FrameDecoder, RefusalCode, VERSION, WireTarget,
+};
 use portcullis_store::{RelaySessionEnd, RelaySessionStart};
 use quinn::{Connection, SendStream, VarInt};
 use rand::RngCore;
@@ -19,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::Shared;
 use crate::auditor::StartError;
+use crate::connector;
 use crate::frames::{read_frame, write_frame};
 use crate::grant::{self, LiveGrant};
 use crate::registry::LiveSession;
@@ -65,6 +69,10 @@ pub(crate) async fn handle(shared: Arc<Shared>, incoming: quinn::Incoming) {
         }
         Err(_) => return,
     };
+    if alpn(&conn).as_deref() == Some(CONNECTOR_ALPN.as_bytes()) {
+        connector::handle(shared, conn, source, started + limit).await;
+        return;
+    }
     let Some(thumb) = client_thumbprint(&conn) else {
         conn.close(
             VarInt::from_u32(CLOSE_PROTOCOL),
@@ -119,6 +127,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, incoming: quinn::Incoming) {
             .map(|t| format!("{}:{}", t.device, t.port))
             .collect(),
         window_end: session.grant.window_end,
+        site: session.grant.site.clone(),
     };
     if let Err(e) = shared.auditor.session_start(&start).await {
         let r = match e {
@@ -350,6 +359,7 @@ async fn run(shared: Arc<Shared>, conn: Connection, mut control: SendStream, s: 
         bytes_down: LiveSession::total(&s.bytes_down),
         streams: LiveSession::total(&s.streams),
         refused_streams: LiveSession::total(&s.refused),
+        connectors: s.connectors(),
     };
     let path = conn.stats().path;
     tracing::debug!(
@@ -396,8 +406,18 @@ fn session_id() -> String {
     format!("rs_{}", URL_SAFE_NO_PAD.encode(b))
 }
 
-/// base64url SHA-256 of the client's end-entity certificate: what a token's `cnf` names.
-fn client_thumbprint(conn: &Connection) -> Option<String> {
+/// The ALPN protocol the handshake settled on (the server offers only its own ids, so this is
+/// one of them).
+fn alpn(conn: &Connection) -> Option<Vec<u8>> {
+    conn.handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
+}
+
+/// base64url SHA-256 of the client's end-entity certificate: what a token's `cnf` names, and
+/// what a site's enrollment recorded.
+pub(crate) fn client_thumbprint(conn: &Connection) -> Option<String> {
     let identity = conn.peer_identity()?;
     let certs = identity
         .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()

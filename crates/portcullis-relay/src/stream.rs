@@ -1,4 +1,5 @@
-//! One tunnelled TCP connection: the `Open` check, the dial, and the splice.
+//! One tunnelled TCP connection: the `Open` check, the dial (direct, or through the device's
+//! site connector), and the splice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,8 +15,10 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::Shared;
+use crate::connector::ConnectorEnd;
 use crate::frames::{read_frame, write_frame};
 use crate::registry::{LiveSession, StreamSlot};
+use crate::via::{self, ConnectorStream};
 
 /// Bytes read from the device per write to the QUIC stream.
 const CHUNK: usize = 64 * 1024;
@@ -80,27 +83,18 @@ pub(crate) async fn handle(
         grant: s.grant.id,
     };
     // The address comes from the inventory, read with the grant; never from the client.
-    let dial = tokio::select! {
+    let dialed = tokio::select! {
         () = cancel.cancelled() => return,
-        d = timeout(shared.config.dial_timeout, TcpStream::connect((s.grant.address.as_str(), port))) => d,
+        d = dial(&shared, &s, &device, port) => d,
     };
-    let mut tcp = match dial {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => {
-            tracing::info!("dial {}:{port} failed: {e}", s.grant.address);
-            let code = RefusalCode::DialFailed;
+    let mut upstream = match dialed {
+        Ok(u) => u,
+        Err((code, message)) => {
             audit_refusal(&shared, &s, &device, port, code).await;
-            refuse(&mut send, code, "the device refused the connection").await;
-            return;
-        }
-        Err(_) => {
-            let code = RefusalCode::DialTimeout;
-            audit_refusal(&shared, &s, &device, port, code).await;
-            refuse(&mut send, code, "the device did not answer in time").await;
+            refuse(&mut send, code, &message).await;
             return;
         }
     };
-    let _ = tcp.set_nodelay(true);
     if write_frame(&mut send, &Frame::Opened).await.is_err() {
         return;
     }
@@ -110,34 +104,155 @@ pub(crate) async fn handle(
         .fetch_add(1, Ordering::Relaxed);
     shared.metrics.streams_total.fetch_add(1, Ordering::Relaxed);
     s.streams.fetch_add(1, Ordering::Relaxed);
+    let via = match &upstream {
+        Upstream::Device(_) => None,
+        Upstream::Connector(c) => {
+            c.via.streams.fetch_add(1, Ordering::Relaxed);
+            s.carried_by(&c.via.id);
+            Some(c.via.clone())
+        }
+    };
+    let connector_gone = async {
+        match &via {
+            Some(c) => c.cancel.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
     let leftover = dec.into_remainder();
     let idle = shared.config.idle_timeout;
     let activity = Activity::new();
-    let outcome = tokio::select! {
-        () = cancel.cancelled() => Outcome::Cut,
-        () = activity.idle_for(idle) => Outcome::Idle,
-        r = splice(&mut send, &mut recv, &mut tcp, leftover, &s, &shared, &activity) => r,
+    let counters = Counters {
+        s: &s,
+        shared: &shared,
+        activity: &activity,
     };
+    let mut outcome = tokio::select! {
+        () = cancel.cancelled() => Outcome::Cut,
+        () = connector_gone => Outcome::ConnectorLost,
+        () = activity.idle_for(idle) => Outcome::Idle,
+        r = upstream.splice(&mut send, &mut recv, leftover, counters) => r,
+    };
+    // A dead connector connection fails its streams' reads at the moment the connector task
+    // learns of it; whichever the stream saw first, the cause is the same.
+    if outcome == Outcome::Failed
+        && via
+            .as_ref()
+            .is_some_and(|c| c.cancel.is_cancelled() || c.conn.close_reason().is_some())
+    {
+        outcome = Outcome::ConnectorLost;
+    }
     shared
         .metrics
         .streams_active
         .fetch_sub(1, Ordering::Relaxed);
     drop(slot);
-    match outcome {
-        Outcome::Done => {}
-        Outcome::Cut | Outcome::Idle | Outcome::Failed => {
-            // Close the device side first: it must see the connection end now.
-            drop(tcp);
-            let _ = send.reset(VarInt::from_u32(CUT));
-            let _ = recv.stop(VarInt::from_u32(CUT));
+    if outcome != Outcome::Done {
+        // Close the device side first: it must see the connection end now.
+        upstream.cut();
+        let _ = send.reset(VarInt::from_u32(CUT));
+        let _ = recv.stop(VarInt::from_u32(CUT));
+    }
+    let target = format!("device:{device}:{port}");
+    match (outcome, &via) {
+        (Outcome::Idle, _) => {
+            let draft = AuditDraft::new("relay", ActorRole::System, "relay.stream.idle_timeout")
+                .target(target)
+                .grant(s.grant.id)
+                .details(serde_json::json!({ "session": s.id, "idle_secs": idle.as_secs() }));
+            shared.auditor.event(draft).await;
+        }
+        // A connector that ends because the whole relay shuts down is not a lost connector.
+        (Outcome::ConnectorLost, Some(c))
+            if s.end_reason().is_none() && c.end_reason() != Some(ConnectorEnd::Shutdown) =>
+        {
+            let reason = c
+                .end_reason()
+                .map_or("connection_lost", ConnectorEnd::as_str);
+            let draft = AuditDraft::new("relay", ActorRole::System, "relay.stream.connector_lost")
+                .target(target)
+                .grant(s.grant.id)
+                .details(serde_json::json!({
+                    "session": s.id, "site": c.site, "connector": c.id, "reason": reason,
+                }));
+            shared.auditor.event(draft).await;
+        }
+        _ => {}
+    }
+}
+
+/// Where a stream's bytes go: the device itself, or the site connector in front of it.
+#[derive(Debug)]
+enum Upstream {
+    Device(TcpStream),
+    Connector(ConnectorStream),
+}
+
+impl Upstream {
+    /// Copies both ways until both directions are finished, passing half-closes along.
+    async fn splice(
+        &mut self,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+        leftover: Vec<u8>,
+        c: Counters<'_>,
+    ) -> Outcome {
+        let r = match self {
+            Upstream::Device(tcp) => splice_tcp(send, recv, tcp, leftover, c).await,
+            Upstream::Connector(cs) => splice_quic(send, recv, leftover, cs, c).await,
+        };
+        match r {
+            Ok(()) => Outcome::Done,
+            Err(()) => Outcome::Failed,
         }
     }
-    if outcome == Outcome::Idle {
-        let draft = AuditDraft::new("relay", ActorRole::System, "relay.stream.idle_timeout")
-            .target(format!("device:{device}:{port}"))
-            .grant(s.grant.id)
-            .details(serde_json::json!({ "session": s.id, "idle_secs": idle.as_secs() }));
-        shared.auditor.event(draft).await;
+
+    /// Ends the upstream side at once (the device, or the connector's stream to it).
+    fn cut(self) {
+        match self {
+            Upstream::Device(tcp) => drop(tcp),
+            Upstream::Connector(mut cs) => {
+                let _ = cs.send.reset(VarInt::from_u32(CUT));
+                let _ = cs.recv.stop(VarInt::from_u32(CUT));
+            }
+        }
+    }
+}
+
+/// Opens the upstream for `device:port`: a direct TCP connection to the inventory address, or a
+/// `Dial` through the device's site connector.
+async fn dial(
+    shared: &Shared,
+    s: &LiveSession,
+    device: &str,
+    port: u16,
+) -> Result<Upstream, (RefusalCode, String)> {
+    let address = s.grant.address.as_str();
+    if let Some(site) = &s.grant.site {
+        return via::dial(shared, s, site, device, address, port)
+            .await
+            .map(Upstream::Connector);
+    }
+    match timeout(
+        shared.config.dial_timeout,
+        TcpStream::connect((address, port)),
+    )
+    .await
+    {
+        Ok(Ok(tcp)) => {
+            let _ = tcp.set_nodelay(true);
+            Ok(Upstream::Device(tcp))
+        }
+        Ok(Err(e)) => {
+            tracing::info!("dial {address}:{port} failed: {e}");
+            Err((
+                RefusalCode::DialFailed,
+                "the device refused the connection".into(),
+            ))
+        }
+        Err(_) => Err((
+            RefusalCode::DialTimeout,
+            "the device did not answer in time".into(),
+        )),
     }
 }
 
@@ -147,43 +262,61 @@ enum Outcome {
     Done,
     /// The session ended.
     Cut,
+    /// The site connector carrying the stream went away.
+    ConnectorLost,
     /// No bytes for the idle timeout.
     Idle,
     /// A reset or IO error on either side.
     Failed,
 }
 
-/// Copies both ways until both directions are finished, passing half-closes along: the
-/// client's FIN shuts down the device socket's write side, the device's FIN finishes the QUIC
-/// stream.
-async fn splice(
+/// What a splice counts into: the session's and the relay's byte totals, and the stream's
+/// activity clock.
+#[derive(Debug, Clone, Copy)]
+struct Counters<'a> {
+    s: &'a LiveSession,
+    shared: &'a Shared,
+    activity: &'a Activity,
+}
+
+impl Counters<'_> {
+    fn up(&self, n: usize) {
+        count(
+            self.activity,
+            &self.s.bytes_up,
+            &self.shared.metrics.bytes_up,
+            n,
+        );
+    }
+
+    fn down(&self, n: usize) {
+        count(
+            self.activity,
+            &self.s.bytes_down,
+            &self.shared.metrics.bytes_down,
+            n,
+        );
+    }
+}
+
+/// The vendor's stream to a device socket. The client's FIN shuts down the socket's write side,
+/// the device's FIN finishes the QUIC stream.
+async fn splice_tcp(
     send: &mut SendStream,
     recv: &mut RecvStream,
     tcp: &mut TcpStream,
     leftover: Vec<u8>,
-    s: &LiveSession,
-    shared: &Shared,
-    activity: &Activity,
-) -> Outcome {
+    c: Counters<'_>,
+) -> Result<(), ()> {
     let (rd, mut wr) = tcp.split();
     let up = async {
         if !leftover.is_empty() {
             wr.write_all(&leftover).await.map_err(drop)?;
-            count(
-                activity,
-                &s.bytes_up,
-                &shared.metrics.bytes_up,
-                leftover.len(),
-            );
+            c.up(leftover.len());
         }
         while let Some(chunk) = recv.read_chunk(CHUNK, true).await.map_err(drop)? {
             wr.write_all(&chunk.bytes).await.map_err(drop)?;
-            count(
-                activity,
-                &s.bytes_up,
-                &shared.metrics.bytes_up,
-                chunk.bytes.len(),
-            );
+            c.up(chunk.bytes.len());
         }
         wr.shutdown().await.map_err(drop)
     };
@@ -192,14 +325,48 @@ async fn splice(
         while let Some(chunk) = read_tcp_chunk(&rd, &mut buf, CHUNK).await.map_err(drop)? {
             let n = chunk.len();
             send.write_chunk(chunk).await.map_err(drop)?;
-            count(activity, &s.bytes_down, &shared.metrics.bytes_down, n);
+            c.down(n);
         }
         send.finish().map_err(drop)
     };
-    match tokio::try_join!(up, down) {
-        Ok(_) => Outcome::Done,
-        Err(()) => Outcome::Failed,
-    }
+    tokio::try_join!(up, down).map(drop)
+}
+
+/// The vendor's stream to the connector's stream (which the connector splices to the device),
+/// FINs passed on both ways.
+async fn splice_quic(
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    leftover: Vec<u8>,
+    cs: &mut ConnectorStream,
+    c: Counters<'_>,
+) -> Result<(), ()> {
+    let up = async {
+        if !leftover.is_empty() {
+            c.up(leftover.len());
+            cs.send.write_all(&leftover).await.map_err(drop)?;
+        }
+        while let Some(chunk) = recv.read_chunk(CHUNK, true).await.map_err(drop)? {
+            let n = chunk.bytes.len();
+            cs.send.write_chunk(chunk.bytes).await.map_err(drop)?;
+            c.up(n);
+        }
+        cs.send.finish().map_err(drop)
+    };
+    let down = async {
+        let early = std::mem::take(&mut cs.leftover);
+        if !early.is_empty() {
+            c.down(early.len());
+            send.write_all(&early).await.map_err(drop)?;
+        }
+        while let Some(chunk) = cs.recv.read_chunk(CHUNK, true).await.map_err(drop)? {
+            let n = chunk.bytes.len();
+            send.write_chunk(chunk.bytes).await.map_err(drop)?;
+            c.down(n);
+        }
+        send.finish().map_err(drop)
+    };
+    tokio::try_join!(up, down).map(drop)
 }
 
 fn count(activity: &Activity, session: &AtomicU64, total: &AtomicU64, n: usize) {
@@ -273,6 +440,9 @@ async fn audit_refusal(
     let mut details = serde_json::json!({
         "session": s.id, "code": code.as_str(), "device": device, "port": port,
     });
+    if let Some(site) = &s.grant.site {
+        details["site"] = site.clone().into();
+    }
     if suppressed_before > 0 {
         details["suppressed_before"] = suppressed_before.into();
     }

@@ -18,6 +18,7 @@ mod orgs;
 mod relay;
 mod requests;
 mod sessions;
+mod sites;
 mod users;
 mod write;
 
@@ -36,6 +37,10 @@ pub use login::{Credentials, LockoutPolicy};
 pub use relay::{GrantChange, OrphanSession, PG_CHANNEL, RelaySessionEnd, RelaySessionStart};
 pub use requests::{NewRequest, RequestFilter, RequestRecord};
 pub use sessions::{NewSession, Session, SessionPolicy, Stage};
+pub use sites::{
+    BAD_SITE_TOKEN, ConnectorPresence, ONLINE_WITHIN, SITE_TOKEN_TTL, SiteRecord, SiteStatus,
+    SiteToken,
+};
 pub use users::{EnrollmentCode, NewUser, UserRecord};
 
 /// How long a freshly issued enrollment code works.

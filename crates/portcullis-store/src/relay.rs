@@ -29,17 +29,21 @@ pub enum GrantChange {
     User(String),
     /// A device's policy changed.
     Device(String),
+    /// A site was revoked or re-enrolled: its connector's connection must be re-checked.
+    Site(String),
     /// Anything may have changed (a notification stream was interrupted): re-check everything.
     All,
 }
 
 impl GrantChange {
-    /// The `pg_notify` payload: `grant:<id>`, `user:<name>`, `device:<name>` or `all`.
+    /// The `pg_notify` payload: `grant:<id>`, `user:<name>`, `device:<name>`, `site:<name>` or
+    /// `all`.
     pub fn to_payload(&self) -> String {
         match self {
             GrantChange::Grant(id) => format!("grant:{id}"),
             GrantChange::User(u) => format!("user:{u}"),
             GrantChange::Device(d) => format!("device:{d}"),
+            GrantChange::Site(n) => format!("site:{n}"),
             GrantChange::All => "all".into(),
         }
     }
@@ -50,6 +54,7 @@ impl GrantChange {
             Some(("grant", id)) => id.parse().map_or(GrantChange::All, GrantChange::Grant),
             Some(("user", u)) => GrantChange::User(u.to_owned()),
             Some(("device", d)) => GrantChange::Device(d.to_owned()),
+            Some(("site", n)) => GrantChange::Site(n.to_owned()),
             _ => GrantChange::All,
         }
     }
@@ -71,6 +76,9 @@ pub struct RelaySessionStart {
     /// The targets the session may reach, `device:port`.
     pub targets: Vec<String>,
     pub window_end: Timestamp,
+    /// The site whose connector carries the session's streams; `None`: the relay dials the
+    /// device itself.
+    pub site: Option<String>,
 }
 
 /// How a session ended, as recorded.
@@ -90,6 +98,8 @@ pub struct RelaySessionEnd {
     pub streams: u64,
     /// Streams the relay refused in the session (all of them, audited one by one or not).
     pub refused_streams: u64,
+    /// Ids of the site-connector connections that carried its streams, in first-use order.
+    pub connectors: Vec<String>,
 }
 
 /// A session that was open when its relay stopped without closing it.
@@ -142,14 +152,18 @@ impl Store {
         .bind(now.to_rfc3339())
         .execute(tx.conn())
         .await?;
+        let mut details = serde_json::json!({
+            "session": s.id, "relay": s.relay, "jti": s.jti, "cnf": s.cnf,
+            "targets": s.targets, "window_end": s.window_end,
+        });
+        if let Some(site) = &s.site {
+            details["site"] = site.clone().into();
+        }
         let draft = AuditDraft::new(s.username.clone(), ActorRole::Vendor, "relay.session.start")
             .source(s.source.clone())
             .target(format!("device:{}", s.device))
             .grant(s.grant)
-            .details(serde_json::json!({
-                "session": s.id, "relay": s.relay, "jti": s.jti, "cnf": s.cnf,
-                "targets": s.targets, "window_end": s.window_end,
-            }));
+            .details(details);
         tx.audit(&draft).await?;
         tx.commit().await
     }
@@ -167,15 +181,19 @@ impl Store {
         .execute(tx.conn())
         .await?;
         let duration_ms = (e.ended_at.unix_micros() - e.started_at.unix_micros()).max(0) / 1000;
+        let mut details = serde_json::json!({
+            "session": e.id, "vendor": e.username, "reason": e.reason,
+            "started_at": e.started_at, "ended_at": e.ended_at, "duration_ms": duration_ms,
+            "bytes_up": e.bytes_up, "bytes_down": e.bytes_down, "streams": e.streams,
+            "refused_streams": e.refused_streams,
+        });
+        if !e.connectors.is_empty() {
+            details["connectors"] = e.connectors.clone().into();
+        }
         let draft = AuditDraft::new("relay", ActorRole::System, "relay.session.end")
             .target(format!("device:{}", e.device))
             .grant(e.grant)
-            .details(serde_json::json!({
-                "session": e.id, "vendor": e.username, "reason": e.reason,
-                "started_at": e.started_at, "ended_at": e.ended_at, "duration_ms": duration_ms,
-                "bytes_up": e.bytes_up, "bytes_down": e.bytes_down, "streams": e.streams,
-                "refused_streams": e.refused_streams,
-            }));
+            .details(details);
         tx.audit(&draft).await?;
         tx.commit().await
     }

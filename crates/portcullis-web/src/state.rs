@@ -7,6 +7,7 @@ use portcullis_auth::token::TokenSigner;
 use portcullis_auth::totp::TotpKey;
 use portcullis_core::Clock;
 use portcullis_core::audit::MacKey;
+use portcullis_net::devca::DevCa;
 use portcullis_store::{LockoutPolicy, SessionPolicy, Store};
 use tokio::sync::Semaphore;
 
@@ -43,6 +44,9 @@ pub struct WebConfig {
     /// The plant's IANA time zone (e.g. `Europe/Berlin`): pages show and read times in it; the
     /// API and the audit log stay in UTC.
     pub time_zone: String,
+    /// The CA that signs site connectors' certificates at enrollment
+    /// (`POST /api/v1/connector/enroll`); without it, connectors cannot enroll here.
+    pub site_ca: Option<Arc<DevCa>>,
 }
 
 impl WebConfig {
@@ -63,6 +67,7 @@ impl WebConfig {
             hash_concurrency: 2,
             login_rate_per_minute: 20,
             time_zone: "UTC".into(),
+            site_ca: None,
         }
     }
 }

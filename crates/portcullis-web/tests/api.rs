@@ -1173,6 +1173,11 @@ async fn every_route_is_in_the_openapi_document() {
         "/api/v1/audit",
         "/api/v1/audit/export",
         "/api/v1/audit/verify",
+        "/api/v1/sites",
+        "/api/v1/admin/sites",
+        "/api/v1/admin/sites/{name}/token",
+        "/api/v1/admin/sites/{name}/revoke",
+        "/api/v1/connector/enroll",
     ] {
         assert!(paths.contains_key(p), "{p} missing");
     }
@@ -1195,6 +1200,7 @@ async fn the_openapi_document_matches_the_router() {
         ("post", "/api/v1/auth/mfa"),
         ("get", "/api/v1/keys"),
         ("get", "/api/v1/openapi.json"),
+        ("post", "/api/v1/connector/enroll"),
     ];
     let secured = [
         ("post", "/api/v1/auth/step-up"),
@@ -1217,6 +1223,11 @@ async fn the_openapi_document_matches_the_router() {
         ("post", "/api/v1/admin/users/{name}/{action}"),
         ("post", "/api/v1/admin/devices"),
         ("post", "/api/v1/admin/devices/{name}/policy"),
+        ("get", "/api/v1/sites"),
+        ("get", "/api/v1/admin/sites"),
+        ("post", "/api/v1/admin/sites"),
+        ("post", "/api/v1/admin/sites/{name}/token"),
+        ("post", "/api/v1/admin/sites/{name}/revoke"),
     ];
     let mut described = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {

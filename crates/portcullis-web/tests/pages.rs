@@ -1068,3 +1068,116 @@ async fn admins_add_users_orgs_and_devices_through_the_forms() {
         StatusCode::FORBIDDEN
     );
 }
+
+#[tokio::test]
+async fn admins_manage_sites_and_supervisors_see_connector_status() {
+    let app = app().await;
+    let adam = app.user("adam", Role::Admin).await;
+    let sam = app.user("sam", Role::Supervisor).await;
+    let page = app.get("/admin/sites", Some(&adam.cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains(r#"href="/admin/sites""#),
+        "in the navigation"
+    );
+    assert!(page.body.contains(r#"data-testid="no-sites""#));
+    let queue = app.get("/queue", Some(&sam.cookie)).await;
+    assert!(queue.body.contains("Site connectors"), "{}", queue.body);
+    assert!(queue.body.contains(r#"data-testid="no-sites""#));
+
+    let r = app
+        .submit(&adam, "/admin/sites", &[("name", "plant-2")])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let token = r.text_after(r#"data-testid="site-token""#);
+    assert!(token.starts_with("pcs_"), "{token}");
+    assert!(
+        r.body.contains(&format!(
+            "portcullis connector enroll --url {ORIGIN} --token {token}"
+        )),
+        "{}",
+        r.body
+    );
+    let again = app.get("/admin/sites", Some(&adam.cookie)).await;
+    assert!(!again.body.contains(&token), "the token is shown once");
+    assert!(again.body.contains("not enrolled"));
+    let bad = app
+        .submit(&adam, "/admin/sites", &[("name", "Plant <2>")])
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        bad.body.contains("Plant &lt;2&gt;"),
+        "typed name kept, escaped"
+    );
+    let dup = app
+        .submit(&adam, "/admin/sites", &[("name", "plant-2")])
+        .await;
+    assert_eq!(dup.status, StatusCode::CONFLICT);
+    assert!(dup.body.contains("already exists"));
+
+    // A connector enrolls and connects: the supervisor sees it online, then offline.
+    let until = app.clock.now().saturating_add(Duration::from_secs(86_400));
+    app.store
+        .enroll_site(
+            &token,
+            "n4bQgYhMfWWaL-qgxVrQFaO_TxsrC4Is0V1sFbDwCgg",
+            until,
+            None,
+        )
+        .await
+        .unwrap();
+    let now = app.clock.now();
+    app.store
+        .connector_online(
+            "plant-2",
+            &portcullis_store::ConnectorPresence {
+                connection_id: "c1".into(),
+                relay: "relay".into(),
+                source: "192.0.2.7:50000".into(),
+                connected_at: now,
+                last_seen_at: now,
+            },
+        )
+        .await
+        .unwrap();
+    let queue = app.get("/queue", Some(&sam.cookie)).await;
+    assert!(
+        queue.body.contains(r#"data-site="plant-2""#),
+        "{}",
+        queue.body
+    );
+    assert!(queue.body.contains("site-online"), "{}", queue.body);
+    assert!(queue.body.contains("UTC"), "last seen in the plant's zone");
+    app.clock.advance(Duration::from_secs(60));
+    let queue = app.get("/queue", Some(&sam.cookie)).await;
+    assert!(queue.body.contains("site-offline"), "{}", queue.body);
+    let list = app.get("/admin/sites", Some(&adam.cookie)).await;
+    assert!(list.body.contains("n4bQgYhMfWWa…"), "fingerprint prefix");
+
+    let r = app.submit(&adam, "/admin/sites/plant-2/token", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let second = r.text_after(r#"data-testid="site-token""#);
+    assert_ne!(second, token);
+    // No anti-CSRF field: refused, nothing revoked.
+    let forged = app
+        .post("/admin/sites/plant-2/revoke", Some(&adam.cookie), &[])
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let r = app.submit(&adam, "/admin/sites/plant-2/revoke", &[]).await;
+    assert_eq!(r.location(), "/admin/sites?done=site_revoked");
+    let list = app.get(r.location(), Some(&adam.cookie)).await;
+    assert!(list.body.contains("site-revoked"));
+    assert!(list.body.contains("Site revoked"));
+    let again = app.submit(&adam, "/admin/sites/plant-2/revoke", &[]).await;
+    assert_eq!(again.status, StatusCode::CONFLICT);
+    assert!(again.body.contains("already revoked"));
+
+    assert_eq!(
+        app.get("/admin/sites", Some(&sam.cookie)).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let actions = app.actions().await;
+    for a in ["site.add", "site.enroll", "site.token", "site.revoke"] {
+        assert!(actions.iter().any(|x| x == a), "{a}");
+    }
+}

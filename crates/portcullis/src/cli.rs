@@ -46,6 +46,9 @@ pub enum Command {
     Web(WebCommandArgs),
     /// Run the QUIC relay alone (the web service runs as `portcullis web`; PostgreSQL).
     Relay(RelayCommandArgs),
+    /// Site connector, on a machine in the plant's OT zone: enroll it, then run it.
+    #[command(subcommand)]
+    Connector(ConnectorCommand),
     /// The vendor's commands (login, devices, request, grants, connect), at the top level.
     #[command(flatten)]
     Vendor(VendorCommand),
@@ -221,6 +224,43 @@ pub enum AdminCommand {
     /// The device inventory and per-device policy.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Sites whose devices are reached through the site's connector.
+    #[command(subcommand)]
+    Site(SiteCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SiteCommand {
+    /// Register a site; prints its one-time connector enrollment token. Devices whose --site
+    /// is this name are then reached through the site's connector, never dialed directly.
+    Add {
+        site: String,
+        #[command(flatten)]
+        token: SiteTokenArgs,
+    },
+    /// List sites with their connector's status and certificate.
+    List {
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Revoke a site for good: its connector is cut off at once and cannot enroll again.
+    Revoke { site: String },
+    /// Print a new one-time enrollment token for a site (e.g. to enroll a replacement
+    /// connector; its certificate then replaces the old one).
+    Token {
+        site: String,
+        #[command(flatten)]
+        token: SiteTokenArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SiteTokenArgs {
+    /// The broker's web address, for the printed `portcullis connector enroll` command.
+    #[arg(long, env = "PORTCULLIS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    #[arg(long, value_enum, default_value_t = OutFormat::Text)]
+    pub format: OutFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,4 +423,72 @@ pub enum OutFormat {
 pub enum ExportFormat {
     Csv,
     Jsonl,
+}
+
+/// `portcullis connector ...`: what runs on the site connector's machine in the OT zone. It
+/// dials out to the relay; nothing connects in.
+#[derive(Debug, Subcommand)]
+pub enum ConnectorCommand {
+    /// Enroll this machine as a site's connector (one-time token from `admin site add`).
+    Enroll(ConnectorEnrollArgs),
+    /// Connect to the relay and carry its dials to the devices the allowlist permits.
+    Run(ConnectorRunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectorEnrollArgs {
+    /// The broker's web address, e.g. https://broker.plant.example:8443.
+    #[arg(long, env = "PORTCULLIS_CONNECTOR_URL")]
+    pub url: String,
+    /// The one-time enrollment token that `portcullis admin site add` (or `site token`) printed.
+    #[arg(long, env = "PORTCULLIS_CONNECTOR_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// PEM file of the CA that signs the broker's HTTPS certificate (a development broker's
+    /// <data-dir>/tls/ca.pem). Default: the public web PKI.
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub dir: ConnectorDir,
+    /// Replace an existing enrollment in the state directory.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectorDir {
+    /// The connector's state directory: key, certificate, settings and allowlist.
+    #[arg(
+        long = "dir",
+        env = "PORTCULLIS_CONNECTOR_DIR",
+        value_name = "DIR",
+        default_value = "/var/lib/portcullis-connector"
+    )]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectorRunArgs {
+    #[command(flatten)]
+    pub dir: ConnectorDir,
+    /// The allowlist; default <dir>/allowlist.toml. No file: every dial is refused.
+    #[arg(long, env = "PORTCULLIS_CONNECTOR_ALLOWLIST", value_name = "FILE")]
+    pub allowlist: Option<PathBuf>,
+    /// Connect to this relay address instead of the enrolled one (the relay's certificate must
+    /// still name the enrolled host).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub relay: Option<String>,
+    /// Enroll first (with --token) when the state directory holds no enrollment yet.
+    #[arg(long, env = "PORTCULLIS_CONNECTOR_URL", requires = "token")]
+    pub url: Option<String>,
+    /// The one-time enrollment token, for enrolling first; unused once enrolled.
+    #[arg(
+        long,
+        env = "PORTCULLIS_CONNECTOR_TOKEN",
+        hide_env_values = true,
+        requires = "url"
+    )]
+    pub token: Option<String>,
+    /// For enrolling first: PEM file of the CA that signs the broker's HTTPS certificate.
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
 }

@@ -3,6 +3,8 @@
 //! `portcullis login/request/connect` commands. Shared by the relay test files.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod zones;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -378,6 +380,14 @@ impl Broker {
 
     /// Audit events with `action`, oldest first (through the CLI export, as an auditor would).
     pub fn audit(&self, action: &str) -> Vec<Value> {
+        self.audit_all()
+            .into_iter()
+            .filter(|e| e["action"] == action)
+            .collect()
+    }
+
+    /// Every audit event, oldest first.
+    pub fn audit_all(&self) -> Vec<Value> {
         let out = admin_on(
             &self.data,
             self.db.as_deref(),
@@ -385,7 +395,6 @@ impl Broker {
         );
         out.lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap())
-            .filter(|e| e["action"] == action)
             .collect()
     }
 }

@@ -178,6 +178,12 @@ impl AsyncWrite for Conn {
     }
 }
 
+async fn loopback_listener() -> TcpListener {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .await
+        .expect("bind a loopback port for a device simulator")
+}
+
 /// A running device simulator: its address and what it saw. Dropping it stops the device.
 #[derive(Debug)]
 pub struct Device {
@@ -195,18 +201,18 @@ impl Device {
         F: Fn(Conn) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        Self::spawn(move |listener, shared| accept_loop(listener, shared, handler)).await
+        Self::spawn(loopback_listener().await, move |listener, shared| {
+            accept_loop(listener, shared, handler)
+        })
+        .await
     }
 
-    /// Binds the loopback listener and runs `run` on it in a task that `Drop` aborts.
-    async fn spawn<F, Fut>(run: F) -> Device
+    /// Runs `run` on `listener` in a task that `Drop` aborts.
+    async fn spawn<F, Fut>(listener: TcpListener, run: F) -> Device
     where
         F: FnOnce(TcpListener, Arc<Shared>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind a loopback port for a device simulator");
         let addr = listener.local_addr().expect("device listener address");
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {

@@ -40,6 +40,21 @@ pub struct ModbusDevice {
 impl ModbusDevice {
     /// Starts a Modbus/TCP device on `127.0.0.1:0`.
     pub async fn start() -> ModbusDevice {
+        Self::serve(super::loopback_listener().await).await
+    }
+
+    /// Starts a Modbus/TCP device on a listener bound elsewhere: another address, or inside a
+    /// network namespace (a socket stays in the namespace of the thread that made it).
+    pub async fn start_on(listener: std::net::TcpListener) -> ModbusDevice {
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking device listener");
+        let listener =
+            tokio::net::TcpListener::from_std(listener).expect("a tokio device listener");
+        Self::serve(listener).await
+    }
+
+    async fn serve(listener: tokio::net::TcpListener) -> ModbusDevice {
         let memory = Arc::new(Mutex::new(Memory {
             holding: vec![0; MODBUS_SIZE],
             input: (0..MODBUS_SIZE).map(|i| 1000 + i as u16).collect(),
@@ -47,7 +62,7 @@ impl ModbusDevice {
             discrete: (0..MODBUS_SIZE).map(|i| i % 2 == 1).collect(),
         }));
         let service = Service(Arc::clone(&memory));
-        let device = Device::spawn(move |listener, shared| async move {
+        let device = Device::spawn(listener, move |listener, shared| async move {
             let on_connected = move |stream: TcpStream, peer: SocketAddr| {
                 let conn = shared.admit(stream, peer);
                 std::future::ready(io::Result::Ok(Some((service.clone(), conn))))

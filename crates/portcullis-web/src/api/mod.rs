@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod meta;
 pub mod openapi;
+pub mod sites;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -36,5 +37,13 @@ pub fn router() -> Router<AppState> {
         .route("/admin/users/{name}/{action}", post(admin::user_action))
         .route("/admin/devices", post(admin::add_device))
         .route("/admin/devices/{name}/policy", post(admin::set_policy))
+        .route("/sites", get(sites::sites))
+        .route(
+            "/admin/sites",
+            get(sites::admin_sites).post(sites::add_site),
+        )
+        .route("/admin/sites/{name}/revoke", post(sites::revoke))
+        .route("/admin/sites/{name}/token", post(sites::new_token))
+        .route("/connector/enroll", post(sites::enroll))
         .route("/openapi.json", get(openapi::document))
 }

@@ -145,6 +145,7 @@ fn components() -> Value {
                 "locked_until": nullable(string.clone()), "disabled_at": nullable(string.clone()),
                 "created_at": time, "status": { "type": "string" },
             })),
+            "Site": site_schema(),
             "AuditEvent": obj(&["seq", "ts", "actor", "role", "action", "target", "grant_id",
                                 "session_id", "source", "details", "prev_hash", "hash"], json!({
                 "seq": int, "ts": time, "actor": string, "role": string, "action": string,
@@ -153,6 +154,94 @@ fn components() -> Value {
                 "details": {}, "prev_hash": string, "hash": string,
             })),
         }
+    })
+}
+
+/// A site as `GET /api/v1/sites` lists it (`api/sites.rs`, `portcullis-store` sites.rs).
+fn site_schema() -> Value {
+    let string = json!({ "type": "string" });
+    let time = schema("Time");
+    let maybe_time = json!({ "type": "string", "format": "date-time", "nullable": true });
+    let presence = nullable(obj(
+        &[
+            "connection_id",
+            "relay",
+            "source",
+            "connected_at",
+            "last_seen_at",
+        ],
+        json!({ "connection_id": string, "relay": string, "source": string,
+                "connected_at": time, "last_seen_at": time }),
+    ));
+    obj(
+        &[
+            "name",
+            "status",
+            "last_seen",
+            "created_at",
+            "created_by",
+            "enrolled_at",
+            "cert_fingerprint",
+            "cert_not_after",
+            "revoked_at",
+            "presence",
+        ],
+        json!({
+            "name": string, "created_at": time, "created_by": string,
+            "status": { "type": "string", "enum": ["not enrolled", "online", "offline", "revoked"] },
+            "last_seen": maybe_time, "enrolled_at": maybe_time,
+            "cert_fingerprint": nullable(string.clone()),
+            "cert_not_after": maybe_time, "revoked_at": maybe_time, "presence": presence,
+        }),
+    )
+}
+
+/// Sites, their connectors' status, and a connector's enrollment.
+fn site_paths() -> Value {
+    let string = json!({ "type": "string" });
+    let none = json!([]);
+    let list = || {
+        ok(
+            "sites",
+            obj(
+                &["sites"],
+                json!({ "sites": { "type": "array", "items": schema("Site") } }),
+            ),
+        )
+    };
+    let issued = |what: &str| {
+        ok(
+            what,
+            obj(
+                &["site", "enrollment_token", "expires_at"],
+                json!({
+        "site": string, "enrollment_token": string, "expires_at": schema("Time"),
+        "enroll_command": string }),
+            ),
+        )
+    };
+    json!({
+        "/api/v1/sites": { "get": op("Sites and whether their connectors are online (supervisors, admins, auditors)",
+            json!({ "200": list() }), None, none.clone(), true) },
+        "/api/v1/admin/sites": {
+            "get": op("Sites", json!({ "200": list() }), None, none.clone(), true),
+            "post": op("Register a site (returns its one-time enrollment token)",
+                json!({ "201": issued("The site and its enrollment token, shown this once") }),
+                Some(body(&["name"], json!({ "name": schema("Name") }))), none.clone(), true),
+        },
+        "/api/v1/admin/sites/{name}/token": { "post": op("A new one-time enrollment token (replaces an unused one)",
+            json!({ "200": issued("The new enrollment token, shown this once") }), None, json!([name_param()]), true) },
+        "/api/v1/admin/sites/{name}/revoke": { "post": op("Revoke a site for good: its connector is cut off",
+            json!({ "200": ok("The site", schema("Site")) }), None, json!([name_param()]), true) },
+        "/api/v1/connector/enroll": { "post": op("A site connector trades its one-time token and a PKCS#10 request for its certificate",
+            json!({ "200": ok("The site's certificate and where the relay is", obj(
+                &["site", "certificate", "ca", "relay", "relay_ca", "not_after"], json!({
+                "site": string, "certificate": string, "ca": string, "relay": string,
+                "relay_ca": { "type": "string", "nullable": true, "description": "PEM of the CA that signs the relay's certificate (development CA), or null" },
+                "not_after": schema("Time") }))) }),
+            Some(body(&["token", "csr"], json!({ "token": string,
+                "csr": { "type": "string", "description": "PEM PKCS#10 request for a P-256 ECDSA or Ed25519 key" } }))),
+            none, false) },
     })
 }
 
@@ -301,7 +390,7 @@ fn audit_admin_paths() -> Value {
 
 pub fn spec() -> Value {
     let mut paths = auth_paths();
-    for more in [access_paths(), audit_admin_paths()] {
+    for more in [access_paths(), audit_admin_paths(), site_paths()] {
         if let (Some(p), Value::Object(m)) = (paths.as_object_mut(), more) {
             p.extend(m);
         }
@@ -309,7 +398,7 @@ pub fn spec() -> Value {
     json!({
         "openapi": "3.0.3",
         "info": { "title": "Portcullis API", "version": "1",
-                  "description": "Time-bound vendor remote access: enrollment, MFA login, requests, approvals, relay tokens, audit." },
+                  "description": "Time-bound vendor remote access: enrollment, MFA login, requests, approvals, relay tokens, audit, site connectors." },
         "components": components(),
         "paths": paths,
     })

@@ -38,6 +38,10 @@ const FLASHES: &[(&str, &str)] = &[
     ("policy_saved", "Policy saved."),
     ("user_disabled", "User disabled; their sessions have ended."),
     ("user_unlocked", "User unlocked."),
+    (
+        "site_revoked",
+        "Site revoked; its connector is cut off and cannot enroll again.",
+    ),
 ];
 
 impl Flash {
@@ -109,6 +113,7 @@ fn nav_for(role: Role) -> &'static [(&'static str, &'static str)] {
             ("/admin/users", "Users"),
             ("/admin/orgs", "Organisations"),
             ("/admin/devices", "Devices"),
+            ("/admin/sites", "Sites"),
             ("/grants", "Grants"),
         ],
     }

@@ -17,6 +17,7 @@ mod error;
 mod form;
 mod layout;
 mod session;
+mod sites;
 mod supervisor;
 mod time;
 mod vendor;
@@ -62,4 +63,6 @@ pub fn router() -> Router<AppState> {
             "/admin/devices/{name}",
             get(admin::device).post(admin::set_policy),
         )
+        .route("/admin/sites", get(sites::sites).post(sites::add_site))
+        .route("/admin/sites/{name}/{action}", post(sites::site_action))
 }

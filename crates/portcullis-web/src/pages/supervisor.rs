@@ -1,5 +1,6 @@
-//! The supervisor's pages: the queue of pending requests, a request's detail with the approve
-//! (TOTP step-up in the same form, optional narrowing) and deny forms, and the grants to revoke.
+//! The supervisor's pages: the queue of pending requests (and whether each site's connector is
+//! online), a request's detail with the approve (TOTP step-up in the same form, optional
+//! narrowing) and deny forms, and the grants to revoke.
 
 use std::collections::BTreeSet;
 
@@ -15,6 +16,7 @@ use super::error::{PageResult, rerender};
 use super::form::{Fields, Posted};
 use super::layout::{Flash, csrf, error_box, page};
 use super::session::Browser;
+use super::sites::connectors_section;
 use super::time::PlantTime;
 use super::views::{ports, requests_table, state as state_badge, window};
 use crate::error::{ApiError, ApiResult};
@@ -28,10 +30,13 @@ pub(crate) async fn queue(State(state): State<AppState>, who: Browser, flash: Fl
         state: Some(RequestState::Requested),
     };
     let list = state.0.store.list_requests(&filter).await?;
+    let sites = state.0.store.list_sites().await?;
     let tz = PlantTime::of(&state);
+    let now = state.0.clock.now();
     let body = html! {
         p.muted { "Open a request to review the device and approve or deny it." }
-        (requests_table(&list, &tz, state.0.clock.now(), true))
+        (requests_table(&list, &tz, now, true))
+        (connectors_section(&sites, &tz, now))
     };
     Ok(page("Pending requests", &who, flash, body).into_response())
 }

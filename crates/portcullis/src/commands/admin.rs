@@ -1,4 +1,6 @@
-//! `portcullis admin org|user|device ...`: every change is written with its audit event.
+//! `portcullis admin org|user|device|site ...`: every change is written with its audit event.
+
+mod site;
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -23,6 +25,7 @@ pub async fn run(ctx: &Context, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::Org(c) => org(&store, c).await,
         AdminCommand::User(c) => user(&store, c).await,
         AdminCommand::Device(c) => device(&store, c).await,
+        AdminCommand::Site(c) => site::run(&store, c).await,
     };
     store.close().await;
     result.map(|()| ExitCode::SUCCESS)
@@ -154,6 +157,11 @@ async fn device(store: &Store, cmd: DeviceCommand) -> anyhow::Result<()> {
             let device = device_from_args(*args)?;
             store.add_device(&cli_actor(), &device).await?;
             println!("added device '{}' ({})", device.name, device.address);
+            // The device is added whatever happens here: a failed look-up must not say otherwise.
+            match site::routing_line(store, &device).await {
+                Ok(line) => println!("{line}"),
+                Err(e) => eprintln!("note: cannot tell how the relay will reach it: {e:#}"),
+            }
             if device.policy.allowed_orgs.is_empty() {
                 println!(
                     "note: no organisation may request it yet; allow some with \

@@ -3,6 +3,7 @@
 mod admin;
 mod audit;
 mod connect;
+mod connector;
 mod devices;
 mod grants;
 mod login;
@@ -24,6 +25,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // broker config file is involved, so they do not resolve those settings at all.
     let command = match cli.command {
         Command::Vendor(cmd) => return vendor(cmd).await,
+        // The site connector runs in the plant's OT zone, far from the broker's data.
+        Command::Connector(cmd) => return connector::run(cmd).await,
         broker => broker,
     };
     let cli = Cli { command, ..cli };
@@ -39,6 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Web(args) => web::run(&ctx, args).await,
         Command::Relay(args) => relay::run(&ctx, args).await,
         Command::Vendor(cmd) => vendor(cmd).await,
+        Command::Connector(cmd) => connector::run(cmd).await,
     }
 }
 

@@ -105,6 +105,11 @@ pub fn web_part(
         config.banner = b.clone();
     }
     let keys_dir = ctx.keys_dir();
+    // Blocking file work and key generation, like the key ring below: done once at start.
+    let site_ca_dir = keys_dir.join("site-ca");
+    config.site_ca = Some(Arc::new(devca::ensure_ca(&site_ca_dir).with_context(
+        || format!("cannot set up the site CA in {}", site_ca_dir.display()),
+    )?));
     let ring = KeyRing::load_or_create(&keys_dir.join("relay-signing"))?;
     let keys = WebKeys {
         totp: TotpKey::load_or_create(&keys_dir.join("totp.key"))?,
@@ -146,7 +151,10 @@ pub fn relay_part(
     let server = quic::relay_server_config(
         tls_material.certs.clone(),
         tls_material.key.clone_key(),
-        &[portcullis_core::wire::ALPN],
+        &[
+            portcullis_core::wire::ALPN,
+            portcullis_core::wire::CONNECTOR_ALPN,
+        ],
     )?;
     let endpoint = quic::endpoint(args.relay_listen, Some(server)).with_context(|| {
         format!(

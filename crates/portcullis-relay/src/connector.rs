@@ -1,0 +1,435 @@
+//! Site connectors: the connections plants' connectors dial out to the relay (ALPN
+//! `portcullis-connector/1`), and the registry of those that are live.
+//!
+//! A connector is accepted when its client certificate is exactly the one the broker issued to
+//! a site that is not revoked (the SHA-256 recorded at enrollment) and its `ConnectorHello` names
+//! that site. The relay then pings it on the control stream ([`RelayConfig::connector_ping`];
+//! the first ping tells the connector it is in) and drops it when it stops answering, when its
+//! QUIC connection dies, when a newer connection of the same site replaces it, when its site is
+//! revoked or re-enrolled, or at shutdown. Ending a connector cancels every stream it carries.
+//!
+//! [`RelayConfig::connector_ping`]: crate::RelayConfig::connector_ping
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use portcullis_core::audit::{ActorRole, AuditDraft};
+use portcullis_core::wire::{Frame, FrameDecoder, RefusalCode, VERSION};
+use portcullis_store::ConnectorPresence;
+use quinn::{Connection, RecvStream, SendStream, VarInt};
+use rand::RngCore;
+use tokio::time::{Instant, timeout_at};
+use tokio_util::sync::CancellationToken;
+
+use crate::Shared;
+use crate::frames::{read_frame, write_frame};
+use crate::session::{CLOSE_ENDED, CLOSE_PROTOCOL, CLOSE_REFUSED, client_thumbprint};
+
+/// Why a connector's connection ended: the `reason` of `relay.connector.disconnect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectorEnd {
+    /// The QUIC connection closed or timed out (link down, connector stopped).
+    Lost,
+    /// It stopped answering pings, or broke the protocol.
+    Unresponsive,
+    /// A newer connection of the same site took over.
+    Replaced,
+    /// The site was revoked, or re-enrolled with another certificate.
+    Revoked,
+    Shutdown,
+}
+
+impl ConnectorEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectorEnd::Lost => "connection_lost",
+            ConnectorEnd::Unresponsive => "unresponsive",
+            ConnectorEnd::Replaced => "replaced",
+            ConnectorEnd::Revoked => "revoked",
+            ConnectorEnd::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One accepted connector connection.
+#[derive(Debug)]
+pub(crate) struct LiveConnector {
+    /// `cc_...`: names this connection in the audit log.
+    pub id: String,
+    pub site: String,
+    /// The certificate it presented (base64url SHA-256).
+    pub fingerprint: String,
+    pub conn: Connection,
+    /// Cancelled when the connection ends; every stream it carries watches it.
+    pub cancel: CancellationToken,
+    end: OnceLock<ConnectorEnd>,
+    /// Streams opened through it.
+    pub streams: AtomicU64,
+}
+
+impl LiveConnector {
+    pub fn end(&self, reason: ConnectorEnd) {
+        let _ = self.end.set(reason);
+        self.cancel.cancel();
+    }
+
+    pub fn end_reason(&self) -> Option<ConnectorEnd> {
+        self.end.get().copied()
+    }
+}
+
+/// The live connector of each site (at most one).
+#[derive(Debug, Default)]
+pub(crate) struct Connectors {
+    inner: Mutex<HashMap<String, Arc<LiveConnector>>>,
+}
+
+impl Connectors {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<LiveConnector>>> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `c` its site's connector; returns the one it replaces.
+    fn insert(&self, c: Arc<LiveConnector>) -> Option<Arc<LiveConnector>> {
+        self.lock().insert(c.site.clone(), c)
+    }
+
+    /// Removes `c`, unless a newer connection of its site has replaced it already.
+    fn remove(&self, c: &LiveConnector) {
+        let mut map = self.lock();
+        if map.get(&c.site).is_some_and(|cur| cur.id == c.id) {
+            map.remove(&c.site);
+        }
+    }
+
+    pub fn get(&self, site: &str) -> Option<Arc<LiveConnector>> {
+        self.lock().get(site).cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<LiveConnector>> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+/// A refused connector, as told to it and recorded.
+struct Refusal {
+    code: RefusalCode,
+    message: String,
+    /// The site it claimed, when it sent a `ConnectorHello`.
+    site: Option<String>,
+    /// True when the certificate is one the broker issued (a revoked site): always audited.
+    known: bool,
+}
+
+impl Refusal {
+    fn new(code: RefusalCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            site: None,
+            known: false,
+        }
+    }
+}
+
+/// Serves one connector connection from its `ConnectorHello` to its end.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    conn: Connection,
+    source: SocketAddr,
+    deadline: Instant,
+) {
+    let Some(thumb) = client_thumbprint(&conn) else {
+        conn.close(
+            VarInt::from_u32(CLOSE_PROTOCOL),
+            b"client certificate required",
+        );
+        return;
+    };
+    let hello = timeout_at(deadline, async {
+        let (send, recv) = conn.accept_bi().await.ok()?;
+        Some((send, recv))
+    })
+    .await;
+    let Ok(Some((mut send, mut recv))) = hello else {
+        conn.close(
+            VarInt::from_u32(CLOSE_PROTOCOL),
+            b"no ConnectorHello in time",
+        );
+        return;
+    };
+    let mut dec = FrameDecoder::new();
+    let frame = match timeout_at(deadline, read_frame(&mut recv, &mut dec)).await {
+        Ok(Ok(Some(f))) => f,
+        _ => {
+            let r = Refusal::new(RefusalCode::BadVersion, "expected a ConnectorHello frame");
+            refuse(&shared, &conn, &mut send, source, &thumb, r).await;
+            return;
+        }
+    };
+    let site = match check_hello(&shared, frame, &thumb).await {
+        Ok(site) => site,
+        Err(r) => {
+            refuse(&shared, &conn, &mut send, source, &thumb, r).await;
+            return;
+        }
+    };
+    let live = Arc::new(LiveConnector {
+        id: connection_id(),
+        site,
+        fingerprint: thumb,
+        conn,
+        cancel: CancellationToken::new(),
+        end: OnceLock::new(),
+        streams: AtomicU64::new(0),
+    });
+    if let Some(old) = shared.connectors.insert(live.clone()) {
+        old.end(ConnectorEnd::Replaced);
+    }
+    let connected_at = shared.clock.now();
+    let presence = ConnectorPresence {
+        connection_id: live.id.clone(),
+        relay: shared.config.name.clone(),
+        source: source.ip().to_string(),
+        connected_at,
+        last_seen_at: connected_at,
+    };
+    if let Err(e) = shared.store.connector_online(&live.site, &presence).await {
+        tracing::warn!("cannot record site {} as online: {e}", live.site);
+    }
+    shared
+        .auditor
+        .event(
+            draft(&live, "relay.connector.connect")
+                .source(source.ip().to_string())
+                .details(serde_json::json!({
+                    "connection": live.id, "relay": shared.config.name,
+                    "fingerprint": live.fingerprint,
+                })),
+        )
+        .await;
+    tracing::info!(
+        "site {} connector connected from {source} ({})",
+        live.site,
+        live.id
+    );
+    let started = Instant::now();
+    control_loop(&shared, &live, send, recv, dec).await;
+
+    let reason = live.end_reason().unwrap_or(ConnectorEnd::Lost);
+    live.cancel.cancel();
+    shared.connectors.remove(&live);
+    live.conn
+        .close(VarInt::from_u32(CLOSE_ENDED), reason.as_str().as_bytes());
+    if let Err(e) = shared.store.connector_offline(&live.site, &live.id).await {
+        tracing::warn!("cannot record site {} as offline: {e}", live.site);
+    }
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    shared
+        .auditor
+        .event(
+            draft(&live, "relay.connector.disconnect").details(serde_json::json!({
+                "connection": live.id, "reason": reason.as_str(), "duration_ms": duration_ms,
+                "streams": live.streams.load(Ordering::Relaxed),
+            })),
+        )
+        .await;
+    tracing::info!(
+        "site {} connector {} ended: {}",
+        live.site,
+        live.id,
+        reason.as_str()
+    );
+}
+
+fn draft(c: &LiveConnector, action: &str) -> AuditDraft {
+    AuditDraft::new(format!("site:{}", c.site), ActorRole::System, action)
+        .target(format!("site:{}", c.site))
+}
+
+/// Checks the `ConnectorHello` against the site's record; returns the site.
+async fn check_hello(shared: &Shared, frame: Frame, thumb: &str) -> Result<String, Refusal> {
+    let Frame::ConnectorHello { version, site } = frame else {
+        return Err(Refusal::new(
+            RefusalCode::BadVersion,
+            "the first frame must be ConnectorHello",
+        ));
+    };
+    if version != VERSION {
+        return Err(Refusal::new(
+            RefusalCode::BadVersion,
+            format!("protocol version {version} is not supported; this relay speaks {VERSION}"),
+        ));
+    }
+    let claimed = |r: Refusal| Refusal {
+        site: Some(site.clone()),
+        ..r
+    };
+    let record = match shared.store.site(&site).await {
+        Ok(r) => r,
+        Err(e) => {
+            shared.auditor.mark_unhealthy();
+            tracing::error!("cannot read site {site:?}: {e}");
+            return Err(claimed(Refusal::new(
+                RefusalCode::AuditUnavailable,
+                "the broker's database is unavailable; the connector retries",
+            )));
+        }
+    };
+    // Whether the site exists is not told to a certificate the broker did not issue for it.
+    let Some(record) = record.filter(|r| r.cert_fingerprint.as_deref() == Some(thumb)) else {
+        return Err(claimed(Refusal::new(
+            RefusalCode::BadToken,
+            "this certificate is not the one enrolled for the site; enroll the connector again",
+        )));
+    };
+    if record.revoked_at.is_some() {
+        return Err(Refusal {
+            known: true,
+            ..claimed(Refusal::new(
+                RefusalCode::GrantInactive,
+                format!("site {site} was revoked by an admin"),
+            ))
+        });
+    }
+    Ok(record.name)
+}
+
+async fn refuse(
+    shared: &Shared,
+    conn: &Connection,
+    send: &mut SendStream,
+    source: SocketAddr,
+    thumb: &str,
+    r: Refusal,
+) {
+    shared.metrics.refused(r.code);
+    // Anyone who finishes a TLS handshake can be refused: bounded like anonymous vendor
+    // refusals, except a certificate we issued (a revoked site still trying).
+    let suppressed_before = if r.known {
+        Some(0)
+    } else {
+        shared.anonymous_refusals.take()
+    };
+    if let Some(suppressed_before) = suppressed_before {
+        let mut details = serde_json::json!({
+            "code": r.code.as_str(), "reason": r.message, "site": r.site, "fingerprint": thumb,
+        });
+        if suppressed_before > 0 {
+            details["suppressed_before"] = suppressed_before.into();
+        }
+        let target = r
+            .site
+            .as_ref()
+            .map_or("relay".to_owned(), |s| format!("site:{s}"));
+        let draft = AuditDraft::new("unknown", ActorRole::System, "relay.connector.refuse")
+            .source(source.ip().to_string())
+            .target(target)
+            .details(details);
+        shared.auditor.event(draft).await;
+    }
+    tracing::info!(
+        "refused a connector from {source} ({}): {}",
+        r.code.as_str(),
+        r.message
+    );
+    let frame = Frame::Refused {
+        code: r.code,
+        message: r.message,
+    };
+    if write_frame(send, &frame).await.is_ok() {
+        let _ = send.finish();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.closed()).await;
+    }
+    conn.close(VarInt::from_u32(CLOSE_REFUSED), r.code.as_str().as_bytes());
+}
+
+/// Pings the connector and answers its pings until the connection ends for any reason.
+async fn control_loop(
+    shared: &Shared,
+    live: &LiveConnector,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    mut dec: FrameDecoder,
+) {
+    let config = &shared.config;
+    // The first tick is immediate: the connector's sign that it was accepted.
+    let mut ping = tokio::time::interval(config.connector_ping);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut nonce = rand::rngs::OsRng.next_u64();
+    let mut last_pong = Instant::now();
+    let mut last_seen_written = Instant::now();
+    while live.end_reason().is_none() {
+        tokio::select! {
+            () = live.cancel.cancelled() => {}
+            _ = live.conn.closed() => live.end(ConnectorEnd::Lost),
+            _ = ping.tick() => {
+                if last_pong.elapsed() > config.connector_timeout {
+                    live.end(ConnectorEnd::Unresponsive);
+                } else {
+                    nonce = nonce.wrapping_add(1);
+                    if write_frame(&mut send, &Frame::Ping { nonce }).await.is_err() {
+                        live.end(ConnectorEnd::Lost);
+                    }
+                }
+            }
+            f = read_frame(&mut recv, &mut dec) => match f {
+                Ok(Some(Frame::Pong { .. })) => {
+                    last_pong = Instant::now();
+                    if last_seen_written.elapsed() >= config.connector_seen_every {
+                        last_seen_written = last_pong;
+                        let now = shared.clock.now();
+                        if let Err(e) = shared.store.connector_seen(&live.site, &live.id, now).await {
+                            tracing::warn!("cannot record site {} as seen: {e}", live.site);
+                        }
+                    }
+                }
+                Ok(Some(Frame::Ping { nonce })) => {
+                    if write_frame(&mut send, &Frame::Pong { nonce }).await.is_err() {
+                        live.end(ConnectorEnd::Lost);
+                    }
+                }
+                Ok(Some(other)) => {
+                    tracing::warn!(
+                        "site {} connector sent {} on its control stream; dropping it",
+                        live.site,
+                        other.name()
+                    );
+                    live.end(ConnectorEnd::Unresponsive);
+                }
+                Ok(None) | Err(_) => live.end(ConnectorEnd::Lost),
+            },
+        }
+    }
+}
+
+/// Re-reads the site of every live connector (or of `site` only) and drops those whose site
+/// was revoked or re-enrolled with another certificate since they connected.
+pub(crate) async fn recheck(shared: &Shared, site: Option<&str>) {
+    let live: Vec<_> = match site {
+        Some(s) => shared.connectors.get(s).into_iter().collect(),
+        None => shared.connectors.all(),
+    };
+    for c in live {
+        match shared.store.site(&c.site).await {
+            Ok(Some(r))
+                if r.revoked_at.is_none()
+                    && r.cert_fingerprint.as_deref() == Some(&c.fingerprint) => {}
+            Ok(_) => c.end(ConnectorEnd::Revoked),
+            Err(e) => {
+                tracing::error!("cannot re-check site {}: {e}", c.site);
+                shared.auditor.mark_unhealthy();
+            }
+        }
+    }
+}
+
+fn connection_id() -> String {
+    let mut b = [0u8; 9];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    format!("cc_{}", URL_SAFE_NO_PAD.encode(b))
+}
