@@ -150,8 +150,8 @@ pub async fn enroll(
             ApiError::Internal
         }
     })?;
-    let nanos = signed.not_after.unix_timestamp_nanos() / 1_000;
-    let not_after = Timestamp::from_unix_micros(i64::try_from(nanos).unwrap_or(i64::MAX))?;
+    let micros = signed.not_after.unix_timestamp_nanos() / 1_000;
+    let not_after = Timestamp::from_unix_micros(i64::try_from(micros).unwrap_or(i64::MAX))?;
     let site = store
         .enroll_site(
             &body.token,
