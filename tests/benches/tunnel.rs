@@ -6,9 +6,17 @@
 //!
 //! ```text
 //! cargo bench -p portcullis-e2e --bench tunnel -- [--rounds N] [--mib N] [--rr N] [--setups N]
-//!     [--idle N] [--busy N] [--trials N] [--batch N]
-//!     [--only memory,throughput,latency,enforcement,enforcement-pg]
+//!     [--idle N] [--busy N] [--trials N] [--batch N] [--reconnects N] [--link-down S[-S2]]
+//!     [--only memory,throughput,latency,enforcement,enforcement-pg,connector,connector-link]
 //! ```
+//!
+//! `connector` and `connector-link` (the site connector of issue 5, `tunnel/connector.rs`) run
+//! only when named in `--only`; a run without `--only` is the issue-4 comparison as before.
+//! `connector`: relay direct mode against relay + site connector on loopback (throughput with
+//! `--mib`/`--rounds`, latency with `--rr`/`--setups`), then `--reconnects` relay restarts
+//! (SIGKILL, then SIGTERM). `connector-link` (root): `--reconnects` drops of the plant's link
+//! for `--link-down` seconds (`8`, or a range `8-12` spread evenly over the trials) between
+//! network namespaces.
 //!
 //! The device speaks a one-byte mode first: `D` + u64 length (it sends that many bytes, then
 //! FIN), `U` (it reads to EOF, then answers the u64 count), `E` (it answers `!`, then echoes).
@@ -27,6 +35,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "tunnel/connector.rs"]
+mod connector;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -56,6 +66,11 @@ struct Opts {
     busy: usize,
     trials: usize,
     batch: usize,
+    /// Relay restarts of each kind, and link drops, for the site connector's reconnect time.
+    reconnects: usize,
+    /// Seconds the plant's link stays down in `connector-link`: `8`, or `8-12` for durations
+    /// evenly spread over that range across the trials (the first at 8, the last at 12).
+    link_down: (f64, f64),
     only: Vec<String>,
 }
 
@@ -70,6 +85,8 @@ impl Opts {
             busy: 100,
             trials: 200,
             batch: 25,
+            reconnects: 10,
+            link_down: (8.0, 8.0),
             only: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
@@ -84,6 +101,15 @@ impl Opts {
                 "--busy" => o.busy = num(),
                 "--trials" => o.trials = num(),
                 "--batch" => o.batch = num(),
+                "--reconnects" => o.reconnects = num(),
+                "--link-down" => {
+                    let v = args.next().unwrap();
+                    let secs = |t: &str| t.parse::<f64>().unwrap();
+                    o.link_down = match v.split_once('-') {
+                        Some((a, b)) => (secs(a), secs(b)),
+                        None => (secs(&v), secs(&v)),
+                    };
+                }
                 "--only" => {
                     o.only = args.next().unwrap().split(',').map(str::to_owned).collect();
                 }
@@ -95,12 +121,18 @@ impl Opts {
     }
 
     fn wants(&self, part: &str) -> bool {
-        self.only.is_empty() || self.only.iter().any(|p| p == part)
+        if self.only.is_empty() {
+            !OPT_IN_PARTS.contains(&part)
+        } else {
+            self.only.iter().any(|p| p == part)
+        }
     }
 }
 
 /// The parts a veth run measures; the rest are loopback-only.
 const VETH_PARTS: [&str; 2] = ["throughput", "latency"];
+/// The parts that run only when `--only` names them (the site connector, issue 5).
+const OPT_IN_PARTS: [&str; 2] = ["connector", "connector-link"];
 
 // ---------------------------------------------------------------------------------------------
 // The client side's network namespace (veth runs only).
@@ -838,7 +870,12 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(opts));
+    rt.block_on(run(opts.clone()));
+    // In network namespaces of its own, on a thread and runtime of its own.
+    if opts.wants("connector-link") && std::env::var_os("PORTCULLIS_BENCH_CLIENT_NETNS").is_none() {
+        connector::link_drop(&opts);
+    }
+    drop(rt);
 }
 
 async fn run(opts: Opts) {
@@ -879,6 +916,9 @@ async fn run(opts: Opts) {
     }
     if wants("enforcement-pg") {
         enforcement_pg(&opts, &echo).await;
+    }
+    if wants("connector") {
+        connector::loopback(&opts).await;
     }
 }
 

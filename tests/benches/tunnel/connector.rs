@@ -20,6 +20,12 @@
 //! then on. Each line of the connector's stderr is stamped by this process as it arrives (a
 //! reader thread per pipe). The relay's side is cross-checked on every trial: the new
 //! `relay.connector.connect` audit event must be there, and its timestamp is reported too.
+//!
+//! Each fault comes 10.5 s + i/n x 2 s after the connection in place came up (trial i of n):
+//! older than the connector's 10 s `stable_after`, so its backoff starts from the first wait, and
+//! spread over the 2 s cycle of the relay's pings and the connector's keep-alives, which sets
+//! when a dead link is noticed (a fault at the same phase every time gave the same 5.50 s each
+//! time).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -134,8 +140,30 @@ impl ConnectorProc {
         self.seen.iter().filter(|(_, l)| l.contains(text)).count()
     }
 
-    /// Waits until the current connection (the last `connected to relay`) is `SETTLE` old.
-    async fn settle(&mut self) {
+    /// Why the connector said it lost the connection, from its line that arrived at `at`.
+    fn loss_reason(&self, at: Instant) -> String {
+        let line = self
+            .seen
+            .iter()
+            .find(|(t, l)| *t == at && l.contains(LOST))
+            .map_or("", |(_, l)| l.as_str());
+        let detail = line.split_once(LOST).map_or(line, |(_, d)| d);
+        let detail = detail.split_once(": ").map_or(detail, |(_, d)| d);
+        detail.trim_end_matches("; reconnecting").to_owned()
+    }
+
+    /// The lines that arrived after `from` and before `to`.
+    fn lines_between(&self, from: Instant, to: Instant) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|(t, _)| *t > from && *t < to)
+            .map(|(_, l)| l.clone())
+            .collect()
+    }
+
+    /// Waits until the current connection (the last `connected to relay`) is `SETTLE` + `phase`
+    /// old.
+    async fn settle(&mut self, phase: Duration) {
         self.drain();
         let since = self
             .seen
@@ -144,7 +172,7 @@ impl ConnectorProc {
             .find(|(_, l)| l.contains(CONNECTED))
             .map(|(t, _)| *t)
             .expect("the connector is connected");
-        if let Some(left) = (since + SETTLE).checked_duration_since(Instant::now()) {
+        if let Some(left) = (since + SETTLE + phase).checked_duration_since(Instant::now()) {
             tokio::time::sleep(left).await;
         }
     }
@@ -291,30 +319,40 @@ fn audit_ms_since(event: &Value, wall_from: i64) -> f64 {
     (ts.unix_micros() - wall_from) as f64 / 1e3
 }
 
-/// Waits (up to 10 s) for audit event number `n` (1-based) of `relay.connector.connect`.
-async fn nth_connect(plant: &Plant, n: usize) -> Value {
+/// The `relay.connector.connect` audit events after the first `before`, waiting (up to 10 s)
+/// for at least one. Usually one per reconnect; more when the relay accepted an attempt the
+/// connector had already given up on (its 3 s attempt timeout) before the one it kept.
+async fn new_connects(plant: &Plant, before: usize) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let events = tokio::task::block_in_place(|| connects(plant));
-        if events.len() >= n {
-            assert_eq!(
-                events.len(),
-                n,
-                "one new connector connection per trial: {events:?}"
-            );
-            return events[n - 1].clone();
+        let events = connects(plant);
+        if events.len() > before {
+            return events[before..].to_vec();
         }
         assert!(
             Instant::now() < deadline,
-            "the relay recorded no connector connection {n}"
+            "the relay recorded no new connector connection"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
+/// Where trial `i` of `n` falls in the connection's 2 s cycle (the relay pings every 2 s, the
+/// connector sends keep-alives every 1 s, both counted from the connection's start): spread
+/// evenly, so that the trials sample every phase instead of hitting the same one each time.
+fn phase(i: usize, n: usize) -> Duration {
+    Duration::from_secs_f64(2.0 * i as f64 / n.max(1) as f64)
+}
+
 /// One reconnect trial's times, ms.
 #[derive(Debug, Default, Clone)]
 struct Trial {
+    /// What the connector's `lost the connection` line said.
+    reason: String,
+    /// Connections the relay accepted (`relay.connector.connect`) for this one reconnect.
+    accepts: usize,
+    /// The connector's lines between the loss and `connected to relay` (attempts that failed).
+    between: Vec<String>,
     /// From the fault (kill, SIGTERM, link down) to the connector logging the loss.
     noticed: f64,
     /// From the relay being back (printed its address) or the link being up again.
@@ -378,6 +416,38 @@ fn print_trials(title: &str, from: &str, trials: &[Trial], restart: bool) {
             &col(|t| t.relay_recorded)
         )
     );
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in trials {
+        *reasons.entry(t.reason.as_str()).or_default() += 1;
+    }
+    println!("\nthe connector's loss lines said: {reasons:?}");
+    let mut failed: BTreeMap<String, usize> = BTreeMap::new();
+    for t in trials {
+        for l in &t.between {
+            // The message, without the log line's timestamp and level.
+            let msg = l.split_once(": ").map_or(l.as_str(), |(_, m)| m);
+            *failed.entry(msg.to_owned()).or_default() += 1;
+        }
+    }
+    println!("the connector's lines between the loss and `connected to relay`: {failed:?}");
+    let extra: Vec<String> = trials
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.accepts > 1)
+        .map(|(i, t)| format!("trial {}: {}", i + 1, t.accepts))
+        .collect();
+    println!(
+        "relay-side accepts for one reconnect: {} trial(s) with more than one{}",
+        extra.len(),
+        if extra.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({}; the relay's timestamp above is the last one's)",
+                extra.join(", ")
+            )
+        }
+    );
     let raw: Vec<String> = if restart {
         trials.iter().map(|t| format!("{:.0}", t.back)).collect()
     } else {
@@ -404,7 +474,7 @@ pub(super) async fn loopback(opts: &Opts) {
     let mut conn = site_connector(&plant, &[], "127.0.0.1", port);
     conn.line_after(CONNECTED, t0, Duration::from_secs(30))
         .await;
-    nth_connect(&plant, 1).await;
+    new_connects(&plant, 0).await;
     let g7 = plant.grant(&port.to_string(), "+2h").await;
     let g9 = plant.vera.request("plc-9", &port.to_string(), "+2h");
     plant.broker.approve(&plant.sam, g9).await;
@@ -614,10 +684,10 @@ pub(super) async fn loopback(opts: &Opts) {
         return;
     }
     // The relay killed (SIGKILL: no close reaches the connector) and started again.
-    let mut n = 1;
     let mut killed = Vec::new();
     for i in 0..opts.reconnects {
-        conn.settle().await;
+        conn.settle(phase(i, opts.reconnects)).await;
+        let before = connects(&plant).len();
         let fault = Instant::now();
         tokio::task::block_in_place(|| plant.broker.kill_and_restart());
         let (up, up_wall) = (Instant::now(), wall_micros());
@@ -625,12 +695,15 @@ pub(super) async fn loopback(opts: &Opts) {
         let back = conn
             .line_after(CONNECTED, lost, Duration::from_secs(30))
             .await;
-        n += 1;
-        let ev = nth_connect(&plant, n).await;
+        let evs = new_connects(&plant, before).await;
+        let ev = evs.last().unwrap();
         killed.push(Trial {
+            reason: conn.loss_reason(lost),
+            accepts: evs.len(),
+            between: conn.lines_between(lost, back),
             noticed: ms(lost - fault),
             back: ms(back.saturating_duration_since(up)),
-            relay_recorded: audit_ms_since(&ev, up_wall),
+            relay_recorded: audit_ms_since(ev, up_wall),
             restart: ms(up - fault),
             after_notice: ms(back - lost),
         });
@@ -651,7 +724,8 @@ pub(super) async fn loopback(opts: &Opts) {
     // The relay stopped (SIGTERM: it closes the connector's connection) and started again.
     let mut stopped = Vec::new();
     for i in 0..opts.reconnects {
-        conn.settle().await;
+        conn.settle(phase(i, opts.reconnects)).await;
+        let before = connects(&plant).len();
         let fault = Instant::now();
         tokio::task::block_in_place(|| {
             let status = plant.broker.stop();
@@ -664,12 +738,15 @@ pub(super) async fn loopback(opts: &Opts) {
         let back = conn
             .line_after(CONNECTED, lost, Duration::from_secs(30))
             .await;
-        n += 1;
-        let ev = nth_connect(&plant, n).await;
+        let evs = new_connects(&plant, before).await;
+        let ev = evs.last().unwrap();
         stopped.push(Trial {
+            reason: conn.loss_reason(lost),
+            accepts: evs.len(),
+            between: conn.lines_between(lost, back),
             noticed: ms(lost - fault),
             back: ms(back.saturating_duration_since(up)),
-            relay_recorded: audit_ms_since(&ev, up_wall),
+            relay_recorded: audit_ms_since(ev, up_wall),
             restart: ms(up - fault),
             after_notice: ms(back - lost),
         });
@@ -710,8 +787,7 @@ pub(super) fn link_drop(opts: &Opts) {
         let mut conn = site_connector(&plant, &Zones::exec(&z.ot), OT, 502);
         conn.line_after(CONNECTED, t0, Duration::from_secs(30))
             .await;
-        let mut n = 1;
-        assert_eq!(connects(&plant).len(), n);
+        new_connects(&plant, 0).await;
         let (short, long) = opts.link_down;
         let mut trials = Vec::new();
         for i in 0..opts.reconnects {
@@ -721,7 +797,8 @@ pub(super) fn link_drop(opts: &Opts) {
                 0.0
             };
             let down = Duration::from_secs_f64(short + step);
-            conn.settle().await;
+            conn.settle(phase(i, opts.reconnects)).await;
+            let before = connects(&plant).len();
             let fault = Instant::now();
             z.ot_link(false);
             let lost = conn.line_after(LOST, fault, down * 2).await;
@@ -737,21 +814,15 @@ pub(super) fn link_drop(opts: &Opts) {
             let back = conn
                 .line_after(CONNECTED, up, Duration::from_secs(30))
                 .await;
-            n += 1;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let ev = loop {
-                let events = connects(&plant);
-                if events.len() >= n {
-                    assert_eq!(events.len(), n, "one new connection per trial");
-                    break events[n - 1].clone();
-                }
-                assert!(Instant::now() < deadline, "no relay.connector.connect {n}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            };
+            let evs = new_connects(&plant, before).await;
+            let ev = evs.last().unwrap();
             trials.push(Trial {
+                reason: conn.loss_reason(lost),
+                accepts: evs.len(),
+                between: conn.lines_between(lost, back),
                 noticed: ms(lost - fault),
                 back: ms(back - up),
-                relay_recorded: audit_ms_since(&ev, up_wall),
+                relay_recorded: audit_ms_since(ev, up_wall),
                 restart: ms(up - fault),
                 after_notice: ms(back - lost),
             });
