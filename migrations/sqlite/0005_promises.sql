@@ -1,0 +1,21 @@
+-- Promises already made must hold (issue 12).
+
+-- A grant's end is a fact, not a computation: the first part of the broker that sees a grant's
+-- window over (or otherwise ended) writes state 'expired' and when it saw it. Later reads never
+-- compute the state from the wall clock again, so a clock stepped back cannot re-open it.
+ALTER TABLE access_requests ADD COLUMN ended_at TEXT;
+
+-- Relay tokens and sessions issued before this instant are void: set by logout, "log out
+-- everywhere", password reset and enrollment reset. The relay reads it with the grant snapshot.
+ALTER TABLE users ADD COLUMN tokens_not_before TEXT;
+
+-- A change feed for processes sharing one SQLite file: every grant change committed by any
+-- process (the CLI, the web service) is written here in the same transaction, and a running
+-- broker polls for rows newer than the last it saw. `origin` names the writing process, so a
+-- process skips what it already published in-process. Working state, pruned after an hour.
+CREATE TABLE grant_changes (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    change      TEXT NOT NULL,
+    origin      TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
