@@ -5,9 +5,12 @@
 -- compute the state from the wall clock again, so a clock stepped back cannot re-open it.
 ALTER TABLE access_requests ADD COLUMN ended_at TEXT;
 
--- Relay tokens and sessions issued before this instant are void: set by logout, "log out
--- everywhere", password reset and enrollment reset. The relay reads it with the grant snapshot.
+-- Relay tokens issued before `tokens_not_before` are refused: set by logout, "log out
+-- everywhere", password reset and enrollment reset. Live relay sessions started before
+-- `sessions_not_before` are ended: set by "log out everywhere" and the resets, not by a plain
+-- logout. The relay reads both with the grant snapshot.
 ALTER TABLE users ADD COLUMN tokens_not_before TEXT;
+ALTER TABLE users ADD COLUMN sessions_not_before TEXT;
 
 -- The change feed SQLite processes poll (PostgreSQL processes use LISTEN/NOTIFY instead); the
 -- table exists on both so the schema is the same shape.
