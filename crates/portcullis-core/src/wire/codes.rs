@@ -110,6 +110,12 @@ wire_code! {
         ConnectorRefused = 13, "connector_refused";
         /// Something failed inside the relay; the details are in its log, not on the wire.
         Internal = 14, "internal";
+        /// The broker's wall clock stepped against its monotonic clock: nothing new starts until
+        /// the clocks agree again or an admin acknowledges (fail closed).
+        ClockAnomaly = 15, "clock_anomaly";
+        /// The token was issued before its user logged out (or logged out everywhere, or had
+        /// the password or enrollment reset): it is void.
+        SessionRevoked = 16, "session_revoked";
     }
 }
 
@@ -142,5 +148,7 @@ wire_code! {
         DeviceClosed = 10, "device_closed";
         /// The site connector carrying the session's streams went away.
         ConnectorLost = 11, "connector_lost";
+        /// The vendor logged out everywhere, or had the password or enrollment reset.
+        SessionRevoked = 12, "session_revoked";
     }
 }
