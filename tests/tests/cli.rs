@@ -782,6 +782,16 @@ async fn the_same_commands_work_on_postgresql() {
     let db = TestDb::postgres().await;
     let mut b = Broker::new();
     b.database_url = Some(db.url().to_owned());
+    // On PostgreSQL only `portcullis migrate` changes the schema; everything else says so.
+    let r = b.run(&["admin", "org", "add", "acme"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("no Portcullis schema yet")
+            && r.stderr.contains("portcullis migrate"),
+        "{}",
+        r.stderr
+    );
+    assert!(b.ok(&["migrate"]).contains("schema is up to date"));
     b.ok(&["admin", "org", "add", "acme"]);
     b.ok(&[
         "admin", "user", "add", "vera", "--role", "vendor", "--org", "acme",

@@ -127,39 +127,79 @@ pub(crate) async fn migrate(
         Backend::Sqlite => sqlx::migrate!("../../migrations/sqlite"),
         Backend::Postgres => sqlx::migrate!("../../migrations/postgres"),
     };
-    if !apply {
-        return check_schema_current(pool, &migrator).await;
+    let current = check_schema_current(pool, &migrator).await;
+    // A current schema needs nothing, not even the migrator's own `CREATE TABLE IF NOT EXISTS`
+    // (which an application role may not run): `portcullis migrate` then succeeds for anyone.
+    if !apply || current.is_ok() {
+        return current;
     }
-    migrator
-        .run(pool)
-        .await
-        .map_err(|e| StoreError::Connect(format!("migrating the schema failed: {e}")))
+    migrator.run(pool).await.map_err(|e| {
+        let text = e.to_string();
+        if text.contains("permission denied") {
+            StoreError::Connect(format!(
+                "migrating the schema failed: {text}. Run `portcullis migrate` with the database \
+                 owner's URL; the application role the services run as may not change the schema"
+            ))
+        } else {
+            StoreError::Connect(format!("migrating the schema failed: {text}"))
+        }
+    })
 }
 
+/// A service's start on PostgreSQL: the schema must be exactly what this binary expects, since
+/// it may not change it. Reads `_sqlx_migrations` only (no DDL, no advisory lock).
 async fn check_schema_current(
     pool: &AnyPool,
     migrator: &sqlx::migrate::Migrator,
 ) -> Result<(), StoreError> {
     use sqlx::Row;
-    let applied: Vec<i64> =
-        sqlx::query("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
-            .fetch_all(pool)
-            .await
-            .map_err(|e| StoreError::Connect(format!("cannot read the schema version: {e}")))?
-            .iter()
-            .map(|r| r.try_get("version"))
-            .collect::<Result<_, _>>()?;
-    let missing: Vec<String> = migrator
+    const RUN_MIGRATE: &str = "run `portcullis migrate` with the database owner's URL first";
+    let rows = match sqlx::query(
+        "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    {
+        Ok(rows) => rows,
+        // 42P01: undefined_table. A database nobody has migrated yet.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+            return Err(StoreError::Connect(format!(
+                "the database has no Portcullis schema yet: {RUN_MIGRATE}"
+            )));
+        }
+        Err(e) => {
+            return Err(StoreError::Connect(format!(
+                "cannot read the schema version: {e}"
+            )));
+        }
+    };
+    let applied: Vec<i64> = rows
         .iter()
-        .filter(|m| !applied.contains(&m.version))
-        .map(|m| m.version.to_string())
+        .map(|r| r.try_get("version"))
+        .collect::<Result<_, _>>()?;
+    let known: Vec<i64> = migrator.iter().map(|m| m.version).collect();
+    let missing: Vec<String> = known
+        .iter()
+        .filter(|v| !applied.contains(v))
+        .map(i64::to_string)
         .collect();
+    let unknown: Vec<String> = applied
+        .iter()
+        .filter(|v| !known.contains(v))
+        .map(i64::to_string)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(StoreError::Connect(format!(
+            "the schema is newer than this version of Portcullis (migrations {} are unknown to \
+             it): run the Portcullis version that migrated it",
+            unknown.join(", ")
+        )));
+    }
     if missing.is_empty() {
         Ok(())
     } else {
         Err(StoreError::Connect(format!(
-            "the schema is behind this version of Portcullis (missing migrations {}); run \
-             `portcullis migrate` with the database owner's URL",
+            "the schema is behind this version of Portcullis (missing migrations {}): {RUN_MIGRATE}",
             missing.join(", ")
         )))
     }

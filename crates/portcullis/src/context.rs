@@ -68,11 +68,28 @@ impl Context {
         })
     }
 
-    /// Opens the store for a command that changes things: creates what is missing, migrates,
+    /// Opens the store for a command that changes things (the services, the admin command line)
     /// and refuses a database whose audit log is not append-only.
+    ///
+    /// The schema: on SQLite the broker owns its embedded file, so pending migrations are applied
+    /// here. On PostgreSQL nothing but `portcullis migrate` changes the schema: the services run
+    /// as an application role without DDL rights (`deploy/postgres/roles.sql`), so they only
+    /// check that the schema is current and refuse to start, saying what to run, if it is not.
     pub async fn open_store(&self) -> anyhow::Result<Store> {
+        let migrate = Backend::from_url(&self.settings.database_url)? == Backend::Sqlite;
+        self.open_store_with(migrate).await
+    }
+
+    /// Opens the store and applies pending migrations, on either database: `portcullis
+    /// migrate`, run with the schema owner's URL.
+    pub async fn open_store_migrating(&self) -> anyhow::Result<Store> {
+        self.open_store_with(true).await
+    }
+
+    async fn open_store_with(&self, migrate: bool) -> anyhow::Result<Store> {
         self.ensure_dirs()?;
-        let config = StoreConfig::new(self.mac_key(true)?);
+        let mut config = StoreConfig::new(self.mac_key(true)?);
+        config.migrate = migrate;
         Ok(Store::open(&self.settings.database_url, config).await?)
     }
 

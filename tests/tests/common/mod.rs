@@ -75,6 +75,7 @@ impl Drop for Reaped {
 /// Runs `portcullis --data-dir <data> [--database-url <db>] <args>` and returns stdout; panics
 /// with stderr on failure.
 pub fn admin_on(data: &Path, db: Option<&str>, args: &[&str]) -> String {
+    migrate_once(data, db);
     let out = broker_cmd(data, db).args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -86,6 +87,27 @@ pub fn admin_on(data: &Path, db: Option<&str>, args: &[&str]) -> String {
 
 pub fn admin(data: &Path, args: &[&str]) -> String {
     admin_on(data, None, args)
+}
+
+/// On PostgreSQL only `portcullis migrate` (the owner's job) changes the schema; the services
+/// and the admin command line refuse an unmigrated database. Runs it once per database URL in
+/// this test process, as an operator would before the first start. SQLite migrates by itself.
+pub fn migrate_once(data: &Path, db: Option<&str>) {
+    static DONE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let Some(url) = db.filter(|u| u.starts_with("postgres")) else {
+        return;
+    };
+    let mut done = DONE.lock().unwrap();
+    if done.iter().any(|u| u == url) {
+        return;
+    }
+    let out = broker_cmd(data, Some(url)).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "portcullis migrate: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    done.push(url.to_owned());
 }
 
 fn broker_cmd(data: &Path, db: Option<&str>) -> Command {
@@ -156,6 +178,7 @@ impl Broker {
             extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         let any_port = SocketAddr::new(ip, 0).to_string();
+        migrate_once(data, db);
         b.spawn(&any_port, &any_port);
         b
     }
@@ -167,6 +190,7 @@ impl Broker {
         let (web_port, relay_port) = free_ports();
         let web_addr = format!("127.0.0.1:{web_port}");
         let relay_addr = format!("127.0.0.1:{relay_port}");
+        migrate_once(data, Some(db));
         let mut web = broker_cmd(data, Some(db))
             .args([
                 "web",
