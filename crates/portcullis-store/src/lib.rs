@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 pub use audit::{AuditQuery, VerifyOutcome};
 pub use db::{Backend, redact};
 pub use error::StoreError;
-pub use login::{Credentials, LockoutPolicy};
+pub use login::{Credentials, FailureOutcome, LockoutPolicy};
 pub use relay::{GrantChange, OrphanSession, PG_CHANNEL, RelaySessionEnd, RelaySessionStart};
 pub use requests::{NewRequest, RequestFilter, RequestRecord};
 pub use sessions::{NewSession, Session, SessionPolicy, Stage};

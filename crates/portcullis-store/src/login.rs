@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use portcullis_core::audit::AuditDraft;
 use portcullis_core::{Timestamp, Username};
 use sqlx::Row;
 
@@ -27,6 +28,16 @@ impl Default for LockoutPolicy {
             lock_for: Duration::from_secs(15 * 60),
         }
     }
+}
+
+/// What one failed login attempt did to the account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureOutcome {
+    /// Counted (and recorded); this attempt did not lock the account, though it may be locked
+    /// already.
+    Counted,
+    /// This attempt locked the account until `until`; `login.locked` was written with it.
+    Locked { until: Timestamp },
 }
 
 /// An account's secrets, for the login and enrollment handlers only.
@@ -186,18 +197,29 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Counts a failed attempt against the account and locks it when the policy says so.
-    /// Returns when the account is locked until, if it now is.
+    /// Counts a failed attempt against the account, records `failure` (the event describing the
+    /// attempt, e.g. `login.fail`) and locks the account when the policy says so, all in one write
+    /// transaction.
+    ///
+    /// Whether THIS call locked the account is decided by the database: the lock is a conditional
+    /// UPDATE (only when the count has reached the limit and no lock is in force) and its
+    /// `rows_affected` says whether it took. Under any number of parallel failures exactly one
+    /// call sees 1, so exactly one `login.locked` event is written per lock (issue 12: ten
+    /// parallel wrong passwords used to write it six times). On SQLite the write transaction is
+    /// `BEGIN IMMEDIATE`; on PostgreSQL the chain's advisory lock serialises it, and the row lock
+    /// of the UPDATE alone would also make the second caller see the first one's `locked_until`.
     pub async fn record_login_failure(
         &self,
         user_id: i64,
         policy: &LockoutPolicy,
-    ) -> Result<Option<Timestamp>, StoreError> {
-        let now = self.now();
+        failure: &AuditDraft,
+    ) -> Result<FailureOutcome, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let now = tx.now();
         let window_start = now.saturating_sub(policy.window).to_rfc3339();
-        let lock_until = now.saturating_add(policy.lock_for).to_rfc3339();
-        // One statement: restart the count when the last run of failures is older than the
-        // window, otherwise add one; lock when the count reaches the limit.
+        let until = now.saturating_add(policy.lock_for);
+        // Restart the count when the last run of failures is older than the window, otherwise
+        // add one.
         sqlx::query(
             "UPDATE users SET \
                failed_logins = CASE WHEN first_failed_at IS NULL OR first_failed_at < $1 THEN 1 ELSE failed_logins + 1 END, \
@@ -207,16 +229,34 @@ impl Store {
         .bind(window_start)
         .bind(now.to_rfc3339())
         .bind(user_id)
-        .execute(&self.shared.pool)
+        .execute(tx.conn())
         .await?;
-        sqlx::query("UPDATE users SET locked_until = $1 WHERE id = $2 AND failed_logins >= $3 AND (locked_until IS NULL OR locked_until < $1)")
-            .bind(lock_until)
-            .bind(user_id)
-            .bind(policy.max_failures)
-            .execute(&self.shared.pool)
-            .await?;
-        let user = self.user_by_id(user_id).await?;
-        Ok(user.locked_until.filter(|t| *t > now))
+        tx.audit(failure).await?;
+        // Lock only an account that is not locked now: a later failure during the lock must not
+        // move `locked_until` (nor count as a new lock).
+        let locked = sqlx::query(
+            "UPDATE users SET locked_until = $1 WHERE id = $2 AND failed_logins >= $3 \
+             AND (locked_until IS NULL OR locked_until <= $4)",
+        )
+        .bind(until.to_rfc3339())
+        .bind(user_id)
+        .bind(policy.max_failures)
+        .bind(now.to_rfc3339())
+        .execute(tx.conn())
+        .await?
+        .rows_affected()
+            == 1;
+        let outcome = if locked {
+            let mut event = failure.clone();
+            event.action = "login.locked".into();
+            event.details = serde_json::json!({ "until": until, "failures": policy.max_failures });
+            tx.audit(&event).await?;
+            FailureOutcome::Locked { until }
+        } else {
+            FailureOutcome::Counted
+        };
+        tx.commit().await?;
+        Ok(outcome)
     }
 
     pub async fn record_login_success(&self, user_id: i64) -> Result<(), StoreError> {

@@ -161,7 +161,10 @@ impl Store {
         .await?;
         save(&mut tx, &rec, None).await?;
         let r = &rec.request;
+        // The requester and org are named so that an auditor reading this one event knows who
+        // was given access to what, without joining it to the `request.create` event.
         let details = serde_json::json!({
+            "requester": r.requester, "org": r.org,
             "device": r.device, "ports": r.ports, "start": r.window.start, "end": r.window.end,
             "approvals": r.approvals.len(), "approvals_required": required, "state": r.state,
         });

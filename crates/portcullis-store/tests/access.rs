@@ -5,15 +5,15 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_core::audit::{ActorRole, MacKey};
+use portcullis_core::audit::{ActorRole, AuditDraft, MacKey};
 use portcullis_core::request::Narrowing;
 use portcullis_core::{
     Criticality, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName, Port,
     RequestState, Role, Timestamp, Username, Window,
 };
 use portcullis_store::{
-    AuditActor, AuditQuery, LockoutPolicy, NewRequest, NewUser, RequestFilter, SessionPolicy,
-    Stage, Store, StoreConfig, StoreError, UserRecord,
+    AuditActor, AuditQuery, FailureOutcome, LockoutPolicy, NewRequest, NewUser, RequestFilter,
+    SessionPolicy, Stage, Store, StoreConfig, StoreError, UserRecord,
 };
 use portcullis_testkit::{ManualClock, TestDb};
 
@@ -21,6 +21,7 @@ portcullis_testkit::both_backends!(
     enrollment_code_works_once_and_totp_steps_are_used_once,
     parallel_submissions_of_one_code_succeed_exactly_once,
     failures_lock_the_account_within_the_window,
+    parallel_failures_lock_once,
     sessions_expire_when_idle_or_old_and_logout_ends_them,
     requests_follow_the_state_machine_with_audit_events,
     dual_approval_needs_two_different_supervisors,
@@ -172,43 +173,34 @@ async fn parallel_submissions_of_one_code_succeed_exactly_once(db: TestDb) {
     assert_eq!(wins, 1);
 }
 
+/// The event a failed password attempt writes, as the web service builds it.
+fn failure(u: &UserRecord) -> AuditDraft {
+    as_actor(u)
+        .draft("login.fail")
+        .target(format!("user:{}", u.username))
+        .details(serde_json::json!({ "reason": "bad_password" }))
+}
+
 async fn failures_lock_the_account_within_the_window(db: TestDb) {
     let w = world(&db).await;
     let (vera, _) = w.user("vera", Role::Vendor).await;
     let policy = LockoutPolicy::default();
+    let fail = || {
+        w.store
+            .record_login_failure(vera.id, &policy, &failure(&vera))
+    };
     for _ in 0..4 {
-        assert_eq!(
-            w.store
-                .record_login_failure(vera.id, &policy)
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(fail().await.unwrap(), FailureOutcome::Counted);
     }
     // Failures older than the window do not count.
     w.clock.advance(Duration::from_secs(16 * 60));
-    assert_eq!(
-        w.store
-            .record_login_failure(vera.id, &policy)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(fail().await.unwrap(), FailureOutcome::Counted);
     for _ in 0..3 {
-        assert_eq!(
-            w.store
-                .record_login_failure(vera.id, &policy)
-                .await
-                .unwrap(),
-            None
-        );
+        assert_eq!(fail().await.unwrap(), FailureOutcome::Counted);
     }
-    let until = w
-        .store
-        .record_login_failure(vera.id, &policy)
-        .await
-        .unwrap()
-        .expect("fifth failure locks");
+    let FailureOutcome::Locked { until } = fail().await.unwrap() else {
+        panic!("the fifth failure locks");
+    };
     assert_eq!(until, w.clock_now().saturating_add(policy.lock_for));
     assert_eq!(
         w.store
@@ -218,6 +210,15 @@ async fn failures_lock_the_account_within_the_window(db: TestDb) {
             .status(w.clock_now()),
         "locked"
     );
+    // Failing again while locked neither locks again nor moves the end of the lock.
+    w.clock.advance(Duration::from_secs(60));
+    assert_eq!(fail().await.unwrap(), FailureOutcome::Counted);
+    assert_eq!(
+        w.store.user_by_id(vera.id).await.unwrap().locked_until,
+        Some(until)
+    );
+    assert_eq!(w.count("login.locked").await, 1);
+    assert_eq!(w.count("login.fail").await, 10, "every attempt is recorded");
     w.store.unlock_user(&admin(), &vera.username).await.unwrap();
     assert_eq!(
         w.store.user_by_id(vera.id).await.unwrap().locked_until,
@@ -227,10 +228,65 @@ async fn failures_lock_the_account_within_the_window(db: TestDb) {
     assert_eq!(w.store.user_by_id(vera.id).await.unwrap().failed_logins, 0);
 }
 
+/// Issue 12: ten parallel wrong passwords wrote `login.locked` six times. The lock is decided by
+/// the database, so exactly one of any number of parallel failures locks. The clock moves a
+/// little before each attempt, as a real one does between requests: each call computes a later
+/// `until` than the one before, which is what let later calls "lock" again.
+async fn parallel_failures_lock_once(db: TestDb) {
+    let w = world(&db).await;
+    let (vera, _) = w.user("vera", Role::Vendor).await;
+    let policy = LockoutPolicy::default();
+    let tasks: Vec<_> = (0..12)
+        .map(|_| {
+            let store = w.store.clone();
+            let clock = w.clock.clone();
+            let vera = vera.clone();
+            tokio::spawn(async move {
+                clock.advance(Duration::from_millis(1));
+                store
+                    .record_login_failure(vera.id, &policy, &failure(&vera))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut locks = Vec::new();
+    for t in tasks {
+        if let FailureOutcome::Locked { until } = t.await.unwrap() {
+            locks.push(until);
+        }
+    }
+    assert_eq!(locks.len(), 1, "exactly one call locks: {locks:?}");
+    assert_eq!(w.count("login.locked").await, 1);
+    assert_eq!(w.count("login.fail").await, 12);
+    let user = w.store.user_by_id(vera.id).await.unwrap();
+    assert_eq!(user.locked_until, Some(locks[0]));
+    assert_eq!(user.failed_logins, 12);
+    assert!(
+        w.store
+            .verify_chain(Some(MacKey::new([5; 32])), vec![])
+            .await
+            .unwrap()
+            .is_ok()
+    );
+}
+
 impl World {
     fn clock_now(&self) -> Timestamp {
         use portcullis_core::Clock;
         self.clock.now()
+    }
+
+    /// How many events with this action the log holds.
+    async fn count(&self, action: &str) -> usize {
+        self.store
+            .audit_events(&AuditQuery {
+                action: Some(action.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .len()
     }
 }
 
@@ -470,6 +526,12 @@ async fn requests_follow_the_state_machine_with_audit_events(db: TestDb) {
             ("grant.revoke", "sam")
         ]
     );
+    // The approval names whom it lets in, and where (issue 12).
+    let approval = &events[1];
+    let details: serde_json::Value = serde_json::from_str(&approval.details).unwrap();
+    assert_eq!(details["requester"], "vera", "{details}");
+    assert_eq!(details["device"], "plc-7", "{details}");
+    assert_eq!(details["org"], "acme", "{details}");
     assert!(
         w.store
             .verify_chain(Some(MacKey::new([5; 32])), vec![])

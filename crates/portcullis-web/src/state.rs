@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis_auth::password::HashPool;
 use portcullis_auth::token::TokenSigner;
 use portcullis_auth::totp::TotpKey;
 use portcullis_core::Clock;
@@ -44,6 +45,9 @@ pub struct WebConfig {
     /// The plant's IANA time zone (e.g. `Europe/Berlin`): pages show and read times in it; the
     /// API and the audit log stay in UTC.
     pub time_zone: String,
+    /// The plant's name (e.g. `Riverside Bottling`), empty when not set. Passwords built from it
+    /// are the first an attacker tries here, so the strength check treats it as a known word.
+    pub plant_name: String,
     /// The CA that signs site connectors' certificates at enrollment
     /// (`POST /api/v1/connector/enroll`); without it, connectors cannot enroll here.
     pub site_ca: Option<Arc<DevCa>>,
@@ -67,6 +71,7 @@ impl WebConfig {
             hash_concurrency: 2,
             login_rate_per_minute: 20,
             time_zone: "UTC".into(),
+            plant_name: String::new(),
             site_ca: None,
         }
     }
@@ -93,6 +98,8 @@ pub(crate) struct Inner {
     pub keys: WebKeys,
     pub config: WebConfig,
     pub hashing: Semaphore,
+    /// One argon2 block buffer per `hashing` permit, reused (memory stays bounded after a burst).
+    pub passwords: Arc<HashPool>,
     pub login_limiter: RateLimiter,
     /// More Prometheus text for `/metrics` (the relay's, when one runs in this process).
     pub metrics: MetricsSlot,
@@ -117,6 +124,7 @@ pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
 impl AppState {
     pub fn new(store: Store, clock: Arc<dyn Clock>, keys: WebKeys, config: WebConfig) -> Self {
         let hashing = Semaphore::new(config.hash_concurrency.max(1));
+        let passwords = Arc::new(HashPool::new(config.hash_concurrency.max(1)));
         let login_limiter = RateLimiter::per_minute(config.login_rate_per_minute);
         AppState(Arc::new(Inner {
             store,
@@ -124,6 +132,7 @@ impl AppState {
             keys,
             config,
             hashing,
+            passwords,
             login_limiter,
             metrics: MetricsSlot::default(),
         }))

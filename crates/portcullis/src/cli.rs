@@ -180,6 +180,10 @@ pub struct WebArgs {
     /// System-use notification shown on the login page.
     #[arg(long, env = "PORTCULLIS_BANNER")]
     pub banner: Option<String>,
+    /// The plant's name, e.g. "Riverside Bottling": passwords built from it are refused as easy
+    /// to guess. Empty: none.
+    #[arg(long, env = "PORTCULLIS_PLANT_NAME", default_value = "")]
+    pub plant_name: String,
 }
 
 #[derive(Debug, Args)]

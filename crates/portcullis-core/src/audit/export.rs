@@ -62,7 +62,7 @@ impl ExportRecord {
 
     pub fn jsonl_line(&self) -> String {
         // Invariant: serialising plain strings, integers and a JSON value cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        escape_line_breaks(serde_json::to_string(self).unwrap_or_default())
     }
 
     pub fn csv_row(&self) -> [String; 12] {
@@ -85,7 +85,8 @@ impl ExportRecord {
 }
 
 /// Makes free text safe for a CSV cell read by people and spreadsheets: control characters
-/// (newlines included) become visible `\n`, `\r`, `\t` or `\u{..}` escapes so a record stays on one
+/// (newlines and NEL U+0085 included) and the Unicode line and paragraph separators (U+2028,
+/// U+2029) become visible `\n`, `\r`, `\t` or `\u{..}` escapes so a record stays on one
 /// line, and a leading `=`, `+`, `-` or `@` gets a `'` so a spreadsheet never runs it as a formula.
 pub fn csv_cell(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -98,7 +99,30 @@ pub fn csv_cell(text: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
+            // Not control characters to Unicode, but line breaks to many readers.
+            '\u{2028}' | '\u{2029}' => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
             c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JSON allows U+2028, U+2029 and U+0085 raw inside strings and serde_json writes them so, but
+/// editors, log shippers and JavaScript line readers take them for line breaks: one event would
+/// look like two lines, and a crafted field could forge the second one (issue 12). serde_json
+/// emits them only inside string literals, where `\uXXXX` means the same character, so the
+/// record parses back unchanged.
+fn escape_line_breaks(json: String) -> String {
+    if !json.contains(['\u{2028}', '\u{2029}', '\u{85}']) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 12);
+    for c in json.chars() {
+        match c {
+            '\u{2028}' => out.push_str("\\u2028"),
+            '\u{2029}' => out.push_str("\\u2029"),
+            '\u{85}' => out.push_str("\\u0085"),
             c => out.push(c),
         }
     }

@@ -158,6 +158,32 @@ fn csv_cells_stay_on_one_line_and_defuse_formulas() {
     assert_eq!(csv_cell("a\nb\r\tc\u{1b}"), "a\\nb\\r\\tc\\u{1b}");
     assert_eq!(csv_cell("=cmd()"), "'=cmd()");
     assert_eq!(csv_cell("back\\slash"), "back\\\\slash");
+    assert_eq!(
+        csv_cell("a\u{2028}b\u{2029}c\u{85}d"),
+        "a\\u{2028}b\\u{2029}c\\u{85}d"
+    );
+}
+
+/// Issue 12: U+2028, U+2029 and U+0085 are line breaks to many readers; no export writes them
+/// raw, and the JSONL record still parses back to the same text.
+#[test]
+fn exports_escape_unicode_line_breaks() {
+    let sneaky = "vendor\u{2028}{\"seq\":1,\"action\":\"forged\"}\u{2029}x\u{85}y";
+    let draft = AuditDraft::new(sneaky, ActorRole::Vendor, "request.create")
+        .target(format!("device:{sneaky}"))
+        .details(serde_json::json!({ "reason": sneaky }));
+    let ev = AuditEvent::seal(&ChainHead::GENESIS, &draft, Timestamp::EPOCH, &key());
+    let rec = ExportRecord::from(&ev);
+    let breaks = ['\u{2028}', '\u{2029}', '\u{85}', '\n', '\r'];
+    let line = rec.jsonl_line();
+    assert!(!line.contains(breaks), "{line:?}");
+    assert!(line.contains("\\u2028") && line.contains("\\u2029") && line.contains("\\u0085"));
+    let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(back["actor"], sneaky);
+    assert_eq!(back["details"]["reason"], sneaky);
+    for cell in rec.csv_row() {
+        assert!(!cell.contains(breaks), "{cell:?}");
+    }
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -184,11 +210,11 @@ proptest! {
         let ev = AuditEvent::seal(&ChainHead::GENESIS, &draft, Timestamp::EPOCH, &key());
         let rec = ExportRecord::from(&ev);
         let line = rec.jsonl_line();
-        prop_assert!(!line.contains('\n') && !line.contains('\r'));
+        prop_assert!(!line.contains(['\n', '\r', '\u{2028}', '\u{2029}', '\u{85}']));
         let back: serde_json::Value = serde_json::from_str(&line).unwrap();
         prop_assert_eq!(back["actor"].as_str().unwrap(), ev.actor.as_str());
         for cell in rec.csv_row() {
-            prop_assert!(!cell.chars().any(char::is_control));
+            prop_assert!(!cell.chars().any(|c| c.is_control() || c == '\u{2028}' || c == '\u{2029}'));
         }
     }
 }

@@ -6,10 +6,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use portcullis_auth::password::HashPool;
 use portcullis_auth::{password, totp};
 use portcullis_core::audit::{ActorRole, AuditDraft};
 use portcullis_core::{Timestamp, Username};
-use portcullis_store::{Credentials, NewSession, Stage, UserRecord};
+use portcullis_store::{Credentials, FailureOutcome, NewSession, Stage, UserRecord};
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
@@ -57,19 +58,44 @@ pub(crate) fn unix_secs(t: Timestamp) -> u64 {
     u64::try_from(t.unix_micros() / 1_000_000).unwrap_or(0)
 }
 
-/// Runs argon2 on a blocking thread, at most `hash_concurrency` at once. A caller that cannot
-/// get a slot within 10 s is told to retry instead of queueing without bound.
+/// Runs argon2 on a blocking thread, at most `hash_concurrency` at once, with the service's
+/// buffer pool (one buffer per permit: a burst allocates nothing new). A caller that cannot get a
+/// slot within 10 s is told to retry instead of queueing without bound.
 pub(crate) async fn hashing<T: Send + 'static>(
     state: &AppState,
-    work: impl FnOnce() -> T + Send + 'static,
+    work: impl FnOnce(&HashPool) -> T + Send + 'static,
 ) -> ApiResult<T> {
     let _permit = tokio::time::timeout(Duration::from_secs(10), state.0.hashing.acquire())
         .await
         .map_err(|_| ApiError::Unavailable)?
         .map_err(|_| ApiError::Internal)?;
-    tokio::task::spawn_blocking(work)
+    let pool = state.0.passwords.clone();
+    tokio::task::spawn_blocking(move || work(&pool))
         .await
         .map_err(|_| ApiError::Internal)
+}
+
+/// The password policy for a new password of `username`, with the plant's name as context. The
+/// strength estimate can take milliseconds, so it runs off the async threads.
+pub(crate) async fn check_new_password(
+    state: &AppState,
+    pw: &str,
+    username: &str,
+) -> ApiResult<Result<(), password::PasswordError>> {
+    let (pw, user, plant) = (
+        pw.to_owned(),
+        username.to_owned(),
+        state.0.config.plant_name.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let context: Vec<&str> = [plant.as_str()]
+            .into_iter()
+            .filter(|p| !p.is_empty())
+            .collect();
+        password::check_policy(&pw, &user, &context)
+    })
+    .await
+    .map_err(|_| ApiError::Internal)
 }
 
 pub(crate) async fn audit(state: &AppState, draft: AuditDraft) -> ApiResult<()> {
@@ -103,10 +129,11 @@ pub async fn enroll(
         .await?
         .ok_or_else(|| ApiError::NotFound(BAD_CODE.into()))?;
     let user = creds.user.clone();
-    password::check_policy(&body.password, user.username.as_str())
+    check_new_password(&state, &body.password, user.username.as_str())
+        .await?
         .map_err(|e| ApiError::Invalid(e.to_string()))?;
     let pw = body.password.clone();
-    let hash = hashing(&state, move || password::hash(&pw))
+    let hash = hashing(&state, move |pool| pool.hash(&pw))
         .await?
         .map_err(|e| {
             tracing::error!(error = %e, "password hashing failed");
@@ -183,17 +210,44 @@ pub(crate) fn rate_limit(state: &AppState, addr: &ClientAddr) -> ApiResult<()> {
         })
 }
 
-/// Refuses a locked account with 423 and the time left.
+/// Refuses a locked account with 423 and the time left. Only for callers who are already logged
+/// in (step-up): they know the account exists, and telling them why their code is refused helps.
+/// The login stages answer a locked account with the generic failure instead ([`locked_until`]).
 pub(crate) fn check_lock(user: &UserRecord, now: Timestamp) -> ApiResult<()> {
-    match user.locked_until {
-        Some(until) if until > now => Err(ApiError::Locked {
+    match locked_until(user, now) {
+        Some(until) => Err(ApiError::Locked {
             retry_after_secs: until.duration_since(now).as_secs(),
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
-/// Counts a failure; audits the lock when this one caused it.
+/// When the account's lock ends, if it is locked now.
+fn locked_until(user: &UserRecord, now: Timestamp) -> Option<Timestamp> {
+    user.locked_until.filter(|until| *until > now)
+}
+
+/// A login attempt on a locked account: recorded (the lock is still audited and enforced), then
+/// answered exactly like an unknown user or a wrong password, the same status, body and headers
+/// (no 423, no Retry-After): a different answer would tell an attacker the account exists
+/// (issue 12). It is not counted again: the lock is already in force and its end does not move.
+async fn refuse_locked(
+    state: &AppState,
+    user: &UserRecord,
+    addr: &ClientAddr,
+    action: &str,
+    until: Timestamp,
+) -> ApiError {
+    let draft = user_draft(user, addr, action)
+        .details(serde_json::json!({ "reason": "locked", "until": until }));
+    match audit(state, draft).await {
+        Ok(()) => ApiError::LoginFailed,
+        Err(e) => e,
+    }
+}
+
+/// Counts a failure and records it; the store writes `login.locked` in the same transaction when
+/// this very failure locked the account (exactly once per lock, whatever the parallelism).
 pub(crate) async fn fail(
     state: &AppState,
     user: &UserRecord,
@@ -201,22 +255,18 @@ pub(crate) async fn fail(
     action: &str,
     reason: &str,
 ) -> ApiError {
-    let locked = state
+    let draft = user_draft(user, addr, action).details(serde_json::json!({ "reason": reason }));
+    match state
         .0
         .store
-        .record_login_failure(user.id, &state.0.config.lockout)
-        .await;
-    let draft = user_draft(user, addr, action).details(serde_json::json!({ "reason": reason }));
-    if let Err(e) = audit(state, draft).await {
-        return e;
-    }
-    match locked {
-        Ok(Some(until)) => {
-            let d = user_draft(user, addr, "login.locked")
-                .details(serde_json::json!({ "until": until }));
-            audit(state, d).await.err().unwrap_or(ApiError::LoginFailed)
+        .record_login_failure(user.id, &state.0.config.lockout, &draft)
+        .await
+    {
+        Ok(FailureOutcome::Locked { until }) => {
+            tracing::warn!(user = %user.username, %until, "account locked after repeated failures");
+            ApiError::LoginFailed
         }
-        Ok(None) => ApiError::LoginFailed,
+        Ok(FailureOutcome::Counted) => ApiError::LoginFailed,
         Err(e) => e.into(),
     }
 }
@@ -242,7 +292,7 @@ pub(crate) async fn password_stage(
         ..
     }) = creds.filter(|c| c.user.disabled_at.is_none())
     else {
-        hashing(state, move || password::verify_dummy(&pw)).await?;
+        hashing(state, move |pool| pool.verify_dummy(&pw)).await?;
         // The name as typed, for the audit log: bounded, and with control characters replaced
         // (PostgreSQL text cannot hold a NUL byte: the append would fail and the attempt would go
         // unrecorded, with a 503 for a junk name).
@@ -260,11 +310,15 @@ pub(crate) async fn password_stage(
         audit(state, d).await?;
         return Err(ApiError::LoginFailed);
     };
-    check_lock(&user, now)?;
+    if let Some(until) = locked_until(&user, now) {
+        // The same argon2 work as a wrong password, so timing does not tell either.
+        hashing(state, move |pool| pool.verify_dummy(&pw)).await?;
+        return Err(refuse_locked(state, &user, addr, "login.fail", until).await);
+    }
     let ok = match password_hash.filter(|_| user.enrolled) {
-        Some(hash) => hashing(state, move || password::verify(&pw, &hash)).await?,
+        Some(hash) => hashing(state, move |pool| pool.verify(&pw, &hash)).await?,
         None => {
-            hashing(state, move || password::verify_dummy(&pw)).await?;
+            hashing(state, move |pool| pool.verify_dummy(&pw)).await?;
             false
         }
     };
@@ -342,7 +396,9 @@ pub(crate) async fn totp_stage(
         .ok_or(ApiError::LoginFailed)?;
     let user_id = pending.user_id;
     let user = state.0.store.user_by_id(user_id).await?;
-    check_lock(&user, state.0.clock.now())?;
+    if let Some(until) = locked_until(&user, state.0.clock.now()) {
+        return Err(refuse_locked(state, &user, addr, "mfa.fail", until).await);
+    }
     check_totp(state, &user, addr, code).await?;
     state.0.store.end_session(mfa_token).await?;
     let s = state

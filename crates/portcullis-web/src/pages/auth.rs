@@ -6,7 +6,7 @@ use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, PreEscaped, html};
-use portcullis_auth::{password, totp};
+use portcullis_auth::totp;
 use portcullis_core::audit::ActorRole;
 use portcullis_store::{AuditActor, Stage};
 use serde::Deserialize;
@@ -16,8 +16,8 @@ use super::form::{CSRF_FIELD, Fields, Posted, check_csrf};
 use super::layout::{Flash, bare, error_box};
 use super::session::{Browser, MFA_COOKIE, clear_cookie, home_of, set_cookie};
 use crate::api::auth::{
-    BAD_CODE, audit, hashing, password_stage, rate_limit, session_cookie, totp_stage, unix_secs,
-    user_draft,
+    BAD_CODE, audit, check_new_password, hashing, password_stage, rate_limit, session_cookie,
+    totp_stage, unix_secs, user_draft,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientAddr, SESSION_COOKIE, cookie};
@@ -265,12 +265,12 @@ pub(crate) async fn enroll(
         let e = ApiError::Invalid("password: the two passwords differ".into());
         return Ok(rerender(e, |m| password_form(&code, name, Some(m))));
     }
-    if let Err(e) = password::check_policy(&pw, name) {
+    if let Err(e) = check_new_password(&state, &pw, name).await? {
         let e = ApiError::Invalid(e.to_string());
         return Ok(rerender(e, |m| password_form(&code, name, Some(m))));
     }
     // The same steps as `POST /api/v1/enroll`.
-    let hash = hashing(&state, move || password::hash(&pw))
+    let hash = hashing(&state, move |pool| pool.hash(&pw))
         .await?
         .map_err(|e| {
             tracing::error!(error = %e, "password hashing failed");

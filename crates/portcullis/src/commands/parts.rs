@@ -101,6 +101,7 @@ pub fn web_part(
         );
     }
     config.time_zone = args.time_zone.clone();
+    config.plant_name = args.plant_name.trim().to_owned();
     if let Some(b) = &args.banner {
         config.banner = b.clone();
     }
