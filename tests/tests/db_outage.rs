@@ -26,10 +26,16 @@ async fn during_a_database_outage_requests_answer_503_within_3_s_and_recover() {
     // none at all; each must fail fast.
     for i in 0..3 {
         let t = Instant::now();
-        let (s, body) = plant.broker.post("/api/v1/auth/login", login.clone(), None).await;
+        let (s, body) = plant
+            .broker
+            .post("/api/v1/auth/login", login.clone(), None)
+            .await;
         let took = t.elapsed();
         assert_eq!(s, 503, "login {i} during the outage: {body}");
-        assert!(took < Duration::from_secs(3), "login {i}: 503 after {took:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "login {i}: 503 after {took:?}"
+        );
         let t = Instant::now();
         let (s, body) = plant
             .broker
@@ -41,7 +47,10 @@ async fn during_a_database_outage_requests_answer_503_within_3_s_and_recover() {
             .await;
         let took = t.elapsed();
         assert_eq!(s, 503, "approve {i} during the outage: {body}");
-        assert!(took < Duration::from_secs(3), "approve {i}: 503 after {took:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "approve {i}: 503 after {took:?}"
+        );
     }
     let t = Instant::now();
     let r = plant
@@ -68,7 +77,10 @@ async fn during_a_database_outage_requests_answer_503_within_3_s_and_recover() {
         if s == 200 {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "approve after restore: {s}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "approve after restore: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
