@@ -20,3 +20,14 @@ CREATE TABLE grant_changes (
     origin      TEXT NOT NULL,
     created_at  TEXT NOT NULL
 );
+
+-- One row the broker rewrites every few seconds to learn whether the database takes a write
+-- (issue 12: readiness says 503 while the audit log cannot be written, e.g. on a full disk, and
+-- 200 again as soon as it can). Reading the chain head is not enough: reads work on a full disk.
+CREATE TABLE health_probe (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    n       BIGINT NOT NULL,
+    pad     TEXT NOT NULL,
+    at      TEXT NOT NULL
+);
+INSERT INTO health_probe (id, n, pad, at) VALUES (1, 0, '', '');

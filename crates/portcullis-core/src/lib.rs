@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod clock;
 pub mod device;
+pub mod disk;
 pub mod error;
 pub mod names;
 pub mod policy;

@@ -49,9 +49,11 @@ impl Auditor {
         }
     }
 
-    /// False after a failed write until a write succeeds again: new streams are refused.
+    /// False after a failed write until a write succeeds again, and while the store knows the
+    /// audit log cannot be written (a failed write elsewhere in the process, or its write
+    /// probe, e.g. on a full disk): new streams are refused.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        self.healthy.load(Ordering::Acquire) && self.store.audit_writable().is_ok()
     }
 
     /// A read or write against the database failed: treat the audit log as unavailable.
@@ -95,7 +97,11 @@ impl Auditor {
             return;
         }
         match self.store.audit_head().await {
-            Ok(_) => self.healthy.store(true, Ordering::Release),
+            // Reads work on a full disk: healthy again only when writes do too.
+            Ok(_) if self.store.audit_writable().is_ok() => {
+                self.healthy.store(true, Ordering::Release);
+            }
+            Ok(_) => self.mark_unhealthy(),
             Err(e) => self.failed(&e),
         }
     }
@@ -129,9 +135,11 @@ impl Auditor {
         self.pending.lock().await.push_back(Pending::End(e));
     }
 
-    /// An event that must not be lost but does not gate anything (refusals).
+    /// An event that must not be lost but does not gate anything (refusals). While the audit
+    /// log is known to be unavailable it is queued at once (the next probe writes it): waiting
+    /// for another database timeout would only delay the refusal the client is owed.
     pub async fn event(&self, draft: AuditDraft) {
-        if self.flush().await {
+        if self.healthy() && self.flush().await {
             match self.store.append(draft.clone()).await {
                 Ok(_) => return,
                 Err(err) => self.failed(&err),

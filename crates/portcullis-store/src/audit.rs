@@ -258,6 +258,7 @@ pub(crate) async fn run_appender(store: Store, mut rx: mpsc::Receiver<AppendJob>
                 }
             }
             Err(e) => {
+                store.shared.write_health.failed(&e);
                 tracing::error!(error = %e, events = batch.len(), "audit append failed");
                 let msg = e.to_string();
                 for job in batch.drain(..) {

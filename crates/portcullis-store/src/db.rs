@@ -58,6 +58,11 @@ pub fn redact(url: &str) -> String {
 const SQLITE_PRAGMAS: &str = "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; \
                               PRAGMA busy_timeout = 10000; PRAGMA trusted_schema = OFF;";
 
+/// How long a request waits for a pooled connection before it fails (503). Short: while the
+/// database is away every request would otherwise hold its client this long, and a relay
+/// handshake twice over (issue 12). The connect probe at start keeps its own, longer limit.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
+
 pub(crate) async fn connect(
     url: &str,
     backend: Backend,
@@ -80,7 +85,28 @@ pub(crate) async fn connect(
     probe.close().await.ok();
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .after_release(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // A dropped transaction's ROLLBACK is queued to the connection's worker, not
+                    // yet run: one round trip through the worker lets it finish (or fail) first.
+                    conn.ping().await?;
+                }
+                if conn.is_in_transaction() {
+                    // sqlx still counts a transaction open although its ROLLBACK has run: SQLite
+                    // had already rolled it back itself (SQLITE_FULL, IOERR; see
+                    // docs/decisions/0009-full-disk.md), the ROLLBACK failed with "no transaction
+                    // is active", and sqlx kept its depth at 1. Every later BEGIN on this
+                    // connection would fail. Discard it; the pool opens a fresh one.
+                    tracing::warn!(
+                        "discarding a database connection left inside a failed transaction"
+                    );
+                    return Ok(false);
+                }
+                Ok(true)
+            })
+        })
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {

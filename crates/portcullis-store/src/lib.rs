@@ -13,6 +13,7 @@ mod audit;
 mod db;
 mod devices;
 mod error;
+mod health;
 mod login;
 mod orgs;
 mod relay;
@@ -111,6 +112,8 @@ pub(crate) struct Shared {
     pub(crate) mac_key: MacKey,
     /// Grant changes committed through this store, for a relay in the same process.
     pub(crate) changes: tokio::sync::broadcast::Sender<relay::GrantChange>,
+    /// Whether the last write worked (see `health.rs`).
+    pub(crate) write_health: health::WriteHealth,
 }
 
 /// A handle on the database. Cheap to clone; the audit writer task stops when the last clone
@@ -154,6 +157,7 @@ impl Store {
             clock: config.clock,
             mac_key: config.mac_key,
             changes: tokio::sync::broadcast::channel(1024).0,
+            write_health: health::WriteHealth::default(),
         });
         // Room for one queued append per concurrent caller in a busy broker; senders wait
         // (backpressure) beyond that rather than grow memory.

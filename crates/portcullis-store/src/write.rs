@@ -29,6 +29,14 @@ pub(crate) struct WriteTx {
 
 impl Store {
     pub(crate) async fn begin_write(&self) -> Result<WriteTx, StoreError> {
+        let r = self.begin_write_inner().await;
+        if let Err(e) = &r {
+            self.shared.write_health.failed(e);
+        }
+        r
+    }
+
+    async fn begin_write_inner(&self) -> Result<WriteTx, StoreError> {
         let pool = &self.shared.pool;
         let mut tx = match self.shared.backend {
             Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
@@ -67,7 +75,10 @@ impl WriteTx {
     /// Appends one event after the current head, inside this transaction.
     pub(crate) async fn audit(&mut self, draft: &AuditDraft) -> Result<AuditEvent, StoreError> {
         let ev = AuditEvent::seal(&self.head, draft, self.now, &self.store.shared.mac_key);
-        insert_event(&mut self.tx, &ev).await?;
+        if let Err(e) = insert_event(&mut self.tx, &ev).await {
+            self.store.shared.write_health.failed(&e);
+            return Err(e);
+        }
         self.head = ev.head();
         Ok(ev)
     }
@@ -87,8 +98,16 @@ impl WriteTx {
         Ok(())
     }
 
+    /// Commits. A failed COMMIT (SQLITE_FULL, a connection lost) marks the audit log not
+    /// writable; the transaction is then rolled back as it drops, and a connection that the
+    /// rollback could not bring back to a clean state is discarded by the pool (`db.rs`).
     pub(crate) async fn commit(self) -> Result<(), StoreError> {
-        self.tx.commit().await?;
+        if let Err(e) = self.tx.commit().await {
+            let e = StoreError::from(e);
+            self.store.shared.write_health.failed(&e);
+            return Err(e);
+        }
+        self.store.shared.write_health.ok();
         for change in self.changes {
             self.store.publish(change);
         }

@@ -60,10 +60,20 @@ pub fn at(offset_secs: i64) -> Timestamp {
 pub async fn world(config: RelayConfig) -> World {
     let dir = tempfile::tempdir().unwrap();
     let db = TestDb::sqlite_in(dir.path());
+    world_in(dir, db, None, config).await
+}
+
+/// The world on `db`, reached at `url` when given (a proxy in front of it).
+pub async fn world_in(
+    dir: tempfile::TempDir,
+    db: TestDb,
+    url: Option<&str>,
+    config: RelayConfig,
+) -> World {
     let clock = Arc::new(ManualClock::at(T0));
     let mut sc = StoreConfig::new(MacKey::new([7; 32]));
     sc.clock = clock.clone();
-    let store = Store::open(db.url(), sc).await.unwrap();
+    let store = Store::open(url.unwrap_or(db.url()), sc).await.unwrap();
     store
         .add_org(&admin(), &OrgName::parse("acme").unwrap())
         .await

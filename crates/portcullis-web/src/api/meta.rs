@@ -18,8 +18,16 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// The database answers and the audit log can be read: otherwise 503 (fail closed).
+/// The audit log can be written (the last write or write probe worked) and read: otherwise
+/// 503 (fail closed). A full disk still lets the head be read, so the write mark comes first.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
+    if let Err(why) = state.0.store.audit_writable() {
+        tracing::warn!(error = %why, "not ready: the audit log cannot be written");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "audit log cannot be written",
+        );
+    }
     match state.0.store.audit_head().await {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(e) => {

@@ -12,6 +12,7 @@ mod parts;
 mod relay;
 mod request;
 mod serve;
+mod watch;
 mod web;
 
 use std::process::ExitCode;

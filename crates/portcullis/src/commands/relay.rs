@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::cli::RelayCommandArgs;
-use crate::commands::parts;
+use crate::commands::{parts, watch};
 use crate::context::Context;
 
 pub async fn run(ctx: &Context, args: RelayCommandArgs) -> anyhow::Result<ExitCode> {
@@ -22,6 +22,7 @@ pub async fn run(ctx: &Context, args: RelayCommandArgs) -> anyhow::Result<ExitCo
     let (relay, endpoint) = parts::relay_part(&store, &args.relay, verifier, &tls)?;
     let bound = endpoint.local_addr()?;
     let stop = parts::shutdown_token()?;
+    let watch = watch::start(ctx, &store, stop.clone());
     if let Some(addr) = args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -31,8 +32,8 @@ pub async fn run(ctx: &Context, args: RelayCommandArgs) -> anyhow::Result<ExitCo
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
-                let m = metrics.clone();
-                async move { m.render() }
+                let (m, w) = (metrics.clone(), watch.clone());
+                async move { m.render() + &w.render() }
             }),
         );
         let s = stop.clone();

@@ -14,7 +14,7 @@ use portcullis_core::audit::ActorRole;
 use portcullis_store::{NewUser, Store};
 
 use crate::cli::ServeArgs;
-use crate::commands::parts;
+use crate::commands::{parts, watch};
 use crate::context::Context;
 
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -40,9 +40,11 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         &tls,
     )?;
     let metrics = relay.metrics();
-    web.state.set_metrics(Arc::new(move || metrics.render()));
-    bootstrap(&store, &web.public).await?;
     let stop = parts::shutdown_token()?;
+    let watch = watch::start(ctx, &store, stop.clone());
+    web.state
+        .set_metrics(Arc::new(move || metrics.render() + &watch.render()));
+    bootstrap(&store, &web.public).await?;
 
     match &tls.dev_ca {
         Some(ca) => println!("web: {} (development CA: {})", web.public, ca.display()),

@@ -3,9 +3,10 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use crate::cli::WebCommandArgs;
-use crate::commands::parts;
+use crate::commands::{parts, watch};
 use crate::context::Context;
 
 pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode> {
@@ -21,6 +22,8 @@ pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode
         &tls,
     )?;
     let stop = parts::shutdown_token()?;
+    let watch = watch::start(ctx, &store, stop.clone());
+    web.state.set_metrics(Arc::new(move || watch.render()));
     match &tls.dev_ca {
         Some(ca) => println!("web: {} (development CA: {})", web.public, ca.display()),
         None => println!("web: {}", web.public),
