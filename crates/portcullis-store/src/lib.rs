@@ -13,10 +13,12 @@ mod audit;
 mod db;
 mod devices;
 mod error;
+mod feed;
 mod login;
 mod orgs;
 mod relay;
 mod requests;
+mod revoke;
 mod sessions;
 mod sites;
 mod users;
@@ -33,9 +35,11 @@ use tokio::sync::mpsc;
 pub use audit::{AuditQuery, VerifyOutcome};
 pub use db::{Backend, redact};
 pub use error::StoreError;
+pub use feed::FEED_POLL;
 pub use login::{Credentials, LockoutPolicy};
 pub use relay::{GrantChange, OrphanSession, PG_CHANNEL, RelaySessionEnd, RelaySessionStart};
 pub use requests::{NewRequest, RequestFilter, RequestRecord};
+pub use revoke::NotBefore;
 pub use sessions::{NewSession, Session, SessionPolicy, Stage};
 pub use sites::{
     BAD_SITE_TOKEN, ConnectorPresence, ONLINE_WITHIN, SITE_TOKEN_TTL, SiteRecord, SiteStatus,
@@ -111,6 +115,9 @@ pub(crate) struct Shared {
     pub(crate) mac_key: MacKey,
     /// Grant changes committed through this store, for a relay in the same process.
     pub(crate) changes: tokio::sync::broadcast::Sender<relay::GrantChange>,
+    /// Names this store in the SQLite change feed (`grant_changes.origin`), so its follower
+    /// skips the changes it already published in-process.
+    pub(crate) origin: String,
 }
 
 /// A handle on the database. Cheap to clone; the audit writer task stops when the last clone
@@ -154,6 +161,7 @@ impl Store {
             clock: config.clock,
             mac_key: config.mac_key,
             changes: tokio::sync::broadcast::channel(1024).0,
+            origin: feed::new_origin(),
         });
         // Room for one queued append per concurrent caller in a busy broker; senders wait
         // (backpressure) beyond that rather than grow memory.
