@@ -59,7 +59,10 @@ impl LiveGrant {
 /// wrongly accepted would carry a session past the logout that was meant to end it.
 fn issued_before(iat: u64, not_before: Option<Timestamp>) -> bool {
     let Some(nb) = not_before else { return false };
-    match i64::try_from(iat).ok().and_then(|s| s.checked_mul(1_000_000)) {
+    match i64::try_from(iat)
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000))
+    {
         Some(iat_micros) => iat_micros < nb.unix_micros(),
         // Beyond any representable time: later than any not-before.
         None => false,

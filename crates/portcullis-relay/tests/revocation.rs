@@ -26,7 +26,10 @@ fn vera_actor() -> AuditActor {
 }
 
 /// A stream through a new session; proves it echoes.
-async fn live(w: &World, c: &Client) -> (Connection, SendStream, RecvStream, SendStream, RecvStream) {
+async fn live(
+    w: &World,
+    c: &Client,
+) -> (Connection, SendStream, RecvStream, SendStream, RecvStream) {
     let (conn, cs, cr, _, welcome) = w.hello(c).await;
     assert!(matches!(welcome, Frame::Welcome { .. }), "{welcome:?}");
     let (f, mut send, mut recv) = open(&conn, "plc-7", w.port()).await;
@@ -59,7 +62,10 @@ async fn tokens_minted_before_a_logout_are_refused_as_session_revoked() {
     let before = w.client(g);
     w.clock.advance(Duration::from_millis(250));
     let token = web_session(&w).await;
-    w.store.logout(&vera_actor(), &w.vera, &token).await.unwrap();
+    w.store
+        .logout(&vera_actor(), &w.vera, &token)
+        .await
+        .unwrap();
     let (_, _, _, _, f) = w.hello(&before).await;
     assert_eq!(refused(&f), RefusalCode::SessionRevoked);
     // Minted after the logout but in the same second: `iat` cannot tell, so refused too.
@@ -74,7 +80,10 @@ async fn tokens_minted_before_a_logout_are_refused_as_session_revoked() {
     // A plain logout leaves that live session alone, through many reconciliations.
     w.clock.advance(Duration::from_secs(1));
     let token = web_session(&w).await;
-    w.store.logout(&vera_actor(), &w.vera, &token).await.unwrap();
+    w.store
+        .logout(&vera_actor(), &w.vera, &token)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     echo(&mut send, &mut recv).await;
     assert!(w.audit("relay.session.end").await.is_empty());
@@ -99,7 +108,10 @@ async fn logout_everywhere_and_a_reset_end_live_sessions_at_once() {
         w.clock.advance(Duration::from_millis(300));
         let t = Instant::now();
         if cut == "reset" {
-            w.store.reset_user(&admin(), &w.vera.username).await.unwrap();
+            w.store
+                .reset_user(&admin(), &w.vera.username)
+                .await
+                .unwrap();
         } else {
             w.store
                 .logout_everywhere(&vera_actor(), &w.vera)

@@ -136,7 +136,11 @@ async fn poll(shared: &Shared, last: i64) -> Result<Vec<(i64, String, String)>, 
     .await?;
     rows.iter()
         .map(|r| -> Result<(i64, String, String), StoreError> {
-            Ok((r.try_get("seq")?, r.try_get("change")?, r.try_get("origin")?))
+            Ok((
+                r.try_get("seq")?,
+                r.try_get("change")?,
+                r.try_get("origin")?,
+            ))
         })
         .collect()
 }

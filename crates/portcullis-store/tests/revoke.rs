@@ -123,7 +123,10 @@ async fn logout_refuses_earlier_tokens_but_leaves_live_sessions(db: TestDb) {
     assert!(alive(&store, &browser).await, "other sessions go on");
     let nb = store.not_before(&vera.username).await.unwrap();
     assert_eq!(nb.tokens, Some(at(&clock)));
-    assert_eq!(nb.sessions, None, "a plain logout does not end live sessions");
+    assert_eq!(
+        nb.sessions, None,
+        "a plain logout does not end live sessions"
+    );
     // Nothing for the relay to re-check: live sessions go on.
     assert_eq!(changes.try_recv(), Err(TryRecvError::Empty));
     let e = last_event(&store, "logout").await;
@@ -158,7 +161,10 @@ async fn logout_everywhere_ends_every_session_and_tells_the_relay(db: TestDb) {
         .unwrap();
     assert_eq!(ended, 2);
     assert!(!alive(&store, &a).await && !alive(&store, &b).await);
-    assert!(alive(&store, &other).await, "another user's session goes on");
+    assert!(
+        alive(&store, &other).await,
+        "another user's session goes on"
+    );
     let nb = store.not_before(&vera.username).await.unwrap();
     assert_eq!(nb.tokens, Some(at(&clock)));
     assert_eq!(nb.sessions, Some(at(&clock)));
@@ -178,12 +184,19 @@ async fn a_reset_clears_credentials_and_ends_everything(db: TestDb) {
     clock.advance(Duration::from_secs(7));
     let code = store.reset_user(&admin(), &vera.username).await.unwrap();
     assert!(!alive(&store, &s).await);
-    let creds = store.enrollment(&code.code).await.unwrap().expect("the new code works");
+    let creds = store
+        .enrollment(&code.code)
+        .await
+        .unwrap()
+        .expect("the new code works");
     assert_eq!(creds.password_hash, None);
     assert_eq!(creds.totp_sealed, None);
     assert!(!store.user(&vera.username).await.unwrap().unwrap().enrolled);
     let nb = store.not_before(&vera.username).await.unwrap();
-    assert_eq!((nb.tokens, nb.sessions), (Some(at(&clock)), Some(at(&clock))));
+    assert_eq!(
+        (nb.tokens, nb.sessions),
+        (Some(at(&clock)), Some(at(&clock)))
+    );
     assert_eq!(changes.try_recv(), Ok(GrantChange::User("vera".into())));
     let e = last_event(&store, "user.reset").await;
     assert_eq!(e["actor"], "cli:root");
@@ -246,10 +259,16 @@ async fn changes_another_process_commits_reach_this_one(db: TestDb) {
         // first poll).
         clock.advance(Duration::from_secs(2 * 3600));
         let later = open(&db, clock.clone()).await;
-        later.follow_change_feed(Duration::from_millis(10)).await.unwrap();
+        later
+            .follow_change_feed(Duration::from_millis(10))
+            .await
+            .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while rows().await > 0 {
-            assert!(tokio::time::Instant::now() < deadline, "old feed rows were not pruned");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "old feed rows were not pruned"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     } else {

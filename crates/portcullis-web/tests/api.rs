@@ -1294,26 +1294,48 @@ async fn logout_everywhere_and_the_admin_reset_end_what_the_user_started() {
     let nb = app.store.not_before(&vera_name).await.unwrap();
     assert_eq!(nb.tokens, Some(app.clock.now()));
     assert_eq!(nb.sessions, None);
-    assert_eq!(app.get("/api/v1/requests", &vera.token).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(app.get("/api/v1/requests", &other.token).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v1/requests", &vera.token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get("/api/v1/requests", &other.token).await.status,
+        StatusCode::OK
+    );
 
     // Log out everywhere, from one of two sessions: both end, both not-befores move.
     let third = relogin(&app, &vera).await;
     let r = app
-        .call(Method::POST, "/api/v1/auth/logout-everywhere", None, Some(&other.token))
+        .call(
+            Method::POST,
+            "/api/v1/auth/logout-everywhere",
+            None,
+            Some(&other.token),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["sessions_ended"], 2);
     let cookie = r.headers[header::SET_COOKIE].to_str().unwrap();
     assert!(cookie.contains("Max-Age=0"), "{cookie}");
     for s in [&other, &third] {
-        assert_eq!(app.get("/api/v1/requests", &s.token).await.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.get("/api/v1/requests", &s.token).await.status,
+            StatusCode::UNAUTHORIZED
+        );
     }
     let nb = app.store.not_before(&vera_name).await.unwrap();
-    assert_eq!((nb.tokens, nb.sessions), (Some(app.clock.now()), Some(app.clock.now())));
+    assert_eq!(
+        (nb.tokens, nb.sessions),
+        (Some(app.clock.now()), Some(app.clock.now()))
+    );
     // Without a session there is nothing to log out of.
     let r = app
-        .call(Method::POST, "/api/v1/auth/logout-everywhere", None, Some(&other.token))
+        .call(
+            Method::POST,
+            "/api/v1/auth/logout-everywhere",
+            None,
+            Some(&other.token),
+        )
         .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
 
@@ -1323,17 +1345,29 @@ async fn logout_everywhere_and_the_admin_reset_end_what_the_user_started() {
     let sam = app.user("sam", Role::Supervisor).await;
     let fourth = relogin(&app, &vera).await;
     let r = app
-        .post("/api/v1/admin/users/vera/reset", json!({}), Some(&sam.token))
+        .post(
+            "/api/v1/admin/users/vera/reset",
+            json!({}),
+            Some(&sam.token),
+        )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
     let r = app
-        .call(Method::POST, "/api/v1/admin/users/vera/reset", None, Some(&adam.token))
+        .call(
+            Method::POST,
+            "/api/v1/admin/users/vera/reset",
+            None,
+            Some(&adam.token),
+        )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["username"], "vera");
     let code = r.body["enrollment_code"].as_str().unwrap();
     assert!(app.store.enrollment(code).await.unwrap().is_some());
-    assert_eq!(app.get("/api/v1/requests", &fourth.token).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/v1/requests", &fourth.token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
     let r = app
         .post(
             "/api/v1/auth/login",
@@ -1345,13 +1379,21 @@ async fn logout_everywhere_and_the_admin_reset_end_what_the_user_started() {
     let nb = app.store.not_before(&vera_name).await.unwrap();
     assert_eq!(nb.sessions, Some(app.clock.now()));
     let r = app
-        .call(Method::POST, "/api/v1/admin/users/nobody/reset", None, Some(&adam.token))
+        .call(
+            Method::POST,
+            "/api/v1/admin/users/nobody/reset",
+            None,
+            Some(&adam.token),
+        )
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
 
     let actions = app.actions().await;
     for a in ["logout", "logout.everywhere", "user.reset"] {
-        assert!(actions.iter().any(|x| x == a), "{a} not audited: {actions:?}");
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} not audited: {actions:?}"
+        );
     }
 }
 

@@ -1190,7 +1190,11 @@ async fn log_out_everywhere_and_the_admin_reset_through_the_forms() {
     let vera = app.user("vera", Role::Vendor).await;
     let (other, _) = app.login("vera", copy(&vera.secret)).await;
     let page = app.get("/requests", Some(&vera.cookie)).await;
-    assert!(page.body.contains(r#"action="/logout-everywhere""#), "{}", page.body);
+    assert!(
+        page.body.contains(r#"action="/logout-everywhere""#),
+        "{}",
+        page.body
+    );
     let r = app.submit(&vera, "/logout-everywhere", &[]).await;
     assert_eq!(
         (r.status, r.location()),
@@ -1211,7 +1215,11 @@ async fn log_out_everywhere_and_the_admin_reset_through_the_forms() {
     let adam = app.user("adam", Role::Admin).await;
     let (vera, _) = app.login("vera", copy(&vera.secret)).await;
     let users = app.get("/admin/users", Some(&adam.cookie)).await;
-    assert!(users.body.contains(r#"data-testid="reset-vera""#), "{}", users.body);
+    assert!(
+        users.body.contains(r#"data-testid="reset-vera""#),
+        "{}",
+        users.body
+    );
     let r = app.submit(&adam, "/admin/users/vera/reset", &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert!(r.body.contains(r#"data-testid="enrollment-code""#));
@@ -1219,6 +1227,9 @@ async fn log_out_everywhere_and_the_admin_reset_through_the_forms() {
     assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/login"));
     let actions = app.actions().await;
     for a in ["logout.everywhere", "user.reset"] {
-        assert!(actions.iter().any(|x| x == a), "{a} not audited: {actions:?}");
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} not audited: {actions:?}"
+        );
     }
 }

@@ -430,7 +430,10 @@ fn with_expired_cookie(mut resp: Response) -> Response {
 
 /// "Log out everywhere": ends every web and CLI session of the user, refuses the relay tokens
 /// issued until now and ends the user's live relay sessions.
-pub async fn logout_everywhere(State(state): State<AppState>, authed: Authed) -> ApiResult<Response> {
+pub async fn logout_everywhere(
+    State(state): State<AppState>,
+    authed: Authed,
+) -> ApiResult<Response> {
     let ended = state
         .0
         .store
