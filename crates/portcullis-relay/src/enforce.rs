@@ -79,7 +79,9 @@ pub(crate) async fn recheck(shared: &Shared, sessions: Vec<Arc<LiveSession>>) {
         match grant::check(&shared.store, id, shared.clock.now()).await {
             Ok(Ok(live)) => {
                 for s in sessions {
-                    if !live.ports.is_superset(&s.grant.ports)
+                    if live.session_revoked(s.started_at, s.token_iat) {
+                        s.end(portcullis_core::wire::EndReason::SessionRevoked);
+                    } else if !live.ports.is_superset(&s.grant.ports)
                         || live.address != s.grant.address
                         || live.site != s.grant.site
                     {

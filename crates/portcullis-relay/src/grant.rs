@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use portcullis_core::wire::{EndReason, RefusalCode};
 use portcullis_core::{Port, RequestState, Timestamp};
-use portcullis_store::{Store, StoreError};
+use portcullis_store::{NotBefore, Store, StoreError};
 
 /// What a live grant allows right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,15 +22,50 @@ pub(crate) struct LiveGrant {
     /// The registered site whose connector carries the device's streams; `None`: the relay
     /// dials the device itself (its `site` field names no registered site).
     pub site: Option<String>,
+    /// The vendor's not-befores (logout, "log out everywhere", resets).
+    pub not_before: NotBefore,
 }
 
 impl LiveGrant {
+    /// Whether a token issued at `iat` (Unix seconds) predates the vendor's last logout or
+    /// reset, and must be refused.
+    pub fn token_revoked(&self, iat: u64) -> bool {
+        issued_before(iat, self.not_before.tokens)
+    }
+
+    /// Whether a live session, started at `started` with a token issued at `iat`, predates
+    /// the vendor's last "log out everywhere" or reset, and must end. The token's issue time
+    /// counts too: a session whose handshake read the snapshot just before the change
+    /// committed still carries a token minted before it.
+    pub fn session_revoked(&self, started: Timestamp, iat: u64) -> bool {
+        self.not_before.sessions.is_some_and(|nb| started < nb)
+            || issued_before(iat, self.not_before.sessions)
+    }
+
     pub fn remaining(&self, now: Timestamp) -> Duration {
         if now >= self.window_end {
             Duration::ZERO
         } else {
             self.window_end.duration_since(now)
         }
+    }
+}
+
+/// Whether a token issued at `iat` may have been issued before `not_before`.
+///
+/// `iat` is whole seconds, rounded down: the token was minted somewhere in `[iat, iat + 1)`.
+/// When `not_before` falls inside that second the order cannot be told, and the token is
+/// refused: a token wrongly refused costs the vendor one fresh token a second later, a token
+/// wrongly accepted would carry a session past the logout that was meant to end it.
+fn issued_before(iat: u64, not_before: Option<Timestamp>) -> bool {
+    let Some(nb) = not_before else { return false };
+    match i64::try_from(iat)
+        .ok()
+        .and_then(|s| s.checked_mul(1_000_000))
+    {
+        Some(iat_micros) => iat_micros < nb.unix_micros(),
+        // Beyond any representable time: later than any not-before.
+        None => false,
     }
 }
 
@@ -95,6 +130,7 @@ pub(crate) async fn check(
         Some(u) if u.disabled_at.is_none() => {}
         _ => return Ok(Err(Dead::UserDisabled)),
     }
+    let not_before = store.not_before(&r.requester).await?;
     let Some(device) = store.device(&r.device).await? else {
         return Ok(Err(Dead::PolicyChanged));
     };
@@ -124,5 +160,6 @@ pub(crate) async fn check(
         ports,
         window_end: r.window.end,
         site,
+        not_before,
     }))
 }

@@ -19,6 +19,9 @@ pub(crate) struct LiveSession {
     pub id: String,
     pub grant: LiveGrant,
     pub started_at: Timestamp,
+    /// The relay token's issue time (`iat`, Unix seconds): a "log out everywhere" ends the
+    /// sessions whose token predates it.
+    pub token_iat: u64,
     /// Cancelled when the session must end; every stream holds a child token.
     pub cancel: CancellationToken,
     /// The first reason given for ending wins.
@@ -38,12 +41,14 @@ impl LiveSession {
         id: String,
         grant: LiveGrant,
         started_at: Timestamp,
+        token_iat: u64,
         refusal_audits: (u32, Duration),
     ) -> Self {
         Self {
             id,
             grant,
             started_at,
+            token_iat,
             cancel: CancellationToken::new(),
             end: OnceLock::new(),
             bytes_up: AtomicU64::new(0),

@@ -111,6 +111,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, incoming: quinn::Incoming) {
         session_id(),
         live,
         shared.clock.now(),
+        claims.iat,
         shared.config.stream_refusal_audits,
     ));
     let start = RelaySessionStart {
@@ -217,6 +218,16 @@ async fn check_hello(
             ..Refusal::new(
                 RefusalCode::BadToken,
                 "the token's user does not own the grant",
+            )
+        });
+    }
+    if live.token_revoked(claims.iat) {
+        return Err(Refusal {
+            claims: Some(claims),
+            ..Refusal::new(
+                RefusalCode::SessionRevoked,
+                "this token was issued before you logged out (or your account was reset); \
+                 log in again with `portcullis login`",
             )
         });
     }

@@ -13,11 +13,13 @@ mod audit;
 mod db;
 mod devices;
 mod error;
+mod feed;
 mod health;
 mod login;
 mod orgs;
 mod relay;
 mod requests;
+mod revoke;
 mod sessions;
 mod sites;
 mod users;
@@ -34,9 +36,11 @@ use tokio::sync::mpsc;
 pub use audit::{AuditQuery, VerifyOutcome};
 pub use db::{Backend, redact};
 pub use error::StoreError;
+pub use feed::FEED_POLL;
 pub use login::{Credentials, FailureOutcome, LockoutPolicy};
 pub use relay::{GrantChange, OrphanSession, PG_CHANNEL, RelaySessionEnd, RelaySessionStart};
 pub use requests::{NewRequest, RequestFilter, RequestRecord};
+pub use revoke::NotBefore;
 pub use sessions::{NewSession, Session, SessionPolicy, Stage};
 pub use sites::{
     BAD_SITE_TOKEN, ConnectorPresence, ONLINE_WITHIN, SITE_TOKEN_TTL, SiteRecord, SiteStatus,
@@ -114,6 +118,9 @@ pub(crate) struct Shared {
     pub(crate) changes: tokio::sync::broadcast::Sender<relay::GrantChange>,
     /// Whether the last write worked (see `health.rs`).
     pub(crate) write_health: health::WriteHealth,
+    /// Names this store in the SQLite change feed (`grant_changes.origin`), so its follower
+    /// skips the changes it already published in-process.
+    pub(crate) origin: String,
 }
 
 /// A handle on the database. Cheap to clone; the audit writer task stops when the last clone
@@ -158,6 +165,7 @@ impl Store {
             mac_key: config.mac_key,
             changes: tokio::sync::broadcast::channel(1024).0,
             write_health: health::WriteHealth::default(),
+            origin: feed::new_origin(),
         });
         // Room for one queued append per concurrent caller in a busy broker; senders wait
         // (backpressure) beyond that rather than grow memory.

@@ -151,35 +151,15 @@ impl Store {
     }
 
     /// Issues a new enrollment code (lost phone, forgotten password); the old credentials stop
-    /// working at once.
+    /// working at once, and so do the relay tokens and live relay sessions the user had
+    /// (`revoke.rs`). Audited as `user.reset_enrollment`.
     pub async fn reset_enrollment(
         &self,
         by: &AuditActor,
         name: &Username,
     ) -> Result<EnrollmentCode, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let user = crate::users::fetch_user(tx.conn(), name).await?;
-        let code = EnrollmentCode::generate(tx.now().saturating_add(crate::ENROLLMENT_TTL));
-        sqlx::query(
-            "UPDATE users SET password_hash = NULL, totp_secret = NULL, totp_last_step = NULL, \
-             enrollment_code_hash = $1, enrollment_expires_at = $2 WHERE id = $3",
-        )
-        .bind(EnrollmentCode::hash(&code.code))
-        .bind(code.expires_at.to_rfc3339())
-        .bind(user.id)
-        .execute(tx.conn())
-        .await?;
-        sqlx::query("DELETE FROM web_sessions WHERE user_id = $1")
-            .bind(user.id)
-            .execute(tx.conn())
-            .await?;
-        tx.audit(
-            &by.draft("user.reset_enrollment")
-                .target(format!("user:{name}")),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(code)
+        self.reset_credentials(by, name, "user.reset_enrollment")
+            .await
     }
 
     /// The TOTP replay guard: records `step` as used only if it is later than the last one used.

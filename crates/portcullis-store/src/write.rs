@@ -83,16 +83,30 @@ impl WriteTx {
         Ok(ev)
     }
 
-    /// Tells relays, once this transaction commits, that live sessions may have to end. On
-    /// PostgreSQL the notification is part of the transaction (delivered only on commit) and
-    /// reaches relays in other processes.
+    /// Tells relays, once this transaction commits, that live sessions may have to end. The
+    /// notice is part of the transaction, so it exists exactly when the change does, and it
+    /// reaches relays in other processes: on PostgreSQL as a NOTIFY (delivered on commit), on
+    /// SQLite as a row in the `grant_changes` feed that running brokers poll (`feed.rs`; the
+    /// command line is another process writing the same file).
     pub(crate) async fn notify(&mut self, change: GrantChange) -> Result<(), StoreError> {
-        if self.store.shared.backend == Backend::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(PG_CHANNEL)
+        match self.store.shared.backend {
+            Backend::Postgres => {
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(PG_CHANNEL)
+                    .bind(change.to_payload())
+                    .execute(&mut *self.tx)
+                    .await?;
+            }
+            Backend::Sqlite => {
+                sqlx::query(
+                    "INSERT INTO grant_changes (change, origin, created_at) VALUES ($1, $2, $3)",
+                )
                 .bind(change.to_payload())
+                .bind(self.store.shared.origin.clone())
+                .bind(self.now.to_rfc3339())
                 .execute(&mut *self.tx)
                 .await?;
+            }
         }
         self.changes.push(change);
         Ok(())

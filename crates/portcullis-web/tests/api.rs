@@ -1185,6 +1185,7 @@ async fn every_route_is_in_the_openapi_document() {
         "/api/v1/auth/mfa",
         "/api/v1/auth/step-up",
         "/api/v1/auth/logout",
+        "/api/v1/auth/logout-everywhere",
         "/api/v1/devices",
         "/api/v1/requests",
         "/api/v1/requests/{id}",
@@ -1228,6 +1229,7 @@ async fn the_openapi_document_matches_the_router() {
     let secured = [
         ("post", "/api/v1/auth/step-up"),
         ("post", "/api/v1/auth/logout"),
+        ("post", "/api/v1/auth/logout-everywhere"),
         ("get", "/api/v1/devices"),
         ("get", "/api/v1/requests"),
         ("post", "/api/v1/requests"),
@@ -1295,4 +1297,132 @@ async fn the_openapi_document_matches_the_router() {
         let pointer = r.strip_prefix('#').unwrap();
         assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
     }
+}
+
+/// Issue 12: a logout refuses the relay tokens issued before it (the relay reads
+/// `tokens_not_before`), "log out everywhere" ends every session of the user, and the admin
+/// reset clears the credentials and ends everything, each audited.
+#[tokio::test]
+async fn logout_everywhere_and_the_admin_reset_end_what_the_user_started() {
+    let app = app().await;
+    let vera = app.user("vera", Role::Vendor).await;
+    let vera_name = Username::parse("vera").unwrap();
+    let other = relogin(&app, &vera).await;
+
+    // A plain logout: this session ends, earlier tokens are refused, other sessions go on.
+    let r = app
+        .call(Method::POST, "/api/v1/auth/logout", None, Some(&vera.token))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    let nb = app.store.not_before(&vera_name).await.unwrap();
+    assert_eq!(nb.tokens, Some(app.clock.now()));
+    assert_eq!(nb.sessions, None);
+    assert_eq!(
+        app.get("/api/v1/requests", &vera.token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.get("/api/v1/requests", &other.token).await.status,
+        StatusCode::OK
+    );
+
+    // Log out everywhere, from one of two sessions: both end, both not-befores move.
+    let third = relogin(&app, &vera).await;
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/logout-everywhere",
+            None,
+            Some(&other.token),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["sessions_ended"], 2);
+    let cookie = r.headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.contains("Max-Age=0"), "{cookie}");
+    for s in [&other, &third] {
+        assert_eq!(
+            app.get("/api/v1/requests", &s.token).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let nb = app.store.not_before(&vera_name).await.unwrap();
+    assert_eq!(
+        (nb.tokens, nb.sessions),
+        (Some(app.clock.now()), Some(app.clock.now()))
+    );
+    // Without a session there is nothing to log out of.
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/logout-everywhere",
+            None,
+            Some(&other.token),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // The admin reset: only admins; the user's sessions end, the password stops working, a new
+    // enrollment code works.
+    let adam = app.user("adam", Role::Admin).await;
+    let sam = app.user("sam", Role::Supervisor).await;
+    let fourth = relogin(&app, &vera).await;
+    let r = app
+        .post(
+            "/api/v1/admin/users/vera/reset",
+            json!({}),
+            Some(&sam.token),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/admin/users/vera/reset",
+            None,
+            Some(&adam.token),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["username"], "vera");
+    let code = r.body["enrollment_code"].as_str().unwrap();
+    assert!(app.store.enrollment(code).await.unwrap().is_some());
+    assert_eq!(
+        app.get("/api/v1/requests", &fourth.token).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let r = app
+        .post(
+            "/api/v1/auth/login",
+            json!({ "username": "vera", "password": PASSWORD }),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{:?}", r.body);
+    let nb = app.store.not_before(&vera_name).await.unwrap();
+    assert_eq!(nb.sessions, Some(app.clock.now()));
+    let r = app
+        .call(
+            Method::POST,
+            "/api/v1/admin/users/nobody/reset",
+            None,
+            Some(&adam.token),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+
+    let actions = app.actions().await;
+    for a in ["logout", "logout.everywhere", "user.reset"] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} not audited: {actions:?}"
+        );
+    }
+}
+
+/// Another session of `u`'s (the next TOTP step: each code works once).
+async fn relogin(app: &App, u: &User) -> User {
+    app.clock.advance(Duration::from_secs(30));
+    let secret = TotpSecret::from_base32(&u.secret.base32()).unwrap();
+    app.login(&u.name, secret).await
 }

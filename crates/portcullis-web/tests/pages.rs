@@ -1181,3 +1181,55 @@ async fn admins_manage_sites_and_supervisors_see_connector_status() {
         assert!(actions.iter().any(|x| x == a), "{a}");
     }
 }
+
+/// Issue 12: the pages' "Log out everywhere" button ends every session of the user, and the
+/// admin Users page resets an account (new enrollment code, sessions ended, `user.reset`).
+#[tokio::test]
+async fn log_out_everywhere_and_the_admin_reset_through_the_forms() {
+    let app = app().await;
+    let vera = app.user("vera", Role::Vendor).await;
+    let (other, _) = app.login("vera", copy(&vera.secret)).await;
+    let page = app.get("/requests", Some(&vera.cookie)).await;
+    assert!(
+        page.body.contains(r#"action="/logout-everywhere""#),
+        "{}",
+        page.body
+    );
+    let r = app.submit(&vera, "/logout-everywhere", &[]).await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/login?done=logged_out_everywhere")
+    );
+    assert!(r.cookies()[0].contains("Max-Age=0"));
+    for b in [&vera, &other] {
+        let r = app.get("/requests", Some(&b.cookie)).await;
+        assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/login"));
+    }
+    let nb = app
+        .store
+        .not_before(&Username::parse("vera").unwrap())
+        .await
+        .unwrap();
+    assert!(nb.tokens.is_some() && nb.sessions.is_some(), "{nb:?}");
+
+    let adam = app.user("adam", Role::Admin).await;
+    let (vera, _) = app.login("vera", copy(&vera.secret)).await;
+    let users = app.get("/admin/users", Some(&adam.cookie)).await;
+    assert!(
+        users.body.contains(r#"data-testid="reset-vera""#),
+        "{}",
+        users.body
+    );
+    let r = app.submit(&adam, "/admin/users/vera/reset", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains(r#"data-testid="enrollment-code""#));
+    let r = app.get("/requests", Some(&vera.cookie)).await;
+    assert_eq!((r.status, r.location()), (StatusCode::SEE_OTHER, "/login"));
+    let actions = app.actions().await;
+    for a in ["logout.everywhere", "user.reset"] {
+        assert!(
+            actions.iter().any(|x| x == a),
+            "{a} not audited: {actions:?}"
+        );
+    }
+}

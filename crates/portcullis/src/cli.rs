@@ -61,6 +61,9 @@ pub enum VendorCommand {
     Login(LoginArgs),
     /// Vendor: the devices you may request.
     Devices(ListArgs),
+    /// Vendor: end the stored session on the broker and forget it; relay tokens issued
+    /// before are refused. With --everywhere, every session of yours and live connections too.
+    Logout(LogoutArgs),
     /// Vendor: ask for access to a device's ports for a time window.
     Request(RequestArgs),
     /// Vendor: your requests and grants, with their state and time left.
@@ -300,6 +303,13 @@ pub enum UserCommand {
     Disable { username: String },
     /// Clear a lockout after failed logins.
     Unlock { username: String },
+    /// Reset an account: clears its password and authenticator enrollment, ends its sessions,
+    /// relay tokens and live connections, and prints a new one-time enrollment code.
+    Reset {
+        username: String,
+        #[arg(long, value_enum, default_value_t = OutFormat::Text)]
+        format: OutFormat,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -495,4 +505,12 @@ pub struct ConnectorRunArgs {
     /// For enrolling first: PEM file of the CA that signs the broker's HTTPS certificate.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    /// End every session of your account (browsers, other machines) and your live
+    /// `portcullis connect` sessions, not only this machine's login.
+    #[arg(long)]
+    pub everywhere: bool,
 }

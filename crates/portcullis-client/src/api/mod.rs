@@ -234,6 +234,19 @@ impl ApiClient {
             .map(drop)
     }
 
+    /// "Log out everywhere": ends every session of the account (this one too), refuses the
+    /// relay tokens issued so far and ends the account's live relay sessions. Returns how many
+    /// web and CLI sessions ended.
+    pub async fn logout_everywhere(&self) -> Result<u64, ApiError> {
+        let v: serde_json::Value = self
+            .json(Method::POST, "/auth/logout-everywhere", None, "the logout")
+            .await?;
+        v["sessions_ended"].as_u64().ok_or(ApiError::BadAnswer {
+            what: "the logout",
+            detail: "no `sessions_ended` count".into(),
+        })
+    }
+
     /// The devices this account may request.
     pub async fn devices(&self) -> Result<Vec<Device>, ApiError> {
         let v: serde_json::Value = self

@@ -180,6 +180,12 @@ pub async fn user_action(
     let out = match action.as_str() {
         "disable" => serde_json::to_value(store.disable_user(&by, &name).await?),
         "unlock" => serde_json::to_value(store.unlock_user(&by, &name).await?),
+        "reset" => {
+            let code = store.reset_user(&by, &name).await?;
+            Ok(
+                serde_json::json!({ "username": name, "enrollment_code": code.code, "expires_at": code.expires_at }),
+            )
+        }
         "reset-enrollment" => {
             let code = store.reset_enrollment(&by, &name).await?;
             Ok(

@@ -464,14 +464,37 @@ pub async fn step_up(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Ends this session and refuses the relay tokens the user was issued until now (a live
+/// `portcullis connect` goes on; "log out everywhere" ends it too).
 pub async fn logout(State(state): State<AppState>, authed: Authed) -> ApiResult<Response> {
-    state.0.store.end_session(&authed.token).await?;
-    audit(&state, user_draft(&authed.user, &authed.addr, "logout")).await?;
-    let mut resp = StatusCode::NO_CONTENT.into_response();
+    state
+        .0
+        .store
+        .logout(&authed.actor(), &authed.user, &authed.token)
+        .await?;
+    Ok(with_expired_cookie(StatusCode::NO_CONTENT.into_response()))
+}
+
+fn with_expired_cookie(mut resp: Response) -> Response {
     let expired =
         format!("{SESSION_COOKIE}=; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=0");
     if let Ok(v) = HeaderValue::from_str(&expired) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
-    Ok(resp)
+    resp
+}
+
+/// "Log out everywhere": ends every web and CLI session of the user, refuses the relay tokens
+/// issued until now and ends the user's live relay sessions.
+pub async fn logout_everywhere(
+    State(state): State<AppState>,
+    authed: Authed,
+) -> ApiResult<Response> {
+    let ended = state
+        .0
+        .store
+        .logout_everywhere(&authed.actor(), &authed.user)
+        .await?;
+    let body = Json(serde_json::json!({ "sessions_ended": ended }));
+    Ok(with_expired_cookie(body.into_response()))
 }

@@ -21,6 +21,7 @@ pub fn router() -> Router<AppState> {
         .route("/auth/mfa", post(auth::mfa))
         .route("/auth/step-up", post(auth::step_up))
         .route("/auth/logout", post(auth::logout))
+        .route("/auth/logout-everywhere", post(auth::logout_everywhere))
         .route("/devices", get(access::devices))
         .route("/requests", get(access::list).post(access::create))
         .route("/requests/{id}", get(access::get))

@@ -268,7 +268,10 @@ fn auth_paths() -> Value {
             Some(body(&["mfa_token", "totp"], json!({ "mfa_token": string, "totp": schema("Totp") }))), none.clone(), false) },
         "/api/v1/auth/step-up": { "post": op("Fresh TOTP for approvals and tokens", json!({ "204": no_content("done") }),
             Some(body(&["totp"], json!({ "totp": schema("Totp") }))), none.clone(), true) },
-        "/api/v1/auth/logout": { "post": op("End the session", json!({ "204": no_content("done") }), None, none, true) },
+        "/api/v1/auth/logout": { "post": op("End the session; relay tokens issued before are refused", json!({ "204": no_content("done") }), None, none.clone(), true) },
+        "/api/v1/auth/logout-everywhere": { "post": op("End every session of the caller: web and CLI sessions, relay tokens issued before, live relay sessions",
+            json!({ "200": ok("How many web and CLI sessions ended", obj(&["sessions_ended"],
+                json!({ "sessions_ended": { "type": "integer", "minimum": 0 } }))) }), None, none, true) },
     })
 }
 
@@ -371,10 +374,10 @@ fn audit_admin_paths() -> Value {
                 Some(body(&["username", "role"], json!({ "username": schema("Name"), "role": schema("Role"),
                     "org": nullable(name()) }))), none.clone(), true),
         },
-        "/api/v1/admin/users/{name}/{action}": { "post": op("disable, unlock or reset-enrollment",
+        "/api/v1/admin/users/{name}/{action}": { "post": op("disable, unlock, reset (password, TOTP, sessions and relay tokens; returns a new enrollment code) or reset-enrollment",
             json!({ "200": ok("The user, or the new enrollment code", obj(&["username"], json!({ "username": string }))) }),
             None, json!([name_param(),
-                { "name": "action", "in": "path", "required": true, "schema": { "type": "string", "enum": ["disable", "unlock", "reset-enrollment"] } }]), true) },
+                { "name": "action", "in": "path", "required": true, "schema": { "type": "string", "enum": ["disable", "unlock", "reset", "reset-enrollment"] } }]), true) },
         "/api/v1/admin/devices": { "post": op("Add a device", json!({ "201": no_content("created") }),
             Some(policy(&["name", "address", "ports"], json!({ "name": schema("Name"), "address": string,
                 "device_type": text(500), "site": text(500), "owner": text(500), "vendor": text(500), "purpose": text(500),

@@ -63,7 +63,7 @@ async fn users_page(
                         td data-testid="user-status" { (u.status(now)) }
                         td { (tz.show(u.created_at)) }
                         td {
-                            @for (action, label) in [("unlock", "Unlock"), ("reset-enrollment", "Reset enrollment"), ("disable", "Disable")] {
+                            @for (action, label) in [("unlock", "Unlock"), ("reset", "Reset password and MFA"), ("disable", "Disable")] {
                                 @if !(action == "disable" && u.disabled_at.is_some()) {
                                     form.inline method="post" action={ "/admin/users/" (name) "/" (action) } {
                                         (csrf(who))
@@ -160,6 +160,7 @@ pub(crate) async fn user_action(
         Ok(match action.as_str() {
             "disable" => store.disable_user(&by, &name).await.map(|_| None)?,
             "unlock" => store.unlock_user(&by, &name).await.map(|_| None)?,
+            "reset" => Some(store.reset_user(&by, &name).await?),
             "reset-enrollment" => Some(store.reset_enrollment(&by, &name).await?),
             other => return Err(ApiError::NotFound(format!("no user action '{other}'"))),
         })

@@ -16,8 +16,8 @@ use super::form::{CSRF_FIELD, Fields, Posted, check_csrf};
 use super::layout::{Flash, bare, error_box};
 use super::session::{Browser, MFA_COOKIE, clear_cookie, home_of, set_cookie};
 use crate::api::auth::{
-    BAD_CODE, audit, check_new_password, hashing, password_stage, rate_limit, session_cookie,
-    totp_stage, unix_secs, user_draft,
+    BAD_CODE, check_new_password, hashing, password_stage, rate_limit, session_cookie, totp_stage,
+    unix_secs,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientAddr, SESSION_COOKIE, cookie};
@@ -157,11 +157,19 @@ pub(crate) async fn mfa(State(state): State<AppState>, req: Request) -> PageResu
     }
 }
 
+/// Ends this session and refuses the relay tokens issued until now (as the API's logout).
 pub(crate) async fn logout(State(state): State<AppState>, p: Posted) -> PageResult {
     let a = &p.who.0;
-    state.0.store.end_session(&a.token).await?;
-    audit(&state, user_draft(&a.user, &a.addr, "logout")).await?;
+    state.0.store.logout(&a.actor(), &a.user, &a.token).await?;
     let resp = Flash::redirect("/login", "logged_out").into_response();
+    Ok(with_cookies(resp, &[clear_cookie(SESSION_COOKIE)]))
+}
+
+/// "Log out everywhere" (as the API's): every session, relay token and live relay session.
+pub(crate) async fn logout_everywhere(State(state): State<AppState>, p: Posted) -> PageResult {
+    let a = &p.who.0;
+    state.0.store.logout_everywhere(&a.actor(), &a.user).await?;
+    let resp = Flash::redirect("/login", "logged_out_everywhere").into_response();
     Ok(with_cookies(resp, &[clear_cookie(SESSION_COOKIE)]))
 }
 

@@ -23,6 +23,10 @@ const FLASHES: &[(&str, &str)] = &[
     ),
     ("logged_out", "You are logged out."),
     (
+        "logged_out_everywhere",
+        "You are logged out everywhere: every session, relay token and live connection of yours has ended.",
+    ),
+    (
         "requested",
         "Request submitted. A supervisor will review it.",
     ),
@@ -154,6 +158,10 @@ pub(crate) fn page(title: &str, who: &Browser, flash: Flash, body: Markup) -> Ma
                     form.inline method="post" action="/logout" {
                         (csrf(who))
                         button type="submit" data-testid="logout" { "Log out" }
+                    }
+                    form.inline method="post" action="/logout-everywhere" {
+                        (csrf(who))
+                        button type="submit" data-testid="logout-everywhere" { "Log out everywhere" }
                     }
                 }
                 main {

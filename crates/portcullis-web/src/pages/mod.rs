@@ -38,6 +38,7 @@ pub fn router() -> Router<AppState> {
         .route("/login", get(auth::login_page).post(auth::login))
         .route("/login/mfa", get(auth::mfa_page).post(auth::mfa))
         .route("/logout", post(auth::logout))
+        .route("/logout-everywhere", post(auth::logout_everywhere))
         .route("/enroll", get(auth::enroll_page).post(auth::enroll))
         .route("/enroll/confirm", post(auth::enroll_confirm))
         .route("/devices", get(vendor::devices))

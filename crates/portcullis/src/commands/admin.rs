@@ -147,6 +147,30 @@ async fn user(store: &Store, cmd: UserCommand) -> anyhow::Result<()> {
                 .await?;
             println!("unlocked '{}'", u.username);
         }
+        UserCommand::Reset { username, format } => {
+            let name = Username::parse(&username)?;
+            let code = store.reset_user(&cli_actor(), &name).await?;
+            match format {
+                OutFormat::Json => println!(
+                    "{}",
+                    serde_json::json!({
+                        "username": name,
+                        "enrollment_code": code.code,
+                        "expires_at": code.expires_at,
+                    })
+                ),
+                OutFormat::Text => {
+                    println!(
+                        "reset '{name}': password and authenticator cleared; sessions, relay tokens and live connections ended"
+                    );
+                    println!("enrollment code: {}", code.code);
+                    println!(
+                        "it works once, until {}; give it to {name} over a channel you trust",
+                        code.expires_at
+                    );
+                }
+            }
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ mod connector;
 mod devices;
 mod grants;
 mod login;
+mod logout;
 mod migrate;
 mod parts;
 mod relay;
@@ -50,6 +51,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn vendor(cmd: VendorCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         VendorCommand::Login(args) => login::run(args).await,
+        VendorCommand::Logout(args) => logout::run(args).await,
         VendorCommand::Devices(args) => devices::run(args).await,
         VendorCommand::Request(args) => request::run(args).await,
         VendorCommand::Grants(args) => grants::run(args).await,

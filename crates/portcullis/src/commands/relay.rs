@@ -1,6 +1,7 @@
 //! `portcullis relay`: the QUIC relay alone, for a split deployment on PostgreSQL. Grant changes
-//! the web service commits arrive through PostgreSQL LISTEN/NOTIFY; a periodic reconciliation
-//! covers notifications lost while the listener reconnects.
+//! the web service (or the command line) commits arrive through PostgreSQL LISTEN/NOTIFY (on
+//! SQLite, through the `grant_changes` feed); a periodic reconciliation covers notifications
+//! lost while the listener reconnects.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use crate::context::Context;
 pub async fn run(ctx: &Context, args: RelayCommandArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.open_store().await?;
     store
-        .forward_pg_notifications(&ctx.settings.database_url)
+        .follow_other_processes(&ctx.settings.database_url)
         .await?;
     let hosts = parts::cert_hosts(&[args.relay.relay_listen]);
     let tls = parts::tls_material(ctx, &args.tls, hosts).await?;

@@ -19,6 +19,11 @@ use crate::context::Context;
 
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = ctx.open_store().await?;
+    // Changes committed by other processes (the command line above all) reach this relay
+    // within one poll on SQLite, through NOTIFY on PostgreSQL, like the web's own.
+    store
+        .follow_other_processes(&ctx.settings.database_url)
+        .await?;
     let web_socket = parts::bind_web(&args.web).await?;
     let hosts = parts::cert_hosts(&[web_socket.1, args.relay.relay_listen]);
     let tls = parts::tls_material(ctx, &args.tls, hosts).await?;
