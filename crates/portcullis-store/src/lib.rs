@@ -10,8 +10,10 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod clockmon;
 mod db;
 mod devices;
+mod ends;
 mod error;
 mod login;
 mod orgs;
@@ -31,7 +33,9 @@ use sqlx::AnyPool;
 use tokio::sync::mpsc;
 
 pub use audit::{AuditQuery, VerifyOutcome};
+pub use clockmon::{ClockMonitor, ClockMonitorConfig, ClockStatus, TimeSync, probe_time_sync};
 pub use db::{Backend, redact};
+pub use ends::EndObserver;
 pub use error::StoreError;
 pub use login::{Credentials, LockoutPolicy};
 pub use relay::{GrantChange, OrphanSession, PG_CHANNEL, RelaySessionEnd, RelaySessionStart};
@@ -111,6 +115,8 @@ pub(crate) struct Shared {
     pub(crate) mac_key: MacKey,
     /// Grant changes committed through this store, for a relay in the same process.
     pub(crate) changes: tokio::sync::broadcast::Sender<relay::GrantChange>,
+    /// The clock monitor's verdict, read by the web service and the relay (issue 12).
+    pub(crate) clock_health: clockmon::Health,
 }
 
 /// A handle on the database. Cheap to clone; the audit writer task stops when the last clone
@@ -154,6 +160,7 @@ impl Store {
             clock: config.clock,
             mac_key: config.mac_key,
             changes: tokio::sync::broadcast::channel(1024).0,
+            clock_health: clockmon::Health::default(),
         });
         // Room for one queued append per concurrent caller in a busy broker; senders wait
         // (backpressure) beyond that rather than grow memory.
