@@ -84,7 +84,8 @@ async fn a_wall_clock_stepped_back_after_a_window_ended_does_not_reopen_it() {
     let port = echo.addr().port();
     let mut plant = Plant::with_broker_env(&[port], &env).await;
     let b = &plant.broker;
-    let start = &b.audit("service.start")[0];
+    let starts = b.audit("service.start");
+    let start = &starts[0];
     assert!(
         start["details"]["time_sync"].is_object(),
         "service.start records the time-sync state: {start}"
@@ -108,10 +109,14 @@ async fn a_wall_clock_stepped_back_after_a_window_ended_does_not_reopen_it() {
     round_trip(tunnel.local(port)).await.unwrap();
 
     // The window ends (the relay's timer, a read or the sweep persists it).
-    let ended = within(Duration::from_secs(40), "the grant shows expired", || async move {
-        let body = get().await;
-        (body["state"] == "expired").then_some(body)
-    })
+    let ended = within(
+        Duration::from_secs(40),
+        "the grant shows expired",
+        || async move {
+            let body = get().await;
+            (body["state"] == "expired").then_some(body)
+        },
+    )
     .await;
     assert!(ended["ended_at"].is_string(), "{ended}");
     drop(tunnel);
@@ -126,15 +131,20 @@ async fn a_wall_clock_stepped_back_after_a_window_ended_does_not_reopen_it() {
         "the step must land inside the window (now {now}, end {window_end}): too slow a machine?"
     );
     std::fs::write(&offset, "-10\n").unwrap();
-    let anomaly = within(Duration::from_secs(10), "clock.anomaly is audited", || async move {
-        b.audit("clock.anomaly").into_iter().next()
-    })
+    let anomaly = within(
+        Duration::from_secs(10),
+        "clock.anomaly is audited",
+        || async move { b.audit("clock.anomaly").into_iter().next() },
+    )
     .await;
     let d = &anomaly["details"];
     let step = d["step_ms"].as_i64().unwrap();
     assert!((-10_500..=-9_500).contains(&step), "{anomaly}");
     assert_eq!(d["tolerance_ms"], 2000, "{anomaly}");
-    assert!(d["monotonic_elapsed_ms"].as_u64().unwrap() < 2000, "{anomaly}");
+    assert!(
+        d["monotonic_elapsed_ms"].as_u64().unwrap() < 2000,
+        "{anomaly}"
+    );
     let (before, after) = (secs(&d["wall_before"]), secs(&d["wall_after"]));
     assert!((8..=11).contains(&(before - after)), "{anomaly}");
     assert_eq!(anomaly["details"]["service"], "serve");
@@ -165,16 +175,34 @@ async fn a_wall_clock_stepped_back_after_a_window_ended_does_not_reopen_it() {
     .await
     .expect("connect gives up on a refused grant")
     .unwrap();
-    assert!(!out.status.success(), "connect succeeded during the anomaly");
-    assert_eq!(echo.accepted(), accepted, "a new connection reached the device");
+    assert!(
+        !out.status.success(),
+        "connect succeeded during the anomaly"
+    );
+    assert_eq!(
+        echo.accepted(),
+        accepted,
+        "a new connection reached the device"
+    );
     // A new grant gets no token either while the clocks disagree.
     let from = Timestamp::from_unix_micros((now - 60) * 1_000_000)
         .unwrap()
         .to_rfc3339();
     let request = |until: &str| {
         let out = plant.vera.run(&[
-            "request", "--device", "plc-7", "--port", &port.to_string(), "--from", &from,
-            "--until", until, "--reason", "firmware check", "--format", "json",
+            "request",
+            "--device",
+            "plc-7",
+            "--port",
+            &port.to_string(),
+            "--from",
+            &from,
+            "--until",
+            until,
+            "--reason",
+            "firmware check",
+            "--format",
+            "json",
         ]);
         serde_json::from_str::<Value>(&out).unwrap()["id"]
             .as_i64()
@@ -193,9 +221,11 @@ async fn a_wall_clock_stepped_back_after_a_window_ended_does_not_reopen_it() {
 
     // An admin confirms the time: new tokens again; the old grant stays expired.
     admin(&b.data, &["admin", "clock", "ack"]);
-    within(Duration::from_secs(10), "clock.resolved is audited", || async move {
-        b.audit("clock.resolved").into_iter().next()
-    })
+    within(
+        Duration::from_secs(10),
+        "clock.resolved is audited",
+        || async move { b.audit("clock.resolved").into_iter().next() },
+    )
     .await;
     let (s, body) = b
         .post(

@@ -176,8 +176,9 @@ impl ClockWatch {
         if !self.in_anomaly() {
             // Follow a slew, at a bounded rate: the reference moves towards the offset by at
             // most TRACK_PPM of the monotonic time since the last sample.
-            let elapsed = i64::try_from(sample.monotonic.saturating_sub(last.monotonic).as_micros())
-                .unwrap_or(i64::MAX);
+            let elapsed =
+                i64::try_from(sample.monotonic.saturating_sub(last.monotonic).as_micros())
+                    .unwrap_or(i64::MAX);
             let step = elapsed.saturating_mul(TRACK_PPM) / 1_000_000;
             let moved = deviation.clamp(-step, step);
             self.reference = Some(reference.saturating_add(moved));
@@ -325,7 +326,10 @@ mod tests {
         w.observe(c.sample());
         c.run(250_000, 0);
         c.step_wall(-10_000_000);
-        assert!(matches!(w.observe(c.sample()), Some(ClockEvent::Anomaly(_))));
+        assert!(matches!(
+            w.observe(c.sample()),
+            Some(ClockEvent::Anomaly(_))
+        ));
         // The reference is frozen during the anomaly: an hour later it is still an anomaly.
         for _ in 0..(3600 * 4) {
             c.run(250_000, 0);
@@ -359,7 +363,10 @@ mod tests {
         assert_eq!(w.observe(c.sample()), None);
         c.run(250_000, 0);
         c.step_wall(10_000_000);
-        assert!(matches!(w.observe(c.sample()), Some(ClockEvent::Anomaly(_))));
+        assert!(matches!(
+            w.observe(c.sample()),
+            Some(ClockEvent::Anomaly(_))
+        ));
         // Acknowledging while healthy just re-baselines.
         let mut h = watch();
         h.observe(c.sample());

@@ -26,7 +26,11 @@ async fn a_clock_stepped_back_after_the_end_does_not_reopen_the_window() {
     w.clock.set(at(1));
     let accepted = w.device.accepted();
     let (_, _, _, _, f) = w.hello(&w.client(g)).await;
-    assert_eq!(refused(&f), RefusalCode::NotInWindow, "the window re-opened");
+    assert_eq!(
+        refused(&f),
+        RefusalCode::NotInWindow,
+        "the window re-opened"
+    );
     assert_eq!(w.device.accepted(), accepted);
     let ended = w.audit("request.expire").await;
     assert_eq!(ended.len(), 1, "{ended:?}");
@@ -54,7 +58,8 @@ async fn no_session_starts_during_a_clock_anomaly_until_an_admin_acknowledges() 
     let (_ok, _, _, _, f) = w.hello(&w.client(g)).await;
     assert!(matches!(f, Frame::Welcome { .. }), "{f:?}");
     // The wall clock steps back 10 s while the monotonic clock runs 250 ms.
-    w.clock.set(w.clock.now().saturating_sub(Duration::from_secs(10)));
+    w.clock
+        .set(w.clock.now().saturating_sub(Duration::from_secs(10)));
     monitor.step(sample(&w, Duration::from_millis(250))).await;
     let (_, _, _, _, f) = w.hello(&w.client(g)).await;
     assert_eq!(refused(&f), RefusalCode::ClockAnomaly);

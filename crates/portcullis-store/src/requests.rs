@@ -261,10 +261,7 @@ impl Store {
     /// Persists an end seen by a read. A failure (database busy, disk full) does not fail the
     /// read: the state read says `expired` anyway, and the sweep writes it later.
     async fn persist_end_quietly(&self, id: i64) {
-        if let Err(e) = self
-            .persist_end(id, crate::ends::EndObserver::Read)
-            .await
-        {
+        if let Err(e) = self.persist_end(id, crate::ends::EndObserver::Read).await {
             tracing::warn!("cannot persist the end of grant {id} yet: {e}");
         }
     }

@@ -113,7 +113,12 @@ impl World {
             .await
             .unwrap();
         self.store
-            .approve_request(&as_actor(&self.sam), &self.sam, rec.id, &Narrowing::default())
+            .approve_request(
+                &as_actor(&self.sam),
+                &self.sam,
+                rec.id,
+                &Narrowing::default(),
+            )
             .await
             .unwrap();
         rec.id
@@ -150,7 +155,9 @@ async fn an_ended_grant_stays_ended_when_the_clock_steps_back(db: TestDb) {
     w.clock.advance(Duration::from_secs(10 * 60 + 1));
     let rec = w.store.request(id).await.unwrap().unwrap();
     assert_eq!(rec.request.state, RequestState::Expired);
-    let ended = rec.ended_at.expect("ended_at is set by the first read after the end");
+    let ended = rec
+        .ended_at
+        .expect("ended_at is set by the first read after the end");
     assert_eq!(ended, w.clock.now());
     // The wall clock steps back 10 s, into the window: the grant stays ended.
     w.clock
@@ -165,7 +172,11 @@ async fn an_ended_grant_stays_ended_when_the_clock_steps_back(db: TestDb) {
         .await
         .unwrap();
     assert!(active.is_empty(), "{active:?}");
-    let all = w.store.list_requests(&RequestFilter::default()).await.unwrap();
+    let all = w
+        .store
+        .list_requests(&RequestFilter::default())
+        .await
+        .unwrap();
     assert_eq!(all[0].request.state, RequestState::Expired);
     assert_eq!(all[0].ended_at, Some(ended));
     // Ended is final: no revoke "inside the window" either.
@@ -266,14 +277,21 @@ async fn a_clock_step_is_an_anomaly_until_an_admin_acknowledges(db: TestDb) {
     let before = w.clock.now();
     // The wall clock steps back 10 s; the monotonic clock runs on.
     d.run(&w);
-    w.clock.set(w.clock.now().saturating_sub(Duration::from_secs(10)));
+    w.clock
+        .set(w.clock.now().saturating_sub(Duration::from_secs(10)));
     m.step(d.sample(&w)).await;
-    let step = w.store.clock_anomaly().expect("a 10 s step back is an anomaly");
+    let step = w
+        .store
+        .clock_anomaly()
+        .expect("a 10 s step back is an anomaly");
     assert_eq!(step.step_ms, -10_000);
     let ev = w.events("clock.anomaly").await;
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0]["wall_before"], serde_json::to_value(before).unwrap());
-    assert_eq!(ev[0]["wall_after"], serde_json::to_value(w.clock.now()).unwrap());
+    assert_eq!(
+        ev[0]["wall_after"],
+        serde_json::to_value(w.clock.now()).unwrap()
+    );
     assert_eq!(ev[0]["monotonic_elapsed_ms"], 250);
     assert_eq!(ev[0]["step_ms"], -10_000);
     assert_eq!(ev[0]["tolerance_ms"], 2000);
@@ -316,7 +334,8 @@ async fn an_anomaly_ends_when_the_clocks_agree_again(db: TestDb) {
     assert_eq!(w.store.clock_anomaly().unwrap().step_ms, 30_000);
     // An acknowledgement written before the anomaly would not count; none here. Stepped back.
     d.run(&w);
-    w.clock.set(w.clock.now().saturating_sub(Duration::from_secs(30)));
+    w.clock
+        .set(w.clock.now().saturating_sub(Duration::from_secs(30)));
     m.step(d.sample(&w)).await;
     assert!(w.store.clock_anomaly().is_none());
     let resolved = w.events("clock.resolved").await;

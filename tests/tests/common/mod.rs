@@ -756,8 +756,16 @@ impl Plant {
         admin(
             &data,
             &[
-                "admin", "device", "add", "plc-7", "--address", "127.0.0.1", "--ports", &ports,
-                "--orgs", "acme",
+                "admin",
+                "device",
+                "add",
+                "plc-7",
+                "--address",
+                "127.0.0.1",
+                "--ports",
+                &ports,
+                "--orgs",
+                "acme",
             ],
         );
         let broker = Broker::start_with_env(&data, env);

@@ -264,7 +264,11 @@ pub async fn token(
     // While the wall clock disagrees with the monotonic clock, "inside the window" cannot be
     // trusted: no token (issue 12). Checked after `visible`, which persists an end it sees.
     if let Some(step) = state.0.store.clock_anomaly() {
-        tracing::warn!(grant = id, step_ms = step.step_ms, "token refused: clock anomaly");
+        tracing::warn!(
+            grant = id,
+            step_ms = step.step_ms,
+            "token refused: clock anomaly"
+        );
         return Err(ApiError::ClockAnomaly);
     }
     if rec.request.state != RequestState::Active {

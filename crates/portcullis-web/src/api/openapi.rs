@@ -419,7 +419,13 @@ pub async fn document() -> Json<Value> {
 fn clock_paths() -> Value {
     let int = json!({ "type": "integer", "format": "int64" });
     let readings = obj(
-        &["wall_before", "wall_after", "monotonic_elapsed_ms", "step_ms", "tolerance_ms"],
+        &[
+            "wall_before",
+            "wall_after",
+            "monotonic_elapsed_ms",
+            "step_ms",
+            "tolerance_ms",
+        ],
         json!({ "wall_before": schema("Time"), "wall_after": schema("Time"),
                 "monotonic_elapsed_ms": int, "step_ms": int, "tolerance_ms": int }),
     );
@@ -436,8 +442,16 @@ fn clock_paths() -> Value {
         "time_sync": sync, "wall_clock": schema("Time"), "ack_seq": int,
     });
     let status = obj(
-        &["monitored", "state", "tolerance_ms", "deviation_ms", "anomaly", "anomaly_seq",
-          "time_sync", "wall_clock"],
+        &[
+            "monitored",
+            "state",
+            "tolerance_ms",
+            "deviation_ms",
+            "anomaly",
+            "anomaly_seq",
+            "time_sync",
+            "wall_clock",
+        ],
         props,
     );
     json!({

@@ -259,7 +259,9 @@ pub async fn start_clock(
             .await?;
     }
     store
-        .clock_monitor(portcullis_store::ClockMonitorConfig::new(service, tolerance))
+        .clock_monitor(portcullis_store::ClockMonitorConfig::new(
+            service, tolerance,
+        ))
         .spawn();
     Ok(serde_json::to_value(&sync)?)
 }

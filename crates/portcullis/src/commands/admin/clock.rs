@@ -65,7 +65,10 @@ pub async fn run(store: &Store, cmd: ClockCommand) -> anyhow::Result<()> {
                         None => println!("no open clock anomaly in the audit log"),
                     }
                     for e in &events {
-                        println!("{:>8}  {}  {:<20} {}  {}", e.seq, e.ts, e.action, e.actor, e.details);
+                        println!(
+                            "{:>8}  {}  {:<20} {}  {}",
+                            e.seq, e.ts, e.action, e.actor, e.details
+                        );
                     }
                 }
             }
