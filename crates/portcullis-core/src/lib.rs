@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod clock;
+pub mod clockwatch;
 pub mod device;
 pub mod disk;
 pub mod error;

@@ -232,6 +232,13 @@ impl AccessRequest {
         }
     }
 
+    /// True when the stored state is not final but the window has ended at `now`: the end
+    /// must be persisted (state `expired` with when it was seen), so that no later reading of
+    /// the wall clock, stepped back or not, can make the grant live again.
+    pub fn ended_by_time(&self, now: Timestamp) -> bool {
+        !self.state.is_final() && self.window.has_ended(now)
+    }
+
     /// Moves the stored state forward to `state_at(now)`. Returns true when it changed.
     pub fn tick(&mut self, now: Timestamp) -> bool {
         let next = self.state_at(now);

@@ -191,6 +191,23 @@ async fn check_hello(
             }
             r
         })?;
+    // A wall clock stepped against the monotonic clock makes every window check doubtful:
+    // nothing new starts until the clocks agree again or an admin acknowledges (issue 12).
+    if let Some(step) = shared.store.clock_anomaly() {
+        return Err(Refusal {
+            detail: format!(
+                "clock anomaly: the wall clock stepped {} ms against the monotonic clock \
+                 (tolerance {} ms)",
+                step.step_ms, step.tolerance_ms
+            ),
+            claims: Some(claims),
+            ..Refusal::new(
+                RefusalCode::ClockAnomaly,
+                "the broker's clock was stepped, so no new session starts until the clocks \
+                 agree again or an admin confirms the time (`portcullis admin clock ack`)",
+            )
+        });
+    }
     let live = match grant::check(&shared.store, claims.grant, now).await {
         Ok(Ok(live)) => live,
         Ok(Err(dead)) => {
@@ -319,11 +336,15 @@ async fn run(shared: Arc<Shared>, conn: Connection, mut control: SendStream, s: 
         s.end(EndReason::ClientClosed);
     }
     let streams = TaskTracker::new();
+    let mut window_timer_fired = false;
     while s.end_reason().is_none() {
         let next_warning = warnings.last().copied();
         tokio::select! {
             () = s.cancel.cancelled() => {}
-            () = sleep_until(deadline) => s.end(EndReason::WindowEnd),
+            () = sleep_until(deadline) => {
+                window_timer_fired = true;
+                s.end(EndReason::WindowEnd);
+            }
             () = sleep_until(next_warning.unwrap_or(deadline)), if next_warning.is_some() => {
                 warnings.pop();
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -340,6 +361,18 @@ async fn run(shared: Arc<Shared>, conn: Connection, mut control: SendStream, s: 
     let reason = s.end_reason().unwrap_or(EndReason::ClientClosed);
     // Cancels every stream of the session: their device sockets close now.
     s.cancel.cancel();
+    if window_timer_fired {
+        // The window is over by the monotonic clock: persist the end (issue 12), so a wall
+        // clock stepped back cannot make the grant live again. Best effort: the sweep and
+        // every later read persist it too once the wall clock passes the end.
+        if let Err(e) = shared
+            .store
+            .persist_end(s.grant.id, portcullis_store::EndObserver::RelayTimer)
+            .await
+        {
+            tracing::warn!("cannot persist the end of grant {} yet: {e}", s.grant.id);
+        }
+    }
     if reason != EndReason::ClientClosed {
         let ending = Frame::Ending {
             reason,

@@ -10,8 +10,10 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod clockmon;
 mod db;
 mod devices;
+mod ends;
 mod error;
 mod feed;
 mod health;
@@ -34,7 +36,9 @@ use sqlx::AnyPool;
 use tokio::sync::mpsc;
 
 pub use audit::{AuditQuery, VerifyOutcome};
+pub use clockmon::{ClockMonitor, ClockMonitorConfig, ClockStatus, TimeSync, probe_time_sync};
 pub use db::{Backend, redact};
+pub use ends::EndObserver;
 pub use error::StoreError;
 pub use feed::FEED_POLL;
 pub use login::{Credentials, FailureOutcome, LockoutPolicy};
@@ -121,6 +125,8 @@ pub(crate) struct Shared {
     /// Names this store in the SQLite change feed (`grant_changes.origin`), so its follower
     /// skips the changes it already published in-process.
     pub(crate) origin: String,
+    /// The clock monitor's verdict, read by the web service and the relay (issue 12).
+    pub(crate) clock_health: clockmon::Health,
 }
 
 /// A handle on the database. Cheap to clone; the audit writer task stops when the last clone
@@ -166,6 +172,7 @@ impl Store {
             changes: tokio::sync::broadcast::channel(1024).0,
             write_health: health::WriteHealth::default(),
             origin: feed::new_origin(),
+            clock_health: clockmon::Health::default(),
         });
         // Room for one queued append per concurrent caller in a busy broker; senders wait
         // (backpressure) beyond that rather than grow memory.

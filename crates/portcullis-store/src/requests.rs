@@ -22,6 +22,9 @@ pub struct RequestRecord {
     pub id: i64,
     #[serde(flatten)]
     pub request: AccessRequest,
+    /// When the broker first saw the grant ended by time (state `expired` persisted, issue 12);
+    /// `None` while it has not ended or when it ended otherwise (denied, revoked).
+    pub ended_at: Option<Timestamp>,
 }
 
 /// Which requests to list. Empty: all.
@@ -62,7 +65,7 @@ fn actor(user: &UserRecord) -> Actor {
 
 const REQUEST_COLUMNS: &str = "r.id, u.username AS requester, o.name AS org, d.name AS device, \
     r.ports, r.window_start, r.window_end, r.reason, r.ticket, r.state, r.closing_reason, \
-    c.username AS closed_by, r.created_at";
+    c.username AS closed_by, r.created_at, r.ended_at";
 const REQUEST_FROM: &str = "FROM access_requests r JOIN users u ON u.id = r.requester_id \
     JOIN orgs o ON o.id = r.org_id JOIN devices d ON d.id = r.device_id \
     LEFT JOIN users c ON c.id = r.closed_by";
@@ -129,7 +132,11 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(RequestRecord { id, request: req })
+        Ok(RequestRecord {
+            id,
+            request: req,
+            ended_at: None,
+        })
     }
 
     /// A supervisor approves, maybe narrowing. With dual approval the request stays `requested`
@@ -238,14 +245,28 @@ impl Store {
         Ok(rec)
     }
 
-    /// One request, its state as of now.
+    /// One request, its state as of now. A window seen ended here for the first time is
+    /// persisted as ended (issue 12), so no later clock reading can re-open it.
     pub async fn request(&self, id: i64) -> Result<Option<RequestRecord>, StoreError> {
         let mut conn = self.shared.pool.acquire().await?;
         let now = self.now();
-        Ok(load_request(&mut conn, id).await?.map(|mut r| {
-            r.request.tick(now);
-            r
-        }))
+        let Some(mut rec) = load_request(&mut conn, id).await? else {
+            return Ok(None);
+        };
+        drop(conn);
+        if rec.request.ended_by_time(now) {
+            self.persist_end_quietly(id).await;
+        }
+        rec.request.tick(now);
+        Ok(Some(rec))
+    }
+
+    /// Persists an end seen by a read. A failure (database busy, disk full) does not fail the
+    /// read: the state read says `expired` anyway, and the sweep writes it later.
+    async fn persist_end_quietly(&self, id: i64) {
+        if let Err(e) = self.persist_end(id, crate::ends::EndObserver::Read).await {
+            tracing::warn!("cannot persist the end of grant {id} yet: {e}");
+        }
     }
 
     /// Requests, newest first (at most 500), each with its state as of now.
@@ -298,14 +319,24 @@ impl Store {
             .collect::<Result<_, _>>()?;
         // One query for the approvals of the whole page, not one per row.
         let mut approvals = load_approvals_of(&mut conn, &ids).await?;
+        drop(conn);
+        // Ends seen here are persisted in one sweep after the page is built (one transaction,
+        // not one per row); the page already shows them `expired`.
+        let mut sweep = false;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut rec = request_from_row(row)?;
             rec.request.approvals = approvals.remove(&rec.id).unwrap_or_default();
+            if rec.request.ended_by_time(now) {
+                sweep = true;
+            }
             rec.request.tick(now);
             if filter.state.is_none_or(|s| s == rec.request.state) {
                 out.push(rec);
             }
+        }
+        if sweep && let Err(e) = self.sweep_ended().await {
+            tracing::warn!("cannot persist grant ends yet: {e}");
         }
         Ok(out)
     }
@@ -435,5 +466,9 @@ fn request_from_row(r: &AnyRow) -> Result<RequestRecord, StoreError> {
                 .map(|u| Username::parse(&u))
                 .transpose()?,
         },
+        ended_at: r
+            .try_get::<Option<String>, _>("ended_at")?
+            .map(|t| Timestamp::parse_rfc3339(&t))
+            .transpose()?,
     })
 }

@@ -44,6 +44,11 @@ pub enum ApiError {
     Unavailable,
     #[error("internal error")]
     Internal,
+    /// The wall clock stepped against the monotonic clock (issue 12): fail closed.
+    #[error(
+        "the broker's clock was stepped, so no relay token is issued until the clocks agree again or an admin confirms the time (portcullis admin clock ack)"
+    )]
+    ClockAnomaly,
 }
 
 impl ApiError {
@@ -60,6 +65,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::ClockAnomaly => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -79,6 +85,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Unavailable => "unavailable",
             ApiError::Internal => "internal",
+            ApiError::ClockAnomaly => "clock_anomaly",
         }
     }
 }

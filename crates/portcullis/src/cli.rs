@@ -135,6 +135,8 @@ pub struct ServeArgs {
     pub relay: RelayArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub clock: ClockArgs,
 }
 
 /// `portcullis web`: the approval service alone (production: PostgreSQL, relay elsewhere).
@@ -144,6 +146,8 @@ pub struct WebCommandArgs {
     pub web: WebArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub clock: ClockArgs,
     /// Where vendor clients reach the relay (host:port, UDP), told to them with each token.
     #[arg(long, env = "PORTCULLIS_RELAY_ADDR", default_value = "127.0.0.1:4433")]
     pub relay_addr: String,
@@ -156,6 +160,8 @@ pub struct RelayCommandArgs {
     pub relay: RelayArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub clock: ClockArgs,
     /// The web service's public URL: the issuer of the relay tokens this relay accepts.
     #[arg(long, env = "PORTCULLIS_PUBLIC_URL")]
     pub public_url: String,
@@ -234,6 +240,9 @@ pub enum AdminCommand {
     /// Sites whose devices are reached through the site's connector.
     #[command(subcommand)]
     Site(SiteCommand),
+    /// The broker's clock: status, and confirming the time after a clock step.
+    #[command(subcommand)]
+    Clock(ClockCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -513,4 +522,35 @@ pub struct LogoutArgs {
     /// `portcullis connect` sessions, not only this machine's login.
     #[arg(long)]
     pub everywhere: bool,
+}
+
+/// The clock monitor's setting (`serve`, `web`, `relay`; issue 12).
+#[derive(Debug, Args)]
+pub struct ClockArgs {
+    /// A step of the wall clock against the monotonic clock beyond this is a clock anomaly: no
+    /// new relay tokens or sessions until the clocks agree again or `admin clock ack`.
+    #[arg(long, env = "PORTCULLIS_CLOCK_TOLERANCE", default_value = "2s", value_parser = parse_tolerance)]
+    pub clock_tolerance: std::time::Duration,
+}
+
+fn parse_tolerance(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{e} (e.g. 2s, 500ms)"))?;
+    if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(3600) {
+        return Err("must be between 100ms and 1h".into());
+    }
+    Ok(d)
+}
+
+/// `portcullis admin clock ...`.
+#[derive(Debug, Subcommand)]
+pub enum ClockCommand {
+    /// Confirm the broker's wall clock as it is now: ends a clock anomaly, so new relay tokens
+    /// and sessions start again (grants already ended stay ended). Audited as `clock.ack`.
+    Ack,
+    /// The latest clock events (anomalies, resolutions, acknowledgements) and this machine's
+    /// time synchronisation.
+    Status {
+        #[arg(long, value_enum, default_value_t = OutFormat::Text)]
+        format: OutFormat,
+    },
 }

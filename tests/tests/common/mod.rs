@@ -723,3 +723,90 @@ impl Plant {
         id
     }
 }
+
+impl Broker {
+    /// `serve` on SQLite in `data` with `env` set for the broker process only (e.g.
+    /// libfaketime's variables, so the broker's wall clock can be stepped while the test's and
+    /// the CLI's are not).
+    #[allow(clippy::zombie_processes)] // reaped by `Reaped`
+    pub fn start_with_env(data: &Path, env: &[(String, String)]) -> Broker {
+        let mut child = broker_cmd(data, None)
+            .args(["serve", "--web-listen", "127.0.0.1:0"])
+            .args(["--relay-listen", "127.0.0.1:0"])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut base, mut relay) = (None, None);
+        while relay.is_none() {
+            let line = lines.next().expect("serve printed its addresses").unwrap();
+            let word = |rest: &str| rest.split_whitespace().next().unwrap().to_owned();
+            if let Some(rest) = line.strip_prefix("web: ") {
+                base = Some(word(rest));
+            }
+            if let Some(rest) = line.strip_prefix("relay: ") {
+                relay = Some(word(rest));
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        let mut b = Broker {
+            child: Some(Reaped(child)),
+            relay_child: None,
+            base: base.expect("web line before relay line"),
+            relay: relay.unwrap_or_default(),
+            data: data.to_owned(),
+            db: None,
+            http: reqwest::Client::new(),
+            extra: Vec::new(),
+        };
+        b.http = b.client();
+        b
+    }
+}
+
+impl Plant {
+    /// `Plant::new` on SQLite, with `env` set for the broker process only (see
+    /// [`Broker::start_with_env`]).
+    pub async fn with_broker_env(ports: &[u16], env: &[(String, String)]) -> Plant {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let ports = ports
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        admin(&data, &["admin", "org", "add", "acme"]);
+        admin(
+            &data,
+            &[
+                "admin",
+                "device",
+                "add",
+                "plc-7",
+                "--address",
+                "127.0.0.1",
+                "--ports",
+                &ports,
+                "--orgs",
+                "acme",
+            ],
+        );
+        let broker = Broker::start_with_env(&data, env);
+        let mut sam = broker.enroll("sam", "supervisor", None).await;
+        let vera = broker.enroll("vera", "vendor", Some("acme")).await;
+        let sam = broker.login(&mut sam).await;
+        let mut vera = Vendor {
+            config: tempfile::tempdir().unwrap(),
+            person: vera,
+            prefix: Vec::new(),
+        };
+        vera.login(&broker).await;
+        Plant {
+            dir,
+            broker,
+            vera,
+            sam,
+        }
+    }
+}

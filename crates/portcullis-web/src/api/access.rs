@@ -261,6 +261,16 @@ pub async fn token(
     let cfg = &state.0.config;
     let now = state.0.clock.now();
     let rec = visible(&state, &authed, id).await?;
+    // While the wall clock disagrees with the monotonic clock, "inside the window" cannot be
+    // trusted: no token (issue 12). Checked after `visible`, which persists an end it sees.
+    if let Some(step) = state.0.store.clock_anomaly() {
+        tracing::warn!(
+            grant = id,
+            step_ms = step.step_ms,
+            "token refused: clock anomaly"
+        );
+        return Err(ApiError::ClockAnomaly);
+    }
     if rec.request.state != RequestState::Active {
         return Err(ApiError::Conflict(format!(
             "grant {id} is {}; tokens are issued only inside an approved window ({} to {})",

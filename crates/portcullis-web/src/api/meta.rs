@@ -52,6 +52,7 @@ pub async fn metrics(
     let mut text = String::from(
         "# HELP portcullis_web_up The web service answers.\n# TYPE portcullis_web_up gauge\nportcullis_web_up 1\n",
     );
+    text.push_str(&crate::api::clock::metrics_text(&state));
     if let Some(source) = state.0.metrics.0.get() {
         text.push_str(&source());
     }

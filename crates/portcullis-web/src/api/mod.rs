@@ -4,6 +4,7 @@ pub mod access;
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod clock;
 pub mod meta;
 pub mod openapi;
 pub mod sites;
@@ -47,4 +48,6 @@ pub fn router() -> Router<AppState> {
         .route("/admin/sites/{name}/token", post(sites::new_token))
         .route("/connector/enroll", post(sites::enroll))
         .route("/openapi.json", get(openapi::document))
+        .route("/admin/clock", get(clock::status))
+        .route("/admin/clock/ack", post(clock::ack))
 }

@@ -137,6 +137,8 @@ fn components() -> Value {
                 "approvals": { "type": "array", "items": obj(&["by", "at"], json!({ "by": string, "at": time })) },
                 "closing_reason": nullable(string.clone()), "closed_by": nullable(string.clone()),
                 "seconds_left": nullable(json!({ "type": "integer", "minimum": 0 })),
+                "ended_at": { "type": "string", "format": "date-time", "nullable": true,
+                              "description": "when the broker first saw the window over (state expired, persisted)" },
             })),
             "User": obj(&["username", "role", "org", "enrolled", "failed_logins", "locked_until",
                           "disabled_at", "created_at"], json!({
@@ -393,7 +395,12 @@ fn audit_admin_paths() -> Value {
 
 pub fn spec() -> Value {
     let mut paths = auth_paths();
-    for more in [access_paths(), audit_admin_paths(), site_paths()] {
+    for more in [
+        access_paths(),
+        audit_admin_paths(),
+        site_paths(),
+        clock_paths(),
+    ] {
         if let (Some(p), Value::Object(m)) = (paths.as_object_mut(), more) {
             p.extend(m);
         }
@@ -409,4 +416,51 @@ pub fn spec() -> Value {
 
 pub async fn document() -> Json<Value> {
     Json(spec())
+}
+
+/// The clock monitor's status and an admin's acknowledgement (issue 12, `api/clock.rs`).
+fn clock_paths() -> Value {
+    let int = json!({ "type": "integer", "format": "int64" });
+    let readings = obj(
+        &[
+            "wall_before",
+            "wall_after",
+            "monotonic_elapsed_ms",
+            "step_ms",
+            "tolerance_ms",
+        ],
+        json!({ "wall_before": schema("Time"), "wall_after": schema("Time"),
+                "monotonic_elapsed_ms": int, "step_ms": int, "tolerance_ms": int }),
+    );
+    let mut maybe_readings = readings;
+    maybe_readings["nullable"] = true.into();
+    let sync = json!({ "type": "object", "nullable": true, "required": ["synchronised", "source", "detail"],
+        "properties": { "synchronised": { "type": "boolean", "nullable": true },
+                        "source": { "type": "string" }, "detail": { "type": "string" } } });
+    let props = json!({
+        "monitored": { "type": "boolean" },
+        "state": { "type": "string", "enum": ["unknown", "ok", "anomaly"] },
+        "tolerance_ms": int, "deviation_ms": int, "anomaly": maybe_readings,
+        "anomaly_seq": { "type": "integer", "format": "int64", "nullable": true },
+        "time_sync": sync, "wall_clock": schema("Time"), "ack_seq": int,
+    });
+    let status = obj(
+        &[
+            "monitored",
+            "state",
+            "tolerance_ms",
+            "deviation_ms",
+            "anomaly",
+            "anomaly_seq",
+            "time_sync",
+            "wall_clock",
+        ],
+        props,
+    );
+    json!({
+        "/api/v1/admin/clock": { "get": op("The clock monitor: whether the wall clock agrees with the monotonic clock (admins)",
+            json!({ "200": ok("The clock's status", status.clone()) }), None, json!([]), true) },
+        "/api/v1/admin/clock/ack": { "post": op("Confirm the wall clock as it is now: ends a clock anomaly (admins)",
+            json!({ "200": ok("The status, and the seq of the clock.ack event", status) }), None, json!([]), true) },
+    })
 }

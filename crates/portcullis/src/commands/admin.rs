@@ -1,5 +1,6 @@
 //! `portcullis admin org|user|device|site ...`: every change is written with its audit event.
 
+mod clock;
 mod site;
 
 use std::collections::BTreeSet;
@@ -26,6 +27,7 @@ pub async fn run(ctx: &Context, cmd: AdminCommand) -> anyhow::Result<ExitCode> {
         AdminCommand::User(c) => user(&store, c).await,
         AdminCommand::Device(c) => device(&store, c).await,
         AdminCommand::Site(c) => site::run(&store, c).await,
+        AdminCommand::Clock(c) => clock::run(&store, c).await,
     };
     store.close().await;
     result.map(|()| ExitCode::SUCCESS)

@@ -233,3 +233,36 @@ pub fn verifier_for_serve(ctx: &Context, issuer: &str) -> anyhow::Result<TokenVe
     let ring = KeyRing::load_or_create(&ctx.keys_dir().join("relay-signing"))?;
     Ok(ring.verifier(issuer, TOKEN_AUDIENCE))
 }
+
+/// Starts this process's clock monitor and grant-end sweep (issue 12), and finds out whether
+/// the clock is synchronised: not (or unknown) is logged as a warning and audited as
+/// `clock.unsynchronised`, the alert until alerting exists. Returns the `time_sync` detail
+/// for `service.start`.
+pub async fn start_clock(
+    store: &Store,
+    service: &str,
+    tolerance: std::time::Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let sync = tokio::task::spawn_blocking(portcullis_store::probe_time_sync).await?;
+    store.set_time_sync(sync.clone());
+    if sync.synchronised != Some(true) {
+        tracing::warn!(
+            source = %sync.source,
+            detail = %sync.detail,
+            "the system clock is not known to be synchronised (NTP): time-bound access relies on it"
+        );
+        store
+            .append(
+                AuditDraft::new("portcullis", ActorRole::System, "clock.unsynchronised")
+                    .target("clock")
+                    .details(serde_json::json!({ "service": service, "time_sync": sync })),
+            )
+            .await?;
+    }
+    store
+        .clock_monitor(portcullis_store::ClockMonitorConfig::new(
+            service, tolerance,
+        ))
+        .spawn();
+    Ok(serde_json::to_value(&sync)?)
+}

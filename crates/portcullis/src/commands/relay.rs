@@ -44,6 +44,13 @@ pub async fn run(ctx: &Context, args: RelayCommandArgs) -> anyhow::Result<ExitCo
                 .await;
         });
     }
+    let time_sync = parts::start_clock(&store, "relay", args.clock.clock_tolerance).await?;
+    store
+        .append(parts::system(
+            "service.start",
+            serde_json::json!({ "relay": bound.to_string(), "time_sync": time_sync }),
+        ))
+        .await?;
     println!("relay: {bound} (QUIC)");
     relay
         .run(endpoint, async move { stop.cancelled().await })

@@ -55,11 +55,13 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(ca) => println!("web: {} (development CA: {})", web.public, ca.display()),
         None => println!("web: {}", web.public),
     }
+    let time_sync = parts::start_clock(&store, "serve", args.clock.clock_tolerance).await?;
     println!("relay: {relay_bound} (QUIC)");
     store
         .append(parts::system(
             "service.start",
-            serde_json::json!({ "web": web.bound.to_string(), "relay": relay_bound.to_string() }),
+            serde_json::json!({ "web": web.bound.to_string(), "relay": relay_bound.to_string(),
+                                "time_sync": time_sync }),
         ))
         .await?;
 

@@ -28,10 +28,12 @@ pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode
         Some(ca) => println!("web: {} (development CA: {})", web.public, ca.display()),
         None => println!("web: {}", web.public),
     }
+    let time_sync = parts::start_clock(&store, "web", args.clock.clock_tolerance).await?;
     store
         .append(parts::system(
             "service.start",
-            serde_json::json!({ "web": web.bound.to_string(), "relay": args.relay_addr }),
+            serde_json::json!({ "web": web.bound.to_string(), "relay": args.relay_addr,
+                                "time_sync": time_sync }),
         ))
         .await?;
     parts::run_web(web, stop).await?;
