@@ -10,7 +10,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::Plant;
@@ -49,18 +48,13 @@ fn stored_session(plant: &Plant) -> String {
     v["session_token"].as_str().unwrap().to_owned()
 }
 
-/// Connects to the relay with the given client identity, sends `Hello{token}` and returns the
+/// Connects to the relay with the given client configuration (its identity), sends
+/// `Hello{token}` and returns the
 /// relay's answer.
-async fn hello(
-    ca: &Path,
-    relay: &str,
-    cert: quinn::rustls::pki_types::CertificateDer<'static>,
-    key: quinn::rustls::pki_types::PrivateKeyDer<'static>,
-    token: &str,
-) -> Frame {
+async fn hello(config: quinn::ClientConfig, relay: &str, token: &str) -> Frame {
     let relay: SocketAddr = relay.parse().unwrap();
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    ep.set_default_client_config(quic::client_config(ca, cert, key, &[wire::ALPN]).unwrap());
+    ep.set_default_client_config(config);
     let conn = ep.connect(relay, "127.0.0.1").unwrap().await.unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let frame = Frame::Hello {
@@ -113,7 +107,8 @@ async fn a_token_minted_before_logout_is_refused_at_the_relay() {
     let again = plant.vera.run(&["logout"]);
     assert!(again.contains("not logged in"), "{again}");
 
-    let answer = hello(&plant.broker.ca(), &plant.broker.relay, cert, key, &token).await;
+    let config = quic::client_config(&plant.broker.ca(), cert, key, &[wire::ALPN]).unwrap();
+    let answer = hello(config, &plant.broker.relay, &token).await;
     let Frame::Refused { code, message } = answer else {
         panic!("the token minted before logout was accepted: {answer:?}")
     };

@@ -246,15 +246,11 @@ async fn changes_another_process_commits_reach_this_one(db: TestDb) {
         assert_eq!(next(&mut rx).await, GrantChange::User("otto".into()));
         cli.reset_user(&admin(), &otto.username).await.unwrap();
         assert_eq!(next(&mut rx).await, GrantChange::User("otto".into()));
-        let rows = || async {
-            sqlx::query("SELECT COUNT(*) AS n FROM grant_changes")
-                .fetch_one(broker.pool())
-                .await
-                .unwrap()
-                .try_get::<i64, _>("n")
-                .unwrap()
-        };
-        assert_eq!(rows().await, 3, "one feed row per change, whoever made it");
+        assert_eq!(
+            feed_rows(&broker).await,
+            3,
+            "one feed row per change, whoever made it"
+        );
         // Rows older than an hour are pruned by a follower (the first prune comes with its
         // first poll).
         clock.advance(Duration::from_secs(2 * 3600));
@@ -264,7 +260,7 @@ async fn changes_another_process_commits_reach_this_one(db: TestDb) {
             .await
             .unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while rows().await > 0 {
+        while feed_rows(&broker).await > 0 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "old feed rows were not pruned"
@@ -281,4 +277,14 @@ async fn changes_another_process_commits_reach_this_one(db: TestDb) {
             .unwrap();
         assert_eq!(n, 0);
     }
+}
+
+/// Rows in the SQLite change feed.
+async fn feed_rows(store: &Store) -> i64 {
+    sqlx::query("SELECT COUNT(*) AS n FROM grant_changes")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .try_get::<i64, _>("n")
+        .unwrap()
 }
