@@ -20,9 +20,7 @@ const ROLES_SQL: &str = include_str!("../../deploy/postgres/roles.sql");
 /// `url` with its user replaced by `portcullis_app` (the test server trusts loopback, so no
 /// password is involved).
 fn as_app_role(url: &str) -> String {
-    let rest = url
-        .strip_prefix("postgres://")
-        .expect("a postgres:// URL");
+    let rest = url.strip_prefix("postgres://").expect("a postgres:// URL");
     let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     format!("postgres://portcullis_app@{host}")
 }
@@ -65,9 +63,16 @@ async fn the_services_run_as_the_application_role_and_only_migrate_changes_the_s
     // (the script's first statement), nothing more.
     let create_role = &ROLES_SQL[..ROLES_SQL.find("END $$;").unwrap() + "END $$;".len()];
     let mut c = sqlx::PgConnection::connect(&owner).await.unwrap();
-    if sqlx::raw_sql(sqlx::AssertSqlSafe(create_role)).execute(&mut c).await.is_err() {
+    if sqlx::raw_sql(sqlx::AssertSqlSafe(create_role))
+        .execute(&mut c)
+        .await
+        .is_err()
+    {
         // Another test run created the cluster-wide role at the same moment.
-        sqlx::raw_sql(sqlx::AssertSqlSafe(create_role)).execute(&mut c).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create_role))
+            .execute(&mut c)
+            .await
+            .unwrap();
     }
     c.close().await.ok();
     let scratch = tempfile::tempdir().unwrap();
@@ -75,11 +80,20 @@ async fn the_services_run_as_the_application_role_and_only_migrate_changes_the_s
 
     // An unmigrated database: the services refuse to start, and say what to run.
     for service in [
-        vec!["serve", "--web-listen", "127.0.0.1:0", "--relay-listen", "127.0.0.1:0"],
+        vec![
+            "serve",
+            "--web-listen",
+            "127.0.0.1:0",
+            "--relay-listen",
+            "127.0.0.1:0",
+        ],
         vec!["web", "--web-listen", "127.0.0.1:0"],
     ] {
         let (code, _, err) = run(&data, &app, &service);
-        assert_eq!(code, 1, "{service:?} started on an unmigrated database: {err}");
+        assert_eq!(
+            code, 1,
+            "{service:?} started on an unmigrated database: {err}"
+        );
         assert!(
             err.contains("no Portcullis schema yet") && err.contains("portcullis migrate"),
             "{service:?}: {err}"

@@ -786,8 +786,7 @@ async fn the_same_commands_work_on_postgresql() {
     let r = b.run(&["admin", "org", "add", "acme"]);
     assert_eq!(r.code, 1);
     assert!(
-        r.stderr.contains("no Portcullis schema yet")
-            && r.stderr.contains("portcullis migrate"),
+        r.stderr.contains("no Portcullis schema yet") && r.stderr.contains("portcullis migrate"),
         "{}",
         r.stderr
     );

@@ -180,25 +180,24 @@ async fn check_schema_current(
 ) -> Result<(), StoreError> {
     use sqlx::Row;
     const RUN_MIGRATE: &str = "run `portcullis migrate` with the database owner's URL first";
-    let rows = match sqlx::query(
-        "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version",
-    )
-    .fetch_all(pool)
-    .await
-    {
-        Ok(rows) => rows,
-        // 42P01: undefined_table. A database nobody has migrated yet.
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
-            return Err(StoreError::Connect(format!(
-                "the database has no Portcullis schema yet: {RUN_MIGRATE}"
-            )));
-        }
-        Err(e) => {
-            return Err(StoreError::Connect(format!(
-                "cannot read the schema version: {e}"
-            )));
-        }
-    };
+    let rows =
+        match sqlx::query("SELECT version FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await
+        {
+            Ok(rows) => rows,
+            // 42P01: undefined_table. A database nobody has migrated yet.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P01") => {
+                return Err(StoreError::Connect(format!(
+                    "the database has no Portcullis schema yet: {RUN_MIGRATE}"
+                )));
+            }
+            Err(e) => {
+                return Err(StoreError::Connect(format!(
+                    "cannot read the schema version: {e}"
+                )));
+            }
+        };
     let applied: Vec<i64> = rows
         .iter()
         .map(|r| r.try_get("version"))

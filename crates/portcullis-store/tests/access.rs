@@ -185,10 +185,8 @@ async fn failures_lock_the_account_within_the_window(db: TestDb) {
     let w = world(&db).await;
     let (vera, _) = w.user("vera", Role::Vendor).await;
     let policy = LockoutPolicy::default();
-    let fail = || {
-        w.store
-            .record_login_failure(vera.id, &policy, &failure(&vera))
-    };
+    let draft = failure(&vera);
+    let fail = || w.store.record_login_failure(vera.id, &policy, &draft);
     for _ in 0..4 {
         assert_eq!(fail().await.unwrap(), FailureOutcome::Counted);
     }
