@@ -528,6 +528,8 @@ fn code_names_are_stable() {
             (12, "connector_offline"),
             (13, "connector_refused"),
             (14, "internal"),
+            (15, "clock_anomaly"),
+            (16, "session_revoked"),
         ]
     );
     let reasons: Vec<_> = EndReason::ALL
@@ -548,6 +550,7 @@ fn code_names_are_stable() {
             (9, "client_closed"),
             (10, "device_closed"),
             (11, "connector_lost"),
+            (12, "session_revoked"),
         ]
     );
 }
