@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Broker, PASSWORD};
+use common::{Broker, PASSWORD, admin};
 use serde_json::{Value, json};
 
 /// One login attempt: status, the Retry-After header if any, and the body.
@@ -29,6 +29,7 @@ async fn attempt(b: &Broker, user: &str, password: &str) -> (u16, Option<String>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_wrong_passwords_lock_once_and_a_locked_account_looks_unknown() {
     let data = tempfile::tempdir().unwrap();
+    admin(data.path(), &["admin", "org", "add", "acme"]);
     let b = Broker::start(data.path(), None, &[]);
     b.enroll("vera", "vendor", Some("acme")).await;
 

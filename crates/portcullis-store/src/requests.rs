@@ -256,6 +256,12 @@ impl Store {
         drop(conn);
         if rec.request.ended_by_time(now) {
             self.persist_end_quietly(id).await;
+            // Read again: the record says when the end was persisted (by us or by whoever was
+            // first), as every later read will.
+            let mut conn = self.shared.pool.acquire().await?;
+            if let Some(again) = load_request(&mut conn, id).await? {
+                rec = again;
+            }
         }
         rec.request.tick(now);
         Ok(Some(rec))

@@ -157,7 +157,7 @@ pub fn replace_db(url: &str, db: &str) -> String {
     format!("{}/{db}{query}", &base[..cut])
 }
 
-/// The real `portcullis` binary, built once per test run (`cargo build -p portcullis`) so the
+/// The real `portcullis` binary, built once per test run (`cargo build --bin portcullis`) so the
 /// end-to-end tests always drive the current code. `PORTCULLIS_BIN` names a binary to use
 /// instead, unbuilt: a benchmark script builds the release binary before it starts (a nested
 /// `cargo build` would wait for the build lock whenever another build runs), or wraps it.
@@ -176,16 +176,36 @@ pub fn portcullis_bin() -> PathBuf {
             .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = std::process::Command::new(cargo);
-        cmd.args([
-            "build",
-            "--quiet",
-            "-p",
-            "portcullis",
-            "--bin",
-            "portcullis",
-        ]);
+        // Not the variables cargo sets for this test process: build scripts that watch one
+        // (ring's watches CARGO_MANIFEST_DIR) would see it change against the outer build, and
+        // the nested build would rebuild ring, rustls, sqlx and everything above them.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_EXE_")
+                || matches!(
+                    &*key,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                        | "OUT_DIR"
+                )
+            {
+                cmd.env_remove(&*key);
+            }
+        }
+        cmd.args(["build", "--quiet", "--bin", "portcullis"]);
         if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
+            cmd.args(["--release", "-p", "portcullis"]);
+        } else {
+            // The features `cargo test --workspace` resolved (dev-dependencies included), so
+            // every library is already built and only the binary itself is compiled and linked:
+            // `-p portcullis` alone resolves other features and rebuilds half the dependency
+            // tree, minutes on a 2-core CI machine.
+            cmd.args(["--workspace", "--tests"]);
         }
         let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "building the portcullis binary failed");

@@ -1253,6 +1253,8 @@ async fn the_openapi_document_matches_the_router() {
         ("post", "/api/v1/admin/sites"),
         ("post", "/api/v1/admin/sites/{name}/token"),
         ("post", "/api/v1/admin/sites/{name}/revoke"),
+        ("get", "/api/v1/admin/clock"),
+        ("post", "/api/v1/admin/clock/ack"),
     ];
     let mut described = 0;
     for (path, ops) in doc["paths"].as_object().unwrap() {
