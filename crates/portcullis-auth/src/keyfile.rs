@@ -2,16 +2,14 @@
 //! a newline, readable by the owner only.
 //!
 //! Creation is atomic and race-free: the key is written and fsynced under a temporary name, then
-//! hard-linked to the final name. `link(2)` refuses to replace an existing file, so when two
+//! hard-linked to the final name (`portcullis_files::create_new`). `link(2)` refuses to replace an existing file, so when two
 //! processes race exactly one key wins, and nobody can ever read a half-written file (which a
 //! plain `create_new` on the final name would allow between creating and writing).
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::SigningKey;
 use rand::RngCore;
@@ -163,11 +161,11 @@ fn parse(bytes: &[u8]) -> Option<Zeroizing<[u8; KEY_LEN]>> {
 /// Writes a fresh key to `path` unless a file is already there. `Ok(None)` means one was (we lost
 /// a race); the caller then loads it.
 fn create(path: &Path) -> Result<Option<Zeroizing<[u8; KEY_LEN]>>, KeyFileError> {
-    let Some(name) = path.file_name() else {
+    if path.file_name().is_none() {
         return Err(KeyFileError::NotAFile {
             path: path.to_owned(),
         });
-    };
+    }
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
@@ -182,44 +180,18 @@ fn create(path: &Path) -> Result<Option<Zeroizing<[u8; KEY_LEN]>>, KeyFileError>
         })?;
     let text = encode(&key);
 
-    let mut tmp_name = name.to_owned();
-    tmp_name.push(temp_suffix());
-    let tmp = TempFile(dir.join(tmp_name));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        // Owner-only from the first instant; the umask can only remove bits.
-        .mode(0o600)
-        .open(&tmp.0)
-        .map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                KeyFileError::MissingDir {
-                    path: path.to_owned(),
-                    dir: dir.to_owned(),
-                }
-            } else {
-                KeyFileError::io(path, "create", e)
-            }
-        })?;
-    file.write_all(&*text)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| KeyFileError::io(path, "write", e))?;
-    drop(file);
-
-    let won = match fs::hard_link(&tmp.0, path) {
-        Ok(()) => true,
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-        Err(e) => return Err(KeyFileError::io(path, "create", e)),
-    };
-    drop(tmp);
-    if !won {
-        return Ok(None);
+    match portcullis_files::create_new(path, &*text, 0o600) {
+        Ok(true) => Ok(Some(key)),
+        // We lost a race: the caller loads the other writer's key.
+        Ok(false) => Ok(None),
+        Err(e) if e.action == "create" && e.source.kind() == io::ErrorKind::NotFound => {
+            Err(KeyFileError::MissingDir {
+                path: path.to_owned(),
+                dir: dir.to_owned(),
+            })
+        }
+        Err(e) => Err(KeyFileError::io(path, e.action, e.source)),
     }
-    // Make the new name (and the temporary's removal) durable before anyone relies on the key.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| KeyFileError::io(path, "sync the directory of", e))?;
-    Ok(Some(key))
 }
 
 /// 64 lowercase hex digits and a newline, in a buffer wiped on drop.
@@ -231,28 +203,6 @@ fn encode(key: &[u8; KEY_LEN]) -> Zeroizing<[u8; 2 * KEY_LEN + 1]> {
         text[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
     }
     text
-}
-
-/// A suffix no other live writer uses: process id, a per-process counter and the clock (the clock
-/// only guards against a leftover from a dead process with the same pid).
-fn temp_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    format!(".{}.{n}.{nanos}.tmp", std::process::id())
-}
-
-/// Removes the temporary name on every path out of [`create`]; after a successful link this only
-/// drops the extra name, the key stays under the final one.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        // Best effort: a leftover is owner-only and never read as a key.
-        let _ = fs::remove_file(&self.0);
-    }
 }
 
 #[cfg(test)]

@@ -20,9 +20,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -575,14 +575,9 @@ impl KeyRing {
         }
         let kid = new_key(dir)?;
         let marker = dir.join(CURRENT_FILE);
-        let tmp = write_temp(dir, CURRENT_FILE, format!("{kid}\n").as_bytes())?;
-        // link(2) does not replace: if another process made a first key meanwhile, theirs wins.
-        let won = match fs::hard_link(&tmp.0, &marker) {
-            Ok(()) => true,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
-            Err(e) => return Err(KeyRingError::io(&marker, "create", e)),
-        };
-        drop(tmp);
+        // Never replaces: if another process made a first key meanwhile, theirs wins.
+        let won = portcullis_files::create_new(&marker, format!("{kid}\n").as_bytes(), 0o600)
+            .map_err(|e| KeyRingError::io(&marker, e.action, e.source))?;
         if !won {
             // Our key was never current, so nothing was signed with it.
             let path = dir.join(format!("{kid}.key"));
@@ -656,9 +651,8 @@ impl KeyRing {
         Self::load(dir)?;
         let kid = new_key(dir)?;
         let marker = dir.join(CURRENT_FILE);
-        let tmp = write_temp(dir, CURRENT_FILE, format!("{kid}\n").as_bytes())?;
-        fs::rename(&tmp.0, &marker).map_err(|e| KeyRingError::io(&marker, "replace", e))?;
-        sync_dir(dir)?;
+        portcullis_files::replace(&marker, format!("{kid}\n").as_bytes(), 0o600)
+            .map_err(|e| KeyRingError::io(&marker, e.action, e.source))?;
         Self::load(dir)
     }
 
@@ -743,21 +737,6 @@ fn new_key(dir: &Path) -> Result<String, KeyRingError> {
     drop(pending);
     sync_dir(dir)?;
     Ok(kid)
-}
-
-/// Writes `contents` to a new hidden file in `dir` and fsyncs it; removed on drop.
-fn write_temp(dir: &Path, name: &str, contents: &[u8]) -> Result<TempPath, KeyRingError> {
-    let tmp = TempPath(dir.join(format!(".{name}.{}.tmp", random_hex()?)));
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp.0)
-        .map_err(|e| KeyRingError::io(&tmp.0, "create", e))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| KeyRingError::io(&tmp.0, "write", e))?;
-    Ok(tmp)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), KeyRingError> {

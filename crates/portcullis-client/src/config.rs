@@ -11,7 +11,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -201,23 +201,8 @@ pub fn write_private(dir: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, Co
         .create(dir)
         .map_err(io_err("create directory", dir))?;
     let path = dir.join(name);
-    // tempfile creates the file with O_EXCL and mode 0600 (before any byte is written).
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(".tmp")
-        .permissions(fs::Permissions::from_mode(0o600))
-        .tempfile_in(dir)
-        .map_err(io_err("create a temporary file in", dir))?;
-    tmp.write_all(bytes).map_err(io_err("write", tmp.path()))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(io_err("sync", tmp.path()))?;
-    tmp.persist(&path)
-        .map_err(|e| io_err("replace", &path)(e.error))?;
-    // Best effort: a directory that cannot be opened for syncing still has the file.
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    portcullis_files::replace(&path, bytes, 0o600)
+        .map_err(|e| io_err(e.action, &path)(e.source))?;
     Ok(path)
 }
 

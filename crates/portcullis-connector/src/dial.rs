@@ -27,8 +27,8 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use crate::allowlist::Allowlist;
-use crate::frames::{read_frame, write_frame};
 use crate::printable;
+use portcullis_net::frames::{read_frame, write_frame};
 
 /// Bytes read from the device per write to the QUIC stream.
 const CHUNK: usize = 64 * 1024;
@@ -50,6 +50,7 @@ struct Shown {
     target: String,
 }
 
+#[tracing::instrument(name = "connector_dial", skip_all, fields(stream = %send.id()))]
 pub(crate) async fn handle(
     mut send: SendStream,
     mut recv: RecvStream,
@@ -227,13 +228,7 @@ fn abort(tcp: TcpStream) {
 }
 
 async fn refuse(send: &mut SendStream, recv: &mut RecvStream, code: RefusalCode, message: &str) {
-    let frame = Frame::Refused {
-        code,
-        message: message.to_owned(),
-    };
-    if write_frame(send, &frame).await.is_ok() {
-        let _ = send.finish();
-    }
+    portcullis_net::frames::refuse(send, code, message).await;
     // Whatever the relay sent behind `Dial` is discarded.
     let _ = recv.stop(CUT);
 }

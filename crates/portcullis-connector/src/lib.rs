@@ -19,7 +19,6 @@ pub mod backoff;
 pub mod config;
 mod dial;
 pub mod enroll;
-mod frames;
 pub mod link;
 pub mod state;
 
@@ -29,27 +28,8 @@ pub use enroll::{EnrollError, EnrollOptions, Enrolled, enroll};
 pub use link::{Connector, SetupError};
 pub use state::{Enrollment, Identity, StateDir, StateError};
 
-/// `host:port` or `[v6]:port` split into the bare host and the port.
-pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
-    let (host, port) = match s.strip_prefix('[') {
-        Some(rest) => {
-            let (host, after) = rest.split_once(']')?;
-            (host, after.strip_prefix(':')?)
-        }
-        None => {
-            let (host, port) = s.rsplit_once(':')?;
-            // An unbracketed IPv6 address is ambiguous.
-            if host.contains(':') {
-                return None;
-            }
-            (host, port)
-        }
-    };
-    if host.is_empty() {
-        return None;
-    }
-    Some((host, port.parse().ok()?))
-}
+/// The one `host:port` parser (`portcullis_net::addr`), kept here under its old path.
+pub use portcullis_net::split_host_port;
 
 /// `text` on one line with control characters replaced and at most `max` characters: for words
 /// from the network (the relay's names, the broker's messages) in logs and frames.
@@ -68,26 +48,6 @@ pub(crate) fn printable(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relay_addresses_split_into_host_and_port() {
-        assert_eq!(split_host_port("127.0.0.1:4433"), Some(("127.0.0.1", 4433)));
-        assert_eq!(split_host_port("[::1]:4433"), Some(("::1", 4433)));
-        assert_eq!(
-            split_host_port("relay.example:443"),
-            Some(("relay.example", 443))
-        );
-        for bad in [
-            "relay",
-            ":4433",
-            "relay:x",
-            "[::1]4433",
-            "relay:70000",
-            "::1:4433",
-        ] {
-            assert_eq!(split_host_port(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn printable_strips_control_characters_and_bounds_length() {

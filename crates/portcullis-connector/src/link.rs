@@ -37,9 +37,9 @@ use crate::allowlist::Allowlist;
 use crate::backoff::Backoff;
 use crate::config::ConnectorConfig;
 use crate::dial::{self, DialContext};
-use crate::frames::{FrameError, read_frame, write_frame};
 use crate::state::Identity;
 use crate::{printable, split_host_port};
+use portcullis_net::frames::{FrameError, read_frame, write_frame};
 
 /// QUIC application close codes the connector sends.
 const CLOSE_SHUTDOWN: VarInt = VarInt::from_u32(0);

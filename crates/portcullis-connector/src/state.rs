@@ -12,11 +12,10 @@
 //! file in the same directory, fsync, rename, fsync of the directory).
 
 use std::fmt;
-use std::fs::{self, DirBuilder, OpenOptions};
-use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject as _;
@@ -285,39 +284,7 @@ pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<String, StateError
 
 /// Temporary file in the same directory, fsync, rename over `path`, fsync of the directory.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), StateError> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
-        // The umask may have narrowed the mode; a 0600 file must stay exactly that.
-        f.set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io_err("set the mode of", &tmp))?;
-        f.write_all(bytes).map_err(io_err("write", &tmp))?;
-        f.sync_all().map_err(io_err("sync", &tmp))?;
-        fs::rename(&tmp, path).map_err(io_err("replace", path))?;
-        if let Ok(d) = fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    portcullis_files::replace(path, bytes, mode).map_err(|e| io_err(e.action, path)(e.source))
 }
 
 #[cfg(test)]

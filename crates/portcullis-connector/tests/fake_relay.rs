@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use portcullis_connector::{Allowlist, Connector, ConnectorConfig, StateDir};
-use portcullis_core::wire::{CONNECTOR_ALPN, Frame, FrameDecoder, MAX_FRAME_LEN, RefusalCode};
+use portcullis_core::wire::{CONNECTOR_ALPN, Frame, FrameDecoder, RefusalCode};
 use quinn::{Connection, ConnectionError, Endpoint, RecvStream, SendStream, VarInt};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
@@ -34,19 +34,13 @@ async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
 // ---- frames, as the relay reads and writes them ----
 
 async fn read_frame(recv: &mut RecvStream, dec: &mut FrameDecoder) -> Option<Frame> {
-    loop {
-        if let Some(f) = dec.next_frame().unwrap() {
-            return Some(f);
-        }
-        match recv.read_chunk(MAX_FRAME_LEN, true).await.unwrap() {
-            Some(chunk) => dec.push(&chunk.bytes),
-            None => return None,
-        }
-    }
+    portcullis_net::frames::read_frame(recv, dec).await.unwrap()
 }
 
 async fn write_frame(send: &mut SendStream, frame: &Frame) {
-    send.write_all(&frame.to_vec().unwrap()).await.unwrap();
+    portcullis_net::frames::write_frame(send, frame)
+        .await
+        .unwrap();
 }
 
 // ---- the device: a TCP echo server that reports accepts and closes ----

@@ -12,6 +12,7 @@ pub mod clockwatch;
 pub mod device;
 pub mod disk;
 pub mod error;
+pub mod liveness;
 pub mod names;
 pub mod policy;
 pub mod request;

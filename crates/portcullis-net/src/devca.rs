@@ -20,13 +20,11 @@
 //! covers the requested host names, is not yet valid, or expires within [`RENEW_BEFORE`].
 
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
-use std::io::Write;
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::net::IpAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -605,55 +603,8 @@ fn check_owner_only(path: &Path) -> Result<(), NetError> {
 /// Writes `contents` to `path` with exactly `mode`, atomically: a reader sees the old file or the
 /// new one, never a part.
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), NetError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(path.file_name().unwrap_or_default());
-    tmp_name.push(temp_suffix());
-    let tmp = TempFile(dir.join(tmp_name));
-
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        // Owner-only from the first instant for keys; the umask can only remove bits.
-        .mode(mode)
-        .open(&tmp.0)
-        .map_err(|e| NetError::io(path, "create", e))?;
-    // Exactly `mode` whatever the umask: certificates are meant to be readable by clients' users.
-    file.set_permissions(Permissions::from_mode(mode))
-        .and_then(|()| file.write_all(contents))
-        .and_then(|()| file.sync_all())
-        .map_err(|e| NetError::io(path, "write", e))?;
-    drop(file);
-    fs::rename(&tmp.0, path).map_err(|e| NetError::io(path, "replace", e))?;
-    // Make the new name durable before anyone relies on it.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| NetError::io(path, "sync the directory of", e))?;
-    Ok(())
-}
-
-/// A suffix no other live writer uses: process id, a per-process counter and the clock (the clock
-/// only guards against a leftover from a dead process with the same pid).
-fn temp_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = OffsetDateTime::now_utc().nanosecond();
-    format!(".{}.{n}.{nanos}.tmp", std::process::id())
-}
-
-/// Removes the temporary name on every path out of [`write_atomic`]; after the rename there is
-/// nothing left to remove.
-struct TempFile(PathBuf);
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        // Best effort (after the rename the name is gone already): a leftover holds either a
-        // certificate or an owner-only key, and is never read.
-        let _ = fs::remove_file(&self.0);
-    }
+    portcullis_files::replace(path, contents, mode)
+        .map_err(|e| NetError::io(path, e.action, e.source))
 }
 
 /// PEM text of one certificate (RFC 7468: base64 in lines of 64).
@@ -681,6 +632,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::collections::BTreeSet;
+    use std::fs::Permissions;
 
     use rustls::server::WebPkiClientVerifier;
     use rustls_pki_types::pem::PemObject;

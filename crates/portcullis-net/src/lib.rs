@@ -7,6 +7,8 @@
 //! - [`devca`]: the development CA that `portcullis serve` creates in a fresh data directory, the
 //!   server certificate it issues (re-issued when the host names change or expiry nears), client
 //!   certificates for site connectors, and the vendor client's in-memory ephemeral identity.
+//! - [`frames`]: wire frames on QUIC streams (read, write, refuse), for relay, client,
+//!   connector and their tests alike; [`addr`]: the one `host:port` parser.
 //! - [`siteca`]: the site CA (`<data dir>/keys/site-ca`) that signs site connectors' certificate
 //!   requests at enrollment.
 //!
@@ -16,11 +18,14 @@
 use std::io;
 use std::path::PathBuf;
 
+pub mod addr;
 pub mod devca;
+pub mod frames;
 pub mod quic;
 pub mod siteca;
 pub mod tls;
 
+pub use addr::split_host_port;
 pub use devca::{
     DevCa, TlsFiles, ensure_dev_pki, ensure_dev_pki_at, ephemeral_client_identity,
     issue_client_cert,

@@ -56,6 +56,21 @@ impl Auditor {
         self.healthy.load(Ordering::Acquire) && self.store.audit_writable().is_ok()
     }
 
+    /// [`Auditor::healthy`], but when only our own mark stands in the way and the store says
+    /// the log takes writes again, probes at once (writing what is pending) instead of waiting
+    /// for the next reconciliation tick: a vendor's next connection after the disk is freed
+    /// works, and is not refused for up to one more period.
+    pub async fn ready(&self) -> bool {
+        if self.healthy() {
+            return true;
+        }
+        if self.store.audit_writable().is_err() {
+            return false;
+        }
+        self.probe().await;
+        self.healthy()
+    }
+
     /// A read or write against the database failed: treat the audit log as unavailable.
     pub fn mark_unhealthy(&self) {
         self.healthy.store(false, Ordering::Release);
@@ -117,7 +132,7 @@ impl Auditor {
                 self.healthy.store(true, Ordering::Release);
                 Ok(())
             }
-            Err(StoreError::Conflict(_)) => Err(StartError::Reused),
+            Err(StoreError::TokenReused) => Err(StartError::Reused),
             Err(e) => {
                 self.failed(&e);
                 Err(StartError::Unavailable(e))

@@ -1,5 +1,6 @@
 //! Site connectors: the connections plants' connectors dial out to the relay (ALPN
-//! `portcullis-connector/1`), and the registry of those that are live.
+//! `portcullis-connector/1`), from their `ConnectorHello` to their end. The live ones are in
+//! `connectors.rs`.
 //!
 //! A connector is accepted when its client certificate is exactly the one the broker issued to
 //! a site that is not revoked (the SHA-256 recorded at enrollment) and its `ConnectorHello` names
@@ -10,10 +11,9 @@
 //!
 //! [`RelayConfig::connector_ping`]: crate::RelayConfig::connector_ping
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -23,97 +23,11 @@ use portcullis_store::ConnectorPresence;
 use quinn::{Connection, RecvStream, SendStream, VarInt};
 use rand::RngCore;
 use tokio::time::{Instant, timeout_at};
-use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::frames::{read_frame, write_frame};
-use crate::session::{CLOSE_ENDED, CLOSE_PROTOCOL, CLOSE_REFUSED, client_thumbprint};
-
-/// Why a connector's connection ended: the `reason` of `relay.connector.disconnect`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ConnectorEnd {
-    /// The QUIC connection closed or timed out (link down, connector stopped).
-    Lost,
-    /// It stopped answering pings, or broke the protocol.
-    Unresponsive,
-    /// A newer connection of the same site took over.
-    Replaced,
-    /// The site was revoked, or re-enrolled with another certificate.
-    Revoked,
-    Shutdown,
-}
-
-impl ConnectorEnd {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectorEnd::Lost => "connection_lost",
-            ConnectorEnd::Unresponsive => "unresponsive",
-            ConnectorEnd::Replaced => "replaced",
-            ConnectorEnd::Revoked => "revoked",
-            ConnectorEnd::Shutdown => "shutdown",
-        }
-    }
-}
-
-/// One accepted connector connection.
-#[derive(Debug)]
-pub(crate) struct LiveConnector {
-    /// `cc_...`: names this connection in the audit log.
-    pub id: String,
-    pub site: String,
-    /// The certificate it presented (base64url SHA-256).
-    pub fingerprint: String,
-    pub conn: Connection,
-    /// Cancelled when the connection ends; every stream it carries watches it.
-    pub cancel: CancellationToken,
-    end: OnceLock<ConnectorEnd>,
-    /// Streams opened through it.
-    pub streams: AtomicU64,
-}
-
-impl LiveConnector {
-    pub fn end(&self, reason: ConnectorEnd) {
-        let _ = self.end.set(reason);
-        self.cancel.cancel();
-    }
-
-    pub fn end_reason(&self) -> Option<ConnectorEnd> {
-        self.end.get().copied()
-    }
-}
-
-/// The live connector of each site (at most one).
-#[derive(Debug, Default)]
-pub(crate) struct Connectors {
-    inner: Mutex<HashMap<String, Arc<LiveConnector>>>,
-}
-
-impl Connectors {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<LiveConnector>>> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Makes `c` its site's connector; returns the one it replaces.
-    fn insert(&self, c: Arc<LiveConnector>) -> Option<Arc<LiveConnector>> {
-        self.lock().insert(c.site.clone(), c)
-    }
-
-    /// Removes `c`, unless a newer connection of its site has replaced it already.
-    fn remove(&self, c: &LiveConnector) {
-        let mut map = self.lock();
-        if map.get(&c.site).is_some_and(|cur| cur.id == c.id) {
-            map.remove(&c.site);
-        }
-    }
-
-    pub fn get(&self, site: &str) -> Option<Arc<LiveConnector>> {
-        self.lock().get(site).cloned()
-    }
-
-    pub fn all(&self) -> Vec<Arc<LiveConnector>> {
-        self.lock().values().cloned().collect()
-    }
-}
+use crate::conn::{CLOSE_ENDED, CLOSE_PROTOCOL, CLOSE_REFUSED, client_thumbprint};
+use crate::connectors::{ConnectorEnd, LiveConnector};
+use portcullis_net::frames::{read_frame, write_frame};
 
 /// A refused connector, as told to it and recorded.
 struct Refusal {
@@ -178,15 +92,7 @@ pub(crate) async fn handle(
             return;
         }
     };
-    let live = Arc::new(LiveConnector {
-        id: connection_id(),
-        site,
-        fingerprint: thumb,
-        conn,
-        cancel: CancellationToken::new(),
-        end: OnceLock::new(),
-        streams: AtomicU64::new(0),
-    });
+    let live = Arc::new(LiveConnector::new(connection_id(), site, thumb, conn));
     if let Some(old) = shared.connectors.insert(live.clone()) {
         old.end(ConnectorEnd::Replaced);
     }
@@ -337,12 +243,7 @@ async fn refuse(
         r.code.as_str(),
         r.message
     );
-    let frame = Frame::Refused {
-        code: r.code,
-        message: r.message,
-    };
-    if write_frame(send, &frame).await.is_ok() {
-        let _ = send.finish();
+    if portcullis_net::frames::refuse(send, r.code, &r.message).await {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.closed()).await;
     }
     conn.close(VarInt::from_u32(CLOSE_REFUSED), r.code.as_str().as_bytes());
@@ -403,27 +304,6 @@ async fn control_loop(
                 }
                 Ok(None) | Err(_) => live.end(ConnectorEnd::Lost),
             },
-        }
-    }
-}
-
-/// Re-reads the site of every live connector (or of `site` only) and drops those whose site
-/// was revoked or re-enrolled with another certificate since they connected.
-pub(crate) async fn recheck(shared: &Shared, site: Option<&str>) {
-    let live: Vec<_> = match site {
-        Some(s) => shared.connectors.get(s).into_iter().collect(),
-        None => shared.connectors.all(),
-    };
-    for c in live {
-        match shared.store.site(&c.site).await {
-            Ok(Some(r))
-                if r.revoked_at.is_none()
-                    && r.cert_fingerprint.as_deref() == Some(&c.fingerprint) => {}
-            Ok(_) => c.end(ConnectorEnd::Revoked),
-            Err(e) => {
-                tracing::error!("cannot re-check site {}: {e}", c.site);
-                shared.auditor.mark_unhealthy();
-            }
         }
     }
 }

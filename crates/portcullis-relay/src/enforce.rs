@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::Shared;
-use crate::connector;
+use crate::connectors;
 use crate::grant;
 use crate::registry::LiveSession;
 
@@ -34,21 +34,21 @@ pub(crate) async fn watch(
             change = changes.recv() => match change {
                 Ok(change) => {
                     match &change {
-                        GrantChange::Site(site) => connector::recheck(&shared, Some(site)).await,
-                        GrantChange::All => connector::recheck(&shared, None).await,
+                        GrantChange::Site(site) => connectors::recheck(&shared, Some(site)).await,
+                        GrantChange::All => connectors::recheck(&shared, None).await,
                         _ => {}
                     }
                     affected(&shared, &change)
                 }
                 Err(RecvError::Lagged(_)) => {
-                    connector::recheck(&shared, None).await;
+                    connectors::recheck(&shared, None).await;
                     shared.registry.all()
                 }
                 Err(RecvError::Closed) => return,
             },
             _ = tick.tick() => {
                 shared.auditor.probe().await;
-                connector::recheck(&shared, None).await;
+                connectors::recheck(&shared, None).await;
                 shared.registry.all()
             }
         };
@@ -61,7 +61,7 @@ fn affected(shared: &Shared, change: &GrantChange) -> Vec<Arc<LiveSession>> {
         GrantChange::Grant(id) => shared.registry.matching(|s| s.grant.id == *id),
         GrantChange::User(u) => shared.registry.matching(|s| s.grant.vendor == *u),
         GrantChange::Device(d) => shared.registry.matching(|s| s.grant.device == *d),
-        // A site's connector is re-checked by `connector::recheck`; its sessions are not
+        // A site's connector is re-checked by `connectors::recheck`; its sessions are not
         // touched (their streams end with the connector's connection).
         GrantChange::Site(_) => Vec::new(),
         GrantChange::All => shared.registry.all(),

@@ -14,15 +14,18 @@
 //! control stream; [`stream`] one tunnelled TCP connection; [`enforce`] follows grant changes;
 //! [`auditor`] writes audit events, failing closed, and [`budget`] bounds how many refusals it
 //! writes one by one; [`registry`] holds live sessions; [`connector`] serves site connectors'
-//! connections and holds the live ones, and [`via`] carries a stream through one;
-//! [`metrics`] counts.
+//! connections, [`connectors`] holds the live ones, and [`via`] carries a stream through one;
+//! [`conn`] holds what every connection needs (close codes, ALPN, client thumbprint);
+//! [`metrics`] counts. Modules import one way: session -> connector -> connectors -> conn,
+//! stream -> via -> connectors; none imports one that imports it back.
 #![forbid(unsafe_code)]
 
 mod auditor;
 mod budget;
+mod conn;
 mod connector;
+mod connectors;
 mod enforce;
-mod frames;
 mod grant;
 pub mod metrics;
 mod registry;
@@ -46,7 +49,7 @@ pub use metrics::Metrics;
 
 use crate::auditor::Auditor;
 use crate::budget::AuditBudget;
-use crate::connector::{ConnectorEnd, Connectors};
+use crate::connectors::{ConnectorEnd, Connectors};
 use crate::registry::Registry;
 
 /// The relay's settings.

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use portcullis_auth::token::{RelayClaims, TokenError, thumbprint};
+use portcullis_auth::token::{RelayClaims, TokenError};
 use portcullis_core::audit::{ActorRole, AuditDraft};
 use portcullis_core::wire::{
     CONNECTOR_ALPN, EndReason, Frame, FrameDecoder, RefusalCode, VERSION, WireTarget,
@@ -22,16 +22,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::Shared;
 use crate::auditor::StartError;
+use crate::conn::{CLOSE_ENDED, CLOSE_PROTOCOL, CLOSE_REFUSED, alpn, client_thumbprint};
 use crate::connector;
-use crate::frames::{read_frame, write_frame};
 use crate::grant::{self, LiveGrant};
 use crate::registry::LiveSession;
 use crate::stream;
-
-/// QUIC application close codes the relay uses.
-pub(crate) const CLOSE_REFUSED: u32 = 1;
-pub(crate) const CLOSE_ENDED: u32 = 2;
-pub(crate) const CLOSE_PROTOCOL: u32 = 3;
+use portcullis_net::frames::{read_frame, refuse as refuse_stream, write_frame};
 
 /// A refused handshake: the code and sentence the client sees, and what the audit log records.
 #[derive(Debug)]
@@ -55,6 +51,7 @@ impl Refusal {
     }
 }
 
+#[tracing::instrument(name = "relay_connection", skip_all, fields(source = %incoming.remote_address()))]
 pub(crate) async fn handle(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let source = incoming.remote_address();
     let started = Instant::now();
@@ -290,12 +287,7 @@ async fn refuse(
         }
         shared.auditor.event(draft).await;
     }
-    let frame = Frame::Refused {
-        code: r.code,
-        message: r.message,
-    };
-    if write_frame(send, &frame).await.is_ok() {
-        let _ = send.finish();
+    if refuse_stream(send, r.code, &r.message).await {
         let _ = timeout(Duration::from_secs(1), conn.closed()).await;
     }
     conn.close(VarInt::from_u32(CLOSE_REFUSED), r.code.as_str().as_bytes());
@@ -303,6 +295,11 @@ async fn refuse(
 
 /// The session after `Welcome`: accept streams until the session ends, then end everything and
 /// audit it.
+#[tracing::instrument(
+    name = "relay_session",
+    skip_all,
+    fields(session = %s.id, grant = s.grant.id, vendor = %s.grant.vendor)
+)]
 async fn run(shared: Arc<Shared>, conn: Connection, mut control: SendStream, s: Arc<LiveSession>) {
     shared.registry.insert(s.clone());
     shared
@@ -448,23 +445,4 @@ fn session_id() -> String {
     let mut b = [0u8; 12];
     rand::rngs::OsRng.fill_bytes(&mut b);
     format!("rs_{}", URL_SAFE_NO_PAD.encode(b))
-}
-
-/// The ALPN protocol the handshake settled on (the server offers only its own ids, so this is
-/// one of them).
-fn alpn(conn: &Connection) -> Option<Vec<u8>> {
-    conn.handshake_data()?
-        .downcast::<quinn::crypto::rustls::HandshakeData>()
-        .ok()?
-        .protocol
-}
-
-/// base64url SHA-256 of the client's end-entity certificate: what a token's `cnf` names, and
-/// what a site's enrollment recorded.
-pub(crate) fn client_thumbprint(conn: &Connection) -> Option<String> {
-    let identity = conn.peer_identity()?;
-    let certs = identity
-        .downcast::<Vec<rustls_pki_types::CertificateDer<'static>>>()
-        .ok()?;
-    certs.first().map(|c| thumbprint(c.as_ref()))
 }

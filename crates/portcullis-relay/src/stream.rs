@@ -15,16 +15,17 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::Shared;
-use crate::connector::ConnectorEnd;
-use crate::frames::{read_frame, write_frame};
+use crate::connectors::ConnectorEnd;
 use crate::registry::{LiveSession, StreamSlot};
 use crate::via::{self, ConnectorStream};
+use portcullis_net::frames::{read_frame, refuse, write_frame};
 
 /// Bytes read from the device per write to the QUIC stream.
 const CHUNK: usize = 64 * 1024;
 /// QUIC stream error code sent when the relay cuts a stream.
 const CUT: u32 = 1;
 
+#[tracing::instrument(name = "relay_stream", skip_all, fields(stream = %send.id()))]
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     s: Arc<LiveSession>,
@@ -52,7 +53,7 @@ pub(crate) async fn handle(
             RefusalCode::TargetNotGranted,
             "this device and port are not part of the grant",
         ))
-    } else if !shared.auditor.healthy() {
+    } else if !shared.auditor.ready().await {
         Some((
             RefusalCode::AuditUnavailable,
             "the broker cannot record new connections right now; try again shortly",
@@ -409,16 +410,6 @@ impl Activity {
                 return;
             }
         }
-    }
-}
-
-async fn refuse(send: &mut SendStream, code: RefusalCode, message: &str) {
-    let frame = Frame::Refused {
-        code,
-        message: message.to_owned(),
-    };
-    if write_frame(send, &frame).await.is_ok() {
-        let _ = send.finish();
     }
 }
 

@@ -8,9 +8,9 @@ use quinn::{RecvStream, SendStream};
 use tokio::time::timeout;
 
 use crate::Shared;
-use crate::connector::LiveConnector;
-use crate::frames::{read_frame, write_frame};
+use crate::connectors::LiveConnector;
 use crate::registry::LiveSession;
+use portcullis_net::frames::{read_frame, write_frame};
 
 /// The connector's side of a dialed stream.
 #[derive(Debug)]

@@ -12,6 +12,10 @@ pub enum StoreError {
     /// The name is taken, or the change clashes with the current state.
     #[error("{0}")]
     Conflict(String),
+    /// A relay token's id was used for a session before (a replay, or a client retrying with
+    /// the same token): the session must be refused, and the audit log is fine.
+    #[error("this relay token was already used for a session")]
+    TokenReused,
     /// The actor may not do this (role, ownership, self-approval).
     #[error("{0}")]
     Forbidden(String),

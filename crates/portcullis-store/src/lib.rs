@@ -17,6 +17,7 @@ mod ends;
 mod error;
 mod feed;
 mod health;
+mod liveness;
 mod login;
 mod orgs;
 mod relay;

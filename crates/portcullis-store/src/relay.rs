@@ -135,9 +135,7 @@ impl Store {
             .map(|r| r.try_get("one"))
             .transpose()?;
         if used.is_some() {
-            return Err(StoreError::Conflict(
-                "this relay token was already used for a session".into(),
-            ));
+            return Err(StoreError::TokenReused);
         }
         sqlx::query(
             "INSERT INTO relay_sessions (id, relay, grant_id, username, jti, source, started_at) \
@@ -151,7 +149,13 @@ impl Store {
         .bind(&s.source)
         .bind(now.to_rfc3339())
         .execute(tx.conn())
-        .await?;
+        .await
+        .map_err(|e| match e.as_database_error() {
+            // Two handshakes with one token at once: the other one's row won (PostgreSQL; on
+            // SQLite the write lock orders them and the check above answers).
+            Some(d) if d.is_unique_violation() => StoreError::TokenReused,
+            _ => StoreError::from(e),
+        })?;
         let mut details = serde_json::json!({
             "session": s.id, "relay": s.relay, "jti": s.jti, "cnf": s.cnf,
             "targets": s.targets, "window_end": s.window_end,

@@ -22,14 +22,8 @@ use crate::users::{EnrollmentCode, UserRecord, fetch_user};
 use crate::write::WriteTx;
 use crate::{AuditActor, ENROLLMENT_TTL, Store, StoreError};
 
-/// A user's not-befores, as the relay checks them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NotBefore {
-    /// Relay tokens issued before this are refused.
-    pub tokens: Option<Timestamp>,
-    /// Live relay sessions started before this end.
-    pub sessions: Option<Timestamp>,
-}
+/// A user's not-befores, as the relay checks them (the grant-liveness decision's type).
+pub use portcullis_core::liveness::NotBefore;
 
 /// Which not-befores a change moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -95,6 +95,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::Invalid(v) => ApiError::Invalid(v.to_string()),
             StoreError::Conflict(m) => ApiError::Conflict(m),
+            e @ StoreError::TokenReused => ApiError::Conflict(e.to_string()),
             StoreError::NotFound(m) => ApiError::NotFound(m),
             StoreError::Forbidden(m) => ApiError::Forbidden(m),
             e if e.is_unavailable() => {

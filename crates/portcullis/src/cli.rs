@@ -11,6 +11,15 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Time-bound vendor remote access for factories"
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub globals: Globals,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The flags every broker command takes (and the vendor's and connector's commands ignore).
+#[derive(Debug, Args)]
+pub struct Globals {
     /// Where the embedded database, keys and checkpoints live.
     #[arg(long, global = true, env = "PORTCULLIS_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -26,12 +35,24 @@ pub struct Cli {
     /// A TOML file with the same settings (flags and environment win over it).
     #[arg(long, global = true, env = "PORTCULLIS_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    #[command(subcommand)]
-    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The broker's own commands, with its data directory and database.
+    #[command(flatten)]
+    Broker(BrokerCommand),
+    /// Site connector, on a machine in the plant's OT zone: enroll it, then run it.
+    #[command(subcommand)]
+    Connector(ConnectorCommand),
+    /// The vendor's commands (login, devices, request, grants, connect), at the top level.
+    #[command(flatten)]
+    Vendor(VendorCommand),
+}
+
+/// What runs on the broker's machines, against its data directory and database.
+#[derive(Debug, Subcommand)]
+pub enum BrokerCommand {
     /// Manage users, vendor organisations and the device inventory.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -46,12 +67,6 @@ pub enum Command {
     Web(WebCommandArgs),
     /// Run the QUIC relay alone (the web service runs as `portcullis web`; PostgreSQL).
     Relay(RelayCommandArgs),
-    /// Site connector, on a machine in the plant's OT zone: enroll it, then run it.
-    #[command(subcommand)]
-    Connector(ConnectorCommand),
-    /// The vendor's commands (login, devices, request, grants, connect), at the top level.
-    #[command(flatten)]
-    Vendor(VendorCommand),
 }
 
 /// What a vendor's engineer runs on their own machine, against a broker's API and relay.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Deserialize;
 
-use crate::cli::Cli;
+use crate::cli::Globals;
 
 /// The TOML file. Unknown keys are an error, so a typo never silently falls back to a default.
 #[derive(Debug, Default, Deserialize)]
@@ -35,7 +35,7 @@ impl fmt::Debug for Settings {
 }
 
 impl Settings {
-    pub fn resolve(cli: &Cli) -> anyhow::Result<Settings> {
+    pub fn resolve(cli: &Globals) -> anyhow::Result<Settings> {
         let file = match &cli.config {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),

@@ -17,7 +17,6 @@
 //! nothing itself.
 
 mod forward;
-mod frames;
 mod listen;
 mod relay;
 mod splice;
@@ -41,7 +40,7 @@ pub use forward::{ForwardError, ForwardSpec, ListenPlan, plan_listeners};
 pub use relay::Welcome;
 pub use tokens::{BrokerTokens, TokenError, TokenSource};
 
-use frames::{FrameIoError, read_frame};
+use portcullis_net::frames::{FrameError, expect_frame};
 use relay::{Dialer, EstablishError, Live};
 
 /// QUIC application close code: the client is done (the relay audits `client_closed`).
@@ -320,7 +319,7 @@ async fn supervise<T: TokenSource, S: Future<Output = ()> + Unpin>(
 /// connection goes away.
 async fn follow_control(live: &mut Live, report: &Reporter) -> Control {
     loop {
-        match read_frame(&mut live.control_recv, &mut live.decoder).await {
+        match expect_frame(&mut live.control_recv, &mut live.decoder).await {
             Ok(Frame::Warning { remaining_ms }) => report(&Event::Warning {
                 remaining: Duration::from_millis(remaining_ms),
             }),
@@ -342,8 +341,8 @@ async fn follow_control(live: &mut Live, report: &Reporter) -> Control {
                     other.name()
                 ));
             }
-            Err(FrameIoError::Wire(e)) => return Control::Broken(e.to_string()),
-            Err(FrameIoError::Finished) => {
+            Err(FrameError::Wire(e)) => return Control::Broken(e.to_string()),
+            Err(FrameError::Finished) => {
                 // The relay finished the control stream without `Ending`: wait for the
                 // connection to go, then treat it as lost.
                 let e = live.conn.closed().await;

@@ -9,7 +9,9 @@ use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use rustls::RootCertStore;
 use time::OffsetDateTime;
 
-use super::frames::{FrameIoError, read_frame, write_frame};
+use portcullis_net::frames::{FrameError, expect_frame, write_frame};
+use portcullis_net::split_host_port;
+
 use super::tokens::{TokenError, TokenSource};
 use crate::printable;
 
@@ -173,7 +175,7 @@ impl Dialer {
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let mut decoder = FrameDecoder::new();
-        let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_frame(&mut recv, &mut decoder))
+        let answer = tokio::time::timeout(HANDSHAKE_TIMEOUT, expect_frame(&mut recv, &mut decoder))
             .await
             .map_err(|_| protocol("no answer to Hello within 15 s".into()))?;
         let welcome = match answer {
@@ -206,7 +208,7 @@ impl Dialer {
                 )));
             }
             // The relay may close right after refusing; a lost connection is a network matter.
-            Err(FrameIoError::Wire(e)) => return Err(protocol(e.to_string())),
+            Err(FrameError::Wire(e)) => return Err(protocol(e.to_string())),
             Err(e) => return Err(unreachable(e.to_string())),
         };
         Ok(Live {
@@ -243,35 +245,14 @@ pub(crate) async fn resolve(
     Ok((addr, host))
 }
 
-fn split_host_port(s: &str) -> Option<(&str, u16)> {
-    let (host, port) = match s.strip_prefix('[') {
-        Some(rest) => {
-            let (host, after) = rest.split_once(']')?;
-            (host, after.strip_prefix(':')?)
-        }
-        None => s.rsplit_once(':')?,
-    };
-    if host.is_empty() {
-        return None;
-    }
-    Some((host, port.parse().ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn relay_addresses_split_into_host_and_port() {
-        assert_eq!(split_host_port("127.0.0.1:4433"), Some(("127.0.0.1", 4433)));
-        assert_eq!(split_host_port("[::1]:4433"), Some(("::1", 4433)));
-        assert_eq!(
-            split_host_port("relay.example:443"),
-            Some(("relay.example", 443))
-        );
-        for bad in ["relay", ":4433", "relay:x", "[::1]4433", "relay:70000"] {
-            assert_eq!(split_host_port(bad), None, "{bad}");
-        }
+    #[tokio::test]
+    async fn an_unbracketed_v6_relay_address_is_refused() {
+        // The client and the site connector once disagreed on this one (issue 13).
+        assert!(resolve("::1:4433", None).await.is_err());
     }
 
     #[tokio::test]

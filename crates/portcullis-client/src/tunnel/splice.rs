@@ -15,8 +15,8 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
-use super::frames::{FrameIoError, read_frame, write_frame};
 use crate::printable;
+use portcullis_net::frames::{FrameError, expect_frame, write_frame};
 
 /// Bytes moved per read in each direction. 128 KiB keeps system calls per byte low at
 /// loopback and LAN speeds (a 64 KiB socket read is the common case; bigger reads happen when
@@ -39,7 +39,7 @@ pub(crate) enum SpliceError {
     #[error("cannot open a stream to the relay: {0}")]
     Open(#[from] quinn::ConnectionError),
     #[error("{0}")]
-    Frame(#[from] FrameIoError),
+    Frame(#[from] FrameError),
     #[error("the relay sent {0} instead of Opened")]
     Unexpected(&'static str),
     #[error("local connection failed: {0}")]
@@ -111,7 +111,7 @@ async fn download(
     target: &WireTarget,
 ) -> Result<u64, SpliceError> {
     let mut decoder = FrameDecoder::new();
-    match read_frame(recv, &mut decoder).await? {
+    match expect_frame(recv, &mut decoder).await? {
         Frame::Opened => {}
         Frame::Refused { code, message } => {
             return Err(SpliceError::Refused {

@@ -13,9 +13,9 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
-use super::frames::write_frame;
 use super::*;
 use crate::api::RelayTicket;
+use portcullis_net::frames::write_frame;
 
 const DEVICE: &str = "plc-7";
 
@@ -99,7 +99,8 @@ impl FakeRelay {
         let conn = self.endpoint.accept().await.unwrap().await.unwrap();
         let (send, mut recv) = conn.accept_bi().await.unwrap();
         let mut dec = FrameDecoder::new();
-        let Frame::Hello { version, token } = read_frame(&mut recv, &mut dec).await.unwrap() else {
+        let Frame::Hello { version, token } = expect_frame(&mut recv, &mut dec).await.unwrap()
+        else {
             panic!("the first frame must be Hello");
         };
         assert_eq!(version, wire::VERSION);
@@ -154,7 +155,7 @@ impl Accepted {
             while let Ok((mut send, mut recv)) = conn.accept_bi().await {
                 tokio::spawn(async move {
                     let mut dec = FrameDecoder::new();
-                    let Ok(Frame::Open { device, port }) = read_frame(&mut recv, &mut dec).await
+                    let Ok(Frame::Open { device, port }) = expect_frame(&mut recv, &mut dec).await
                     else {
                         return;
                     };

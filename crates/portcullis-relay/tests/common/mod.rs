@@ -285,15 +285,12 @@ pub struct Client {
     pub token: String,
 }
 
+/// The next frame; `None` when the stream ended, was reset or failed (what tests wait for).
 pub async fn read_frame(recv: &mut RecvStream, dec: &mut FrameDecoder) -> Option<Frame> {
-    loop {
-        if let Some(f) = dec.next_frame().unwrap() {
-            return Some(f);
-        }
-        match recv.read_chunk(65536, true).await {
-            Ok(Some(c)) => dec.push(&c.bytes),
-            _ => return None,
-        }
+    match portcullis_net::frames::read_frame(recv, dec).await {
+        Ok(f) => f,
+        Err(portcullis_net::frames::FrameError::Wire(e)) => panic!("malformed frame: {e}"),
+        Err(_) => None,
     }
 }
 

@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use portcullis_auth::token::parse_thumbprint;
+use portcullis_core::liveness;
 use portcullis_core::request::Narrowing;
 use portcullis_core::{DeviceName, Port, RequestState, Role, Timestamp, Window};
 use portcullis_store::{NewRequest, RequestFilter, RequestRecord};
@@ -251,6 +252,7 @@ pub async fn revoke(
 
 /// Mints a relay token: only the grant's vendor, only inside the window, only after a recent
 /// MFA, bound to the client's certificate, and audited before it is handed out.
+#[tracing::instrument(name = "relay_token", skip_all, fields(grant = id, user = %authed.user.username))]
 pub async fn token(
     State(state): State<AppState>,
     authed: Authed,
@@ -271,11 +273,23 @@ pub async fn token(
         );
         return Err(ApiError::ClockAnomaly);
     }
-    if rec.request.state != RequestState::Active {
-        return Err(ApiError::Conflict(format!(
-            "grant {id} is {}; tokens are issued only inside an approved window ({} to {})",
-            rec.request.state, rec.request.window.start, rec.request.window.end
-        )));
+    // The relay's own decision (portcullis_core::liveness), on the same snapshot: no token for
+    // a grant the relay would refuse (a narrowed policy, a disabled account), not only for one
+    // outside its window.
+    let verdict = match state.0.store.grant_snapshot(id).await? {
+        Some(s) => liveness::decide(&s, now).map(drop),
+        None => Err(liveness::Dead::Inactive),
+    };
+    if let Err(dead) = verdict {
+        return Err(ApiError::Conflict(match dead {
+            liveness::Dead::UserDisabled | liveness::Dead::PolicyChanged => {
+                format!("grant {id}: {}; no token is issued", dead.refusal().1)
+            }
+            _ => format!(
+                "grant {id} is {}; tokens are issued only inside an approved window ({} to {})",
+                rec.request.state, rec.request.window.start, rec.request.window.end
+            ),
+        }));
     }
     if !authed.mfa_fresh(now, cfg.token_mfa_max_age) {
         return Err(ApiError::StepUpRequired);

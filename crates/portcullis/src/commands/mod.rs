@@ -18,33 +18,35 @@ mod web;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, VendorCommand};
+use crate::cli::{BrokerCommand, Cli, Command, VendorCommand};
 use crate::config::Settings;
 use crate::context::Context;
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    // The vendor's commands run on the vendor's machine: no broker data directory, database or
-    // broker config file is involved, so they do not resolve those settings at all.
-    let command = match cli.command {
-        Command::Vendor(cmd) => return vendor(cmd).await,
-        // The site connector runs in the plant's OT zone, far from the broker's data.
-        Command::Connector(cmd) => return connector::run(cmd).await,
-        broker => broker,
-    };
-    let cli = Cli { command, ..cli };
-    let ctx = Context {
-        settings: Settings::resolve(&cli)?,
-    };
-    tracing::debug!(settings = ?ctx.settings, "resolved settings");
     match cli.command {
-        Command::Admin(cmd) => admin::run(&ctx, cmd).await,
-        Command::Audit(cmd) => audit::run(&ctx, cmd).await,
-        Command::Migrate => migrate::run(&ctx).await,
-        Command::Serve(args) => serve::run(&ctx, args).await,
-        Command::Web(args) => web::run(&ctx, args).await,
-        Command::Relay(args) => relay::run(&ctx, args).await,
+        // The vendor's commands run on the vendor's machine: no broker data directory, database
+        // or broker config file is involved, so they do not resolve those settings at all.
         Command::Vendor(cmd) => vendor(cmd).await,
+        // The site connector runs in the plant's OT zone, far from the broker's data.
         Command::Connector(cmd) => connector::run(cmd).await,
+        Command::Broker(cmd) => {
+            let ctx = Context {
+                settings: Settings::resolve(&cli.globals)?,
+            };
+            tracing::debug!(settings = ?ctx.settings, "resolved settings");
+            broker(&ctx, cmd).await
+        }
+    }
+}
+
+async fn broker(ctx: &Context, cmd: BrokerCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        BrokerCommand::Admin(cmd) => admin::run(ctx, cmd).await,
+        BrokerCommand::Audit(cmd) => audit::run(ctx, cmd).await,
+        BrokerCommand::Migrate => migrate::run(ctx).await,
+        BrokerCommand::Serve(args) => serve::run(ctx, args).await,
+        BrokerCommand::Web(args) => web::run(ctx, args).await,
+        BrokerCommand::Relay(args) => relay::run(ctx, args).await,
     }
 }
 
