@@ -378,6 +378,56 @@ async fn request_approve_and_token_flow_end_to_end() {
         "vendors see only their own requests"
     );
 
+    // The device's policy no longer lets acme in: the grant is still `active`, but the relay
+    // would refuse it (the one liveness decision), so no token is minted either; and once the
+    // policy allows it again, tokens are issued again.
+    let plc = DeviceName::parse("plc-7").unwrap();
+    let admin = AuditActor {
+        name: "cli:root".into(),
+        role: ActorRole::Admin,
+        source: Some("cli".into()),
+    };
+    let policy = |org: &str| {
+        DevicePolicy::new(
+            Port::parse_list("502,80").unwrap(),
+            Duration::from_secs(4 * 3600),
+            1,
+            [OrgName::parse(org).unwrap()].into(),
+        )
+        .unwrap()
+    };
+    let token_for = |body: serde_json::Value| {
+        let app = &app;
+        let vera = &vera;
+        async move {
+            app.post(
+                &format!("/api/v1/grants/{id}/token"),
+                body,
+                Some(&vera.token),
+            )
+            .await
+        }
+    };
+    let body = json!({ "client_cert_sha256": hex::encode(sha256(cert)) });
+    app.store
+        .set_device_policy(&admin, &plc, &policy("globex"))
+        .await
+        .unwrap();
+    let r = token_for(body.clone()).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert!(
+        r.body["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("policy no longer allows")),
+        "{:?}",
+        r.body
+    );
+    app.store
+        .set_device_policy(&admin, &plc, &policy("acme"))
+        .await
+        .unwrap();
+    assert_eq!(token_for(body).await.status, StatusCode::OK);
+
     // Revoked: no more tokens.
     let r = app
         .post(
