@@ -25,30 +25,13 @@ use rand::RngCore;
 use tokio::time::{Instant, timeout_at};
 
 use crate::Shared;
-use crate::conn::{CLOSE_ENDED, CLOSE_PROTOCOL, CLOSE_REFUSED, client_thumbprint};
+use crate::conn::{CLOSE_ENDED, CLOSE_PROTOCOL, client_thumbprint};
 use crate::connectors::{ConnectorEnd, LiveConnector};
 use portcullis_net::frames::{read_frame, write_frame};
 
-/// A refused connector, as told to it and recorded.
-struct Refusal {
-    code: RefusalCode,
-    message: String,
-    /// The site it claimed, when it sent a `ConnectorHello`.
-    site: Option<String>,
-    /// True when the certificate is one the broker issued (a revoked site): always audited.
-    known: bool,
-}
-
-impl Refusal {
-    fn new(code: RefusalCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            site: None,
-            known: false,
-        }
-    }
-}
+/// A refused connector, and the site it claimed when it sent a `ConnectorHello`. Always audited
+/// when the certificate is one the broker issued (a revoked site still trying).
+type Refusal = crate::refusal::Refusal<Option<String>>;
 
 /// Serves one connector connection from its `ConnectorHello` to its end.
 pub(crate) async fn handle(
@@ -172,7 +155,7 @@ async fn check_hello(shared: &Shared, frame: Frame, thumb: &str) -> Result<Strin
         ));
     }
     let claimed = |r: Refusal| Refusal {
-        site: Some(site.clone()),
+        who: Some(site.clone()),
         ..r
     };
     let record = match shared.store.site(&site).await {
@@ -195,7 +178,7 @@ async fn check_hello(shared: &Shared, frame: Frame, thumb: &str) -> Result<Strin
     };
     if record.revoked_at.is_some() {
         return Err(Refusal {
-            known: true,
+            always_audited: true,
             ..claimed(Refusal::new(
                 RefusalCode::GrantInactive,
                 format!("site {site} was revoked by an admin"),
@@ -213,23 +196,15 @@ async fn refuse(
     thumb: &str,
     r: Refusal,
 ) {
-    shared.metrics.refused(r.code);
-    // Anyone who finishes a TLS handshake can be refused: bounded like anonymous vendor
-    // refusals, except a certificate we issued (a revoked site still trying).
-    let suppressed_before = if r.known {
-        Some(0)
-    } else {
-        shared.anonymous_refusals.take()
-    };
-    if let Some(suppressed_before) = suppressed_before {
+    if let Some(suppressed_before) = r.audit_budget(shared) {
         let mut details = serde_json::json!({
-            "code": r.code.as_str(), "reason": r.message, "site": r.site, "fingerprint": thumb,
+            "code": r.code.as_str(), "reason": r.detail, "site": r.who, "fingerprint": thumb,
         });
         if suppressed_before > 0 {
             details["suppressed_before"] = suppressed_before.into();
         }
         let target = r
-            .site
+            .who
             .as_ref()
             .map_or("relay".to_owned(), |s| format!("site:{s}"));
         let draft = AuditDraft::new("unknown", ActorRole::System, "relay.connector.refuse")
@@ -243,10 +218,7 @@ async fn refuse(
         r.code.as_str(),
         r.message
     );
-    if portcullis_net::frames::refuse(send, r.code, &r.message).await {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), conn.closed()).await;
-    }
-    conn.close(VarInt::from_u32(CLOSE_REFUSED), r.code.as_str().as_bytes());
+    r.tell_and_close(conn, send).await;
 }
 
 /// Pings the connector and answers its pings until the connection ends for any reason.

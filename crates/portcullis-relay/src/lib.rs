@@ -15,7 +15,8 @@
 //! [`auditor`] writes audit events, failing closed, and [`budget`] bounds how many refusals it
 //! writes one by one; [`registry`] holds live sessions; [`connector`] serves site connectors'
 //! connections, [`connectors`] holds the live ones, and [`via`] carries a stream through one;
-//! [`conn`] holds what every connection needs (close codes, ALPN, client thumbprint);
+//! [`conn`] holds what every connection needs (close codes, ALPN, client thumbprint), and
+//! [`refusal`] the one way a connection is refused;
 //! [`metrics`] counts. Modules import one way: session -> connector -> connectors -> conn,
 //! stream -> via -> connectors; none imports one that imports it back.
 #![forbid(unsafe_code)]
@@ -28,6 +29,7 @@ mod connectors;
 mod enforce;
 mod grant;
 pub mod metrics;
+mod refusal;
 mod registry;
 mod session;
 mod stream;

@@ -22,34 +22,15 @@ use tokio_util::task::TaskTracker;
 
 use crate::Shared;
 use crate::auditor::StartError;
-use crate::conn::{CLOSE_ENDED, CLOSE_PROTOCOL, CLOSE_REFUSED, alpn, client_thumbprint};
+use crate::conn::{CLOSE_ENDED, CLOSE_PROTOCOL, alpn, client_thumbprint};
 use crate::connector;
 use crate::grant::{self, LiveGrant};
 use crate::registry::LiveSession;
 use crate::stream;
-use portcullis_net::frames::{read_frame, refuse as refuse_stream, write_frame};
+use portcullis_net::frames::{read_frame, write_frame};
 
-/// A refused handshake: the code and sentence the client sees, and what the audit log records.
-#[derive(Debug)]
-pub(crate) struct Refusal {
-    pub code: RefusalCode,
-    pub message: String,
-    /// Who the token said the client was, when the token could be read at all.
-    pub claims: Option<RelayClaims>,
-    pub detail: String,
-}
-
-impl Refusal {
-    fn new(code: RefusalCode, message: impl Into<String>) -> Self {
-        let message = message.into();
-        Self {
-            code,
-            detail: message.clone(),
-            message,
-            claims: None,
-        }
-    }
-}
+/// A refused handshake, and who the token said the client was, when it could be read at all.
+type Refusal = crate::refusal::Refusal<Option<RelayClaims>>;
 
 #[tracing::instrument(name = "relay_connection", skip_all, fields(source = %incoming.remote_address()))]
 pub(crate) async fn handle(shared: Arc<Shared>, incoming: quinn::Incoming) {
@@ -130,7 +111,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, incoming: quinn::Incoming) {
     if let Err(e) = shared.auditor.session_start(&start).await {
         let r = match e {
             StartError::Reused => Refusal {
-                claims: Some(claims),
+                who: Some(claims),
                 ..Refusal::new(
                     RefusalCode::BadToken,
                     "this relay token was already used; the client fetches a fresh one",
@@ -138,7 +119,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, incoming: quinn::Incoming) {
             },
             StartError::Unavailable(e) => Refusal {
                 detail: format!("audit log unavailable: {e}"),
-                claims: Some(claims),
+                who: Some(claims),
                 ..Refusal::new(
                     RefusalCode::AuditUnavailable,
                     "the broker cannot record the session right now, so it is not started; try again shortly",
@@ -197,7 +178,7 @@ async fn check_hello(
                  (tolerance {} ms)",
                 step.step_ms, step.tolerance_ms
             ),
-            claims: Some(claims),
+            who: Some(claims),
             ..Refusal::new(
                 RefusalCode::ClockAnomaly,
                 "the broker's clock was stepped, so no new session starts until the clocks \
@@ -210,7 +191,7 @@ async fn check_hello(
         Ok(Err(dead)) => {
             let (code, msg) = dead.refusal();
             return Err(Refusal {
-                claims: Some(claims),
+                who: Some(claims),
                 ..Refusal::new(code, msg)
             });
         }
@@ -218,7 +199,7 @@ async fn check_hello(
             shared.auditor.mark_unhealthy();
             return Err(Refusal {
                 detail: format!("store unavailable: {e}"),
-                claims: Some(claims),
+                who: Some(claims),
                 ..Refusal::new(
                     RefusalCode::AuditUnavailable,
                     "the broker's database is unavailable; try again shortly",
@@ -228,7 +209,7 @@ async fn check_hello(
     };
     if live.vendor != claims.sub {
         return Err(Refusal {
-            claims: Some(claims),
+            who: Some(claims),
             ..Refusal::new(
                 RefusalCode::BadToken,
                 "the token's user does not own the grant",
@@ -237,7 +218,7 @@ async fn check_hello(
     }
     if live.token_revoked(claims.iat) {
         return Err(Refusal {
-            claims: Some(claims),
+            who: Some(claims),
             ..Refusal::new(
                 RefusalCode::SessionRevoked,
                 "this token was issued before you logged out (or your account was reset); \
@@ -255,25 +236,19 @@ async fn refuse(
     conn: &Connection,
     send: &mut SendStream,
     source: SocketAddr,
-    r: Refusal,
+    mut r: Refusal,
 ) {
-    shared.metrics.refused(r.code);
     // A token that verified names who is refused, and a genuine token on the wrong key is a
-    // theft to investigate: both always audited. Anything else anyone who can finish a TLS
-    // handshake can send, as often as they like: bounded.
-    let suppressed_before = if r.claims.is_some() || r.code == RefusalCode::BindingMismatch {
-        Some(0)
-    } else {
-        shared.anonymous_refusals.take()
-    };
-    if let Some(suppressed_before) = suppressed_before {
-        let (actor, role) = match &r.claims {
+    // theft to investigate: both always audited. Anything else: bounded.
+    r.always_audited |= r.who.is_some() || r.code == RefusalCode::BindingMismatch;
+    if let Some(suppressed_before) = r.audit_budget(shared) {
+        let (actor, role) = match &r.who {
             Some(c) => (c.sub.clone(), ActorRole::Vendor),
             None => ("unknown".to_owned(), ActorRole::System),
         };
         let mut details = serde_json::json!({
             "code": r.code.as_str(), "reason": r.detail,
-            "jti": r.claims.as_ref().map(|c| c.jti.clone()),
+            "jti": r.who.as_ref().map(|c| c.jti.clone()),
         });
         if suppressed_before > 0 {
             details["suppressed_before"] = suppressed_before.into();
@@ -282,15 +257,12 @@ async fn refuse(
             .source(source.ip().to_string())
             .target("relay")
             .details(details);
-        if let Some(c) = &r.claims {
+        if let Some(c) = &r.who {
             draft = draft.grant(c.grant);
         }
         shared.auditor.event(draft).await;
     }
-    if refuse_stream(send, r.code, &r.message).await {
-        let _ = timeout(Duration::from_secs(1), conn.closed()).await;
-    }
-    conn.close(VarInt::from_u32(CLOSE_REFUSED), r.code.as_str().as_bytes());
+    r.tell_and_close(conn, send).await;
 }
 
 /// The session after `Welcome`: accept streams until the session ends, then end everything and
