@@ -1,9 +1,9 @@
 //! `portcullis_core::wire` frames on QUIC streams: the one reader and writer the relay, the
 //! vendor client, the site connector and their tests all use.
 //!
-//! A [`FramedStream`] is a stream pair with the decoder that belongs to it. Bytes read past a
-//! frame stay in the decoder: the next frame, or on a data stream the first bytes for the other
-//! side, which the splice must send before anything it reads afterwards.
+//! Bytes read past a frame stay in the caller's decoder: the next frame, or on a data stream the
+//! first bytes for the other side, which the splice must send before anything it reads
+//! afterwards.
 //!
 //! Memory: one read adds at most `MAX_FRAME_LEN` to what the decoder holds, and the decoder
 //! refuses an over-long length prefix as soon as it arrives.
@@ -74,42 +74,4 @@ pub async fn refuse(send: &mut SendStream, code: RefusalCode, message: &str) -> 
     }
     let _ = send.finish();
     true
-}
-
-/// A QUIC stream pair carrying frames, and the decoder holding what was read past the last one.
-#[derive(Debug)]
-pub struct FramedStream {
-    pub send: SendStream,
-    pub recv: RecvStream,
-    pub decoder: FrameDecoder,
-}
-
-impl FramedStream {
-    pub fn new(send: SendStream, recv: RecvStream) -> Self {
-        Self {
-            send,
-            recv,
-            decoder: FrameDecoder::new(),
-        }
-    }
-
-    /// See [`read_frame`].
-    pub async fn read(&mut self) -> Result<Option<Frame>, FrameError> {
-        read_frame(&mut self.recv, &mut self.decoder).await
-    }
-
-    /// See [`expect_frame`].
-    pub async fn expect(&mut self) -> Result<Frame, FrameError> {
-        expect_frame(&mut self.recv, &mut self.decoder).await
-    }
-
-    /// See [`write_frame`].
-    pub async fn write(&mut self, frame: &Frame) -> Result<(), FrameError> {
-        write_frame(&mut self.send, frame).await
-    }
-
-    /// See [`refuse`].
-    pub async fn refuse(&mut self, code: RefusalCode, message: &str) -> bool {
-        refuse(&mut self.send, code, message).await
-    }
 }

@@ -55,7 +55,7 @@ impl LiveGrant {
 }
 
 /// Reads grant `id` and decides whether it allows access at `now`.
-#[tracing::instrument(level = "debug", skip(store), err)]
+#[tracing::instrument(level = "debug", skip(store))]
 pub(crate) async fn check(
     store: &Store,
     id: i64,

@@ -1,6 +1,6 @@
 //! The one snapshot the grant-liveness decision (`portcullis_core::liveness`) is made from.
 
-use portcullis_core::liveness::{GrantSnapshot, VendorAccount};
+use portcullis_core::liveness::GrantSnapshot;
 
 use crate::{Store, StoreError};
 
@@ -13,13 +13,7 @@ impl Store {
             return Ok(None);
         };
         let request = rec.request;
-        let vendor = match self.user(&request.requester).await? {
-            Some(u) => Some(VendorAccount {
-                disabled: u.disabled_at.is_some(),
-                not_before: self.not_before(&request.requester).await?,
-            }),
-            None => None,
-        };
+        let vendor = self.vendor_account(&request.requester).await?;
         let device = self.device(&request.device).await?;
         let site = match device.as_ref().map(|d| d.profile.site.trim()) {
             None | Some("") => None,

@@ -24,6 +24,7 @@ use crate::{AuditActor, ENROLLMENT_TTL, Store, StoreError};
 
 /// A user's not-befores, as the relay checks them (the grant-liveness decision's type).
 pub use portcullis_core::liveness::NotBefore;
+use portcullis_core::liveness::VendorAccount;
 
 /// Which not-befores a change moves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,14 +39,28 @@ impl Store {
     /// The not-befores of `name` (both `None` for an unknown user: the caller's grant check
     /// refuses those anyway).
     pub async fn not_before(&self, name: &Username) -> Result<NotBefore, StoreError> {
+        Ok(self
+            .vendor_account(name)
+            .await?
+            .map(|a| a.not_before)
+            .unwrap_or_default())
+    }
+
+    /// Whether `name` is disabled, and its not-befores, in one read: what the grant-liveness
+    /// decision needs of the account. `None`: no such user.
+    pub async fn vendor_account(
+        &self,
+        name: &Username,
+    ) -> Result<Option<VendorAccount>, StoreError> {
         let row = sqlx::query(
-            "SELECT tokens_not_before, sessions_not_before FROM users WHERE username = $1",
+            "SELECT disabled_at, tokens_not_before, sessions_not_before \
+             FROM users WHERE username = $1",
         )
         .bind(name.as_str().to_owned())
         .fetch_optional(&self.shared.pool)
         .await?;
         let Some(row) = row else {
-            return Ok(NotBefore::default());
+            return Ok(None);
         };
         let ts = |col: &str| -> Result<Option<Timestamp>, StoreError> {
             Ok(row
@@ -53,10 +68,13 @@ impl Store {
                 .map(|t| Timestamp::parse_rfc3339(&t))
                 .transpose()?)
         };
-        Ok(NotBefore {
-            tokens: ts("tokens_not_before")?,
-            sessions: ts("sessions_not_before")?,
-        })
+        Ok(Some(VendorAccount {
+            disabled: ts("disabled_at")?.is_some(),
+            not_before: NotBefore {
+                tokens: ts("tokens_not_before")?,
+                sessions: ts("sessions_not_before")?,
+            },
+        }))
     }
 
     /// Logout: ends the session behind `token` and refuses the relay tokens `user` was issued
