@@ -4,24 +4,18 @@
 //! - Not on the allowlist: `Refused{connector_refused}`; the device is never dialed.
 //! - The TCP connect gets [`DialContext::dial_timeout`]: `Refused{dial_timeout}` or
 //!   `Refused{dial_failed}`, else `Opened` and raw bytes both ways.
-//! - Bytes the relay sent right behind `Dial` (already in the frame decoder) go to the device
-//!   first. QUIC FIN -> TCP shutdown(write); TCP EOF -> QUIC finish. A reset or STOP_SENDING on
-//!   the QUIC side, an error on the TCP side, or the end of the connection (the `cancel` token)
-//!   drops the TCP socket at once with an RST, and resets the QUIC stream.
-//!
-//! Memory per stream: device-to-relay bytes are read into one buffer handed to quinn whole
-//! ([`read_tcp_chunk`]); relay-to-device bytes are written straight from quinn's chunks. The
-//! rest is bounded by QUIC flow control and the kernel's socket buffers.
+//! - Then [`portcullis_net::splice`] carries the bytes: those the relay sent right behind `Dial`
+//!   (already in the frame decoder) go to the device first; FINs pass along; a reset or
+//!   STOP_SENDING on the QUIC side, an error on the TCP side, or the end of the connection (the
+//!   `cancel` token) cuts the device with an RST, then resets the QUIC stream.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use portcullis_core::wire::{Frame, FrameDecoder, RefusalCode};
-use portcullis_net::quic::read_tcp_chunk;
-use quinn::{RecvStream, SendStream, VarInt};
-use tokio::io::AsyncWriteExt as _;
+use portcullis_net::splice::{CUT, Peer, Splice, SpliceEnd};
+use quinn::{RecvStream, SendStream};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -29,12 +23,6 @@ use tokio_util::sync::CancellationToken;
 use crate::allowlist::Allowlist;
 use crate::printable;
 use portcullis_net::frames::{read_frame, write_frame};
-
-/// Bytes read from the device per write to the QUIC stream.
-const CHUNK: usize = 64 * 1024;
-/// QUIC stream error code when the connector cuts a stream (the relay maps it to a reset
-/// towards the vendor).
-const CUT: VarInt = VarInt::from_u32(1);
 
 /// What every dial stream of a connection shares.
 #[derive(Debug)]
@@ -113,7 +101,7 @@ pub(crate) async fn handle(
         () = cancel.cancelled() => return,
         d = connect(&host, port, ctx.dial_timeout) => d,
     };
-    let mut tcp = match dial {
+    let tcp = match dial {
         Ok(tcp) => tcp,
         Err(e) => {
             tracing::warn!(
@@ -138,93 +126,28 @@ pub(crate) async fn handle(
         "opened {}",
         shown.target
     );
-    let leftover = dec.into_remainder();
-    let mut moved = Moved::default();
-    let outcome = tokio::select! {
-        () = cancel.cancelled() => Outcome::Cut,
-        r = splice(&mut send, &mut recv, &mut tcp, leftover, &mut moved) => r,
-    };
-    let how = match outcome {
-        Outcome::Done => "closed",
-        Outcome::Cut | Outcome::Failed => {
-            // The device side first: it must see the connection end now.
-            abort(tcp);
-            let _ = send.reset(CUT);
-            let _ = recv.stop(CUT);
-            if outcome == Outcome::Cut {
-                "cut (the relay connection ended)"
-            } else {
-                "reset"
-            }
-        }
+    let relay = Peer::quic(send, recv, dec.into_remainder());
+    let spliced = Splice::new(relay, Peer::Tcp(tcp))
+        .run(cancel.cancelled())
+        .await;
+    let how = match &spliced.end {
+        SpliceEnd::Closed { .. } => "closed".to_owned(),
+        SpliceEnd::Cancelled => "cut (the relay connection ended)".to_owned(),
+        other => format!("cut ({other})"),
     };
     tracing::info!(
         session = %shown.session,
         device = %shown.device,
-        bytes_to_device = moved.up,
-        bytes_from_device = moved.down,
+        bytes_to_device = spliced.to_device,
+        bytes_from_device = spliced.to_client,
         "{how} {}",
         shown.target
     );
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    /// Both directions finished (each side closed its half).
-    Done,
-    /// The connection to the relay ended.
-    Cut,
-    /// A reset or an IO error on either side.
-    Failed,
-}
-
-#[derive(Debug, Default)]
-struct Moved {
-    up: u64,
-    down: u64,
-}
-
-/// Copies both ways until both directions are finished, passing half-closes along.
-async fn splice(
-    send: &mut SendStream,
-    recv: &mut RecvStream,
-    tcp: &mut TcpStream,
-    leftover: Vec<u8>,
-    moved: &mut Moved,
-) -> Outcome {
-    let (rd, mut wr) = tcp.split();
-    let Moved { up, down } = moved;
-    let to_device = async {
-        if !leftover.is_empty() {
-            wr.write_all(&leftover).await.map_err(drop)?;
-            *up += leftover.len() as u64;
-        }
-        while let Some(chunk) = recv.read_chunk(CHUNK, true).await.map_err(drop)? {
-            wr.write_all(&chunk.bytes).await.map_err(drop)?;
-            *up += chunk.bytes.len() as u64;
-        }
-        wr.shutdown().await.map_err(drop)
-    };
-    let from_device = async {
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = read_tcp_chunk(&rd, &mut buf, CHUNK).await.map_err(drop)? {
-            let n = chunk.len() as u64;
-            send.write_chunk(chunk).await.map_err(drop)?;
-            *down += n;
-        }
-        send.finish().map_err(drop)
-    };
-    match tokio::try_join!(to_device, from_device) {
-        Ok(_) => Outcome::Done,
-        Err(()) => Outcome::Failed,
-    }
-}
-
-/// Closes `tcp` with an RST (SO_LINGER 0), the TCP form of a stream reset.
+/// Closes `tcp` with an RST, the way the splice cuts a device (before any byte moved).
 fn abort(tcp: TcpStream) {
-    // Linger 0 makes close() discard unsent data and send RST without blocking.
-    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
-    drop(tcp);
+    Peer::Tcp(tcp).cut();
 }
 
 async fn refuse(send: &mut SendStream, recv: &mut RecvStream, code: RefusalCode, message: &str) {
@@ -291,6 +214,14 @@ async fn connect(host: &str, port: u16, limit: Duration) -> Result<TcpStream, Di
         }
         Err(last)
     };
+    within(limit, attempt).await
+}
+
+/// `attempt`, or [`DialError::Timeout`] once `limit` has passed.
+async fn within<T>(
+    limit: Duration,
+    attempt: impl Future<Output = Result<T, DialError>>,
+) -> Result<T, DialError> {
     timeout(limit, attempt)
         .await
         .unwrap_or(Err(DialError::Timeout))
@@ -332,18 +263,16 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_device_that_never_answers_is_dial_timeout() {
-        // 192.0.2.0/24 (TEST-NET-1) is never routed; with time paused, the 5 s limit passes at
-        // once whether the SYN hangs or the network is unreachable fast (then: dial_failed).
-        let e = connect("192.0.2.1", 502, Duration::from_secs(5))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(e, DialError::Timeout | DialError::Refused(_)),
-            "{e:?}"
-        );
-        if let DialError::Timeout = e {
-            assert_eq!(e.code(), RefusalCode::DialTimeout);
-            assert_eq!(e.message(), "the device did not answer in time");
-        }
+        // A connect that never completes (a SYN nobody answers), with time paused: the 5 s
+        // limit passes at once. No packet leaves the machine.
+        let e = within(
+            Duration::from_secs(5),
+            std::future::pending::<Result<(), _>>(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, DialError::Timeout), "{e:?}");
+        assert_eq!(e.code(), RefusalCode::DialTimeout);
+        assert_eq!(e.message(), "the device did not answer in time");
     }
 }

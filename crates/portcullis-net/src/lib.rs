@@ -9,6 +9,9 @@
 //!   certificates for site connectors, and the vendor client's in-memory ephemeral identity.
 //! - [`frames`]: wire frames on QUIC streams (read, write, refuse), for relay, client,
 //!   connector and their tests alike; [`addr`]: the one `host:port` parser.
+//! - [`splice`]: the data path: one tunnelled TCP connection's bytes both ways, with half-close,
+//!   byte counts, idle timeout, cancellation, optional per-direction inspectors, and why it
+//!   ended. The relay, the vendor client and the site connector only drive it.
 //! - [`siteca`]: the site CA (`<data dir>/keys/site-ca`) that signs site connectors' certificate
 //!   requests at enrollment.
 //!
@@ -23,6 +26,7 @@ pub mod devca;
 pub mod frames;
 pub mod quic;
 pub mod siteca;
+pub mod splice;
 pub mod tls;
 
 pub use addr::split_host_port;

@@ -2,28 +2,20 @@
 //! site connector), and the splice.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
-use bytes::BytesMut;
 use portcullis_core::audit::{ActorRole, AuditDraft};
 use portcullis_core::wire::{Frame, FrameDecoder, RefusalCode};
-use portcullis_net::quic::read_tcp_chunk;
-use quinn::{RecvStream, SendStream, VarInt};
-use tokio::io::AsyncWriteExt;
+use portcullis_net::splice::{CUT, Meter, Peer, Side, Splice, SpliceEnd};
+use quinn::{RecvStream, SendStream};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::timeout;
 
 use crate::Shared;
 use crate::connectors::ConnectorEnd;
 use crate::registry::{LiveSession, StreamSlot};
 use crate::via::{self, ConnectorStream};
 use portcullis_net::frames::{read_frame, refuse, write_frame};
-
-/// Bytes read from the device per write to the QUIC stream.
-const CHUNK: usize = 64 * 1024;
-/// QUIC stream error code sent when the relay cuts a stream.
-const CUT: u32 = 1;
 
 #[tracing::instrument(name = "relay_stream", skip_all, fields(stream = %send.id()))]
 pub(crate) async fn handle(
@@ -41,7 +33,7 @@ pub(crate) async fn handle(
     let (device, port) = match open {
         Ok(Ok(Some(Frame::Open { device, port }))) => (device, port),
         _ => {
-            let _ = recv.stop(VarInt::from_u32(CUT));
+            let _ = recv.stop(CUT);
             refuse(&mut send, RefusalCode::Internal, "expected an Open frame").await;
             return;
         }
@@ -88,7 +80,7 @@ pub(crate) async fn handle(
         () = cancel.cancelled() => return,
         d = dial(&shared, &s, &device, port) => d,
     };
-    let mut upstream = match dialed {
+    let upstream = match dialed {
         Ok(u) => u,
         Err((code, message)) => {
             audit_refusal(&shared, &s, &device, port, code).await;
@@ -119,43 +111,44 @@ pub(crate) async fn handle(
             None => std::future::pending().await,
         }
     };
-    let leftover = dec.into_remainder();
+    let until = async {
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = connector_gone => {}
+        }
+    };
     let idle = shared.config.idle_timeout;
-    let activity = Activity::new();
-    let counters = Counters {
+    let meter = Counters {
         s: &s,
         shared: &shared,
-        activity: &activity,
     };
-    let mut outcome = tokio::select! {
-        () = cancel.cancelled() => Outcome::Cut,
-        () = connector_gone => Outcome::ConnectorLost,
-        () = activity.idle_for(idle) => Outcome::Idle,
-        r = upstream.splice(&mut send, &mut recv, leftover, counters) => r,
-    };
+    let client = Peer::quic(send, recv, dec.into_remainder());
+    let spliced = Splice::new(client, upstream.into_peer())
+        .idle_timeout(idle)
+        .meter(&meter)
+        .run(until)
+        .await;
+    tracing::debug!(
+        end = %spliced.end,
+        to_device = spliced.to_device,
+        to_client = spliced.to_client,
+        "stream ended"
+    );
     // A dead connector connection fails its streams' reads at the moment the connector task
-    // learns of it; whichever the stream saw first, the cause is the same.
-    if outcome == Outcome::Failed
+    // learns of it; whether the stream saw the failure or the cancellation first, the cause is
+    // the same.
+    let connector_lost = !spliced.end.is_clean()
         && via
             .as_ref()
-            .is_some_and(|c| c.cancel.is_cancelled() || c.conn.close_reason().is_some())
-    {
-        outcome = Outcome::ConnectorLost;
-    }
+            .is_some_and(|c| c.cancel.is_cancelled() || c.conn.close_reason().is_some());
     shared
         .metrics
         .streams_active
         .fetch_sub(1, Ordering::Relaxed);
     drop(slot);
-    if outcome != Outcome::Done {
-        // Close the device side first: it must see the connection end now.
-        upstream.cut();
-        let _ = send.reset(VarInt::from_u32(CUT));
-        let _ = recv.stop(VarInt::from_u32(CUT));
-    }
     let target = format!("device:{device}:{port}");
-    match (outcome, &via) {
-        (Outcome::Idle, _) => {
+    match (&spliced.end, &via) {
+        (SpliceEnd::Idle(_), _) => {
             let draft = AuditDraft::new("relay", ActorRole::System, "relay.stream.idle_timeout")
                 .target(target)
                 .grant(s.grant.id)
@@ -163,8 +156,10 @@ pub(crate) async fn handle(
             shared.auditor.event(draft).await;
         }
         // A connector that ends because the whole relay shuts down is not a lost connector.
-        (Outcome::ConnectorLost, Some(c))
-            if s.end_reason().is_none() && c.end_reason() != Some(ConnectorEnd::Shutdown) =>
+        (_, Some(c))
+            if connector_lost
+                && s.end_reason().is_none()
+                && c.end_reason() != Some(ConnectorEnd::Shutdown) =>
         {
             let reason = c
                 .end_reason()
@@ -189,32 +184,11 @@ enum Upstream {
 }
 
 impl Upstream {
-    /// Copies both ways until both directions are finished, passing half-closes along.
-    async fn splice(
-        &mut self,
-        send: &mut SendStream,
-        recv: &mut RecvStream,
-        leftover: Vec<u8>,
-        c: Counters<'_>,
-    ) -> Outcome {
-        let r = match self {
-            Upstream::Device(tcp) => splice_tcp(send, recv, tcp, leftover, c).await,
-            Upstream::Connector(cs) => splice_quic(send, recv, leftover, cs, c).await,
-        };
-        match r {
-            Ok(()) => Outcome::Done,
-            Err(()) => Outcome::Failed,
-        }
-    }
-
-    /// Ends the upstream side at once (the device, or the connector's stream to it).
-    fn cut(self) {
+    /// The splice's device side.
+    fn into_peer(self) -> Peer {
         match self {
-            Upstream::Device(tcp) => drop(tcp),
-            Upstream::Connector(mut cs) => {
-                let _ = cs.send.reset(VarInt::from_u32(CUT));
-                let _ = cs.recv.stop(VarInt::from_u32(CUT));
-            }
+            Upstream::Device(tcp) => Peer::Tcp(tcp),
+            Upstream::Connector(cs) => Peer::quic(cs.send, cs.recv, cs.leftover),
         }
     }
 }
@@ -257,159 +231,22 @@ async fn dial(
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    /// Both directions finished (each side closed its half).
-    Done,
-    /// The session ended.
-    Cut,
-    /// The site connector carrying the stream went away.
-    ConnectorLost,
-    /// No bytes for the idle timeout.
-    Idle,
-    /// A reset or IO error on either side.
-    Failed,
-}
-
-/// What a splice counts into: the session's and the relay's byte totals, and the stream's
-/// activity clock.
+/// Where a stream's bytes are counted: the session's and the relay's totals.
 #[derive(Debug, Clone, Copy)]
 struct Counters<'a> {
     s: &'a LiveSession,
     shared: &'a Shared,
-    activity: &'a Activity,
 }
 
-impl Counters<'_> {
-    fn up(&self, n: usize) {
-        count(
-            self.activity,
-            &self.s.bytes_up,
-            &self.shared.metrics.bytes_up,
-            n,
-        );
-    }
-
-    fn down(&self, n: usize) {
-        count(
-            self.activity,
-            &self.s.bytes_down,
-            &self.shared.metrics.bytes_down,
-            n,
-        );
-    }
-}
-
-/// The vendor's stream to a device socket. The client's FIN shuts down the socket's write side,
-/// the device's FIN finishes the QUIC stream.
-async fn splice_tcp(
-    send: &mut SendStream,
-    recv: &mut RecvStream,
-    tcp: &mut TcpStream,
-    leftover: Vec<u8>,
-    c: Counters<'_>,
-) -> Result<(), ()> {
-    let (rd, mut wr) = tcp.split();
-    let up = async {
-        if !leftover.is_empty() {
-            wr.write_all(&leftover).await.map_err(drop)?;
-            c.up(leftover.len());
-        }
-        while let Some(chunk) = recv.read_chunk(CHUNK, true).await.map_err(drop)? {
-            wr.write_all(&chunk.bytes).await.map_err(drop)?;
-            c.up(chunk.bytes.len());
-        }
-        wr.shutdown().await.map_err(drop)
-    };
-    let down = async {
-        let mut buf = BytesMut::new();
-        while let Some(chunk) = read_tcp_chunk(&rd, &mut buf, CHUNK).await.map_err(drop)? {
-            let n = chunk.len();
-            send.write_chunk(chunk).await.map_err(drop)?;
-            c.down(n);
-        }
-        send.finish().map_err(drop)
-    };
-    tokio::try_join!(up, down).map(drop)
-}
-
-/// The vendor's stream to the connector's stream (which the connector splices to the device),
-/// FINs passed on both ways.
-async fn splice_quic(
-    send: &mut SendStream,
-    recv: &mut RecvStream,
-    leftover: Vec<u8>,
-    cs: &mut ConnectorStream,
-    c: Counters<'_>,
-) -> Result<(), ()> {
-    let up = async {
-        if !leftover.is_empty() {
-            c.up(leftover.len());
-            cs.send.write_all(&leftover).await.map_err(drop)?;
-        }
-        while let Some(chunk) = recv.read_chunk(CHUNK, true).await.map_err(drop)? {
-            let n = chunk.bytes.len();
-            cs.send.write_chunk(chunk.bytes).await.map_err(drop)?;
-            c.up(n);
-        }
-        cs.send.finish().map_err(drop)
-    };
-    let down = async {
-        let early = std::mem::take(&mut cs.leftover);
-        if !early.is_empty() {
-            c.down(early.len());
-            send.write_all(&early).await.map_err(drop)?;
-        }
-        while let Some(chunk) = cs.recv.read_chunk(CHUNK, true).await.map_err(drop)? {
-            let n = chunk.bytes.len();
-            send.write_chunk(chunk.bytes).await.map_err(drop)?;
-            c.down(n);
-        }
-        send.finish().map_err(drop)
-    };
-    tokio::try_join!(up, down).map(drop)
-}
-
-fn count(activity: &Activity, session: &AtomicU64, total: &AtomicU64, n: usize) {
-    let n = n as u64;
-    session.fetch_add(n, Ordering::Relaxed);
-    total.fetch_add(n, Ordering::Relaxed);
-    activity.touch();
-}
-
-/// When a stream last moved a byte, either way (monotonic).
-#[derive(Debug)]
-struct Activity {
-    start: Instant,
-    /// Milliseconds after `start`.
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            start: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_ms.store(ms, Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
-    }
-
-    /// Completes once no byte has moved for `idle`.
-    async fn idle_for(&self, idle: Duration) {
-        loop {
-            sleep_until(self.last() + idle).await;
-            if self.last() + idle <= Instant::now() {
-                return;
-            }
-        }
+impl Meter for Counters<'_> {
+    fn moved(&self, to: Side, n: usize) {
+        let n = n as u64;
+        let (session, total) = match to {
+            Side::Device => (&self.s.bytes_up, &self.shared.metrics.bytes_up),
+            Side::Client => (&self.s.bytes_down, &self.shared.metrics.bytes_down),
+        };
+        session.fetch_add(n, Ordering::Relaxed);
+        total.fetch_add(n, Ordering::Relaxed);
     }
 }
 

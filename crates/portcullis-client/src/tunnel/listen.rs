@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::forward::ListenPlan;
 use super::splice::{SpliceError, splice};
 use super::{Event, Reporter, TunnelError};
+use portcullis_net::splice::SpliceEnd;
 
 /// How long a connection accepted while the client reconnects waits for the new session before
 /// it is closed.
@@ -129,12 +130,10 @@ async fn carry(
         });
         return;
     };
-    let result = tokio::select! {
-        () = cancel.cancelled() => return,
-        r = splice(&conn, tcp, &target) => r,
-    };
-    match result {
+    match splice(&conn, tcp, &target, cancel.cancelled()).await {
         Ok(_) => {}
+        // The client is stopping: its own cut is not news.
+        Err(SpliceError::Ended(SpliceEnd::Cancelled)) => {}
         Err(SpliceError::Refused { code, message, .. }) => report(&Event::StreamRefused {
             peer,
             target,
