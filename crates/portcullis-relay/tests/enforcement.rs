@@ -366,6 +366,10 @@ async fn revoke_and_user_disable_cut_live_streams_at_once() {
             took < Duration::from_secs(1),
             "{cut}: device closed after {took:?}"
         );
+        assert!(
+            closed.reset,
+            "{cut}: a cut reaches the device as an RST, not a FIN"
+        );
         let mut dec = FrameDecoder::new();
         let f = read_frame(&mut cr, &mut dec).await.unwrap();
         assert!(

@@ -45,6 +45,8 @@ pub struct CloseEvent {
     pub bytes_in: u64,
     /// Bytes the device wrote to the connection.
     pub bytes_out: u64,
+    /// The connection ended with an RST (a read failed with "connection reset"), not a FIN.
+    pub reset: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -76,6 +78,7 @@ impl Shared {
                 opened: Instant::now(),
                 bytes_in: 0,
                 bytes_out: 0,
+                reset: false,
             },
         }
     }
@@ -90,6 +93,7 @@ struct CloseGuard {
     opened: Instant,
     bytes_in: u64,
     bytes_out: u64,
+    reset: bool,
 }
 
 impl Drop for CloseGuard {
@@ -103,6 +107,7 @@ impl Drop for CloseGuard {
             at,
             bytes_in: self.bytes_in,
             bytes_out: self.bytes_out,
+            reset: self.reset,
         });
     }
 }
@@ -131,8 +136,12 @@ impl AsyncRead for Conn {
         let this = self.get_mut();
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = res {
-            this.guard.bytes_in += (buf.filled().len() - before) as u64;
+        match &res {
+            Poll::Ready(Ok(())) => this.guard.bytes_in += (buf.filled().len() - before) as u64,
+            Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset => {
+                this.guard.reset = true;
+            }
+            _ => {}
         }
         res
     }
