@@ -21,11 +21,18 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signature, Signer, Verifier};
 use portcullis_auth::token::{KeyRing, TokenSigner, TokenVerifier, thumbprint};
+use portcullis_core::{GrantId, Timestamp, Username};
 
 const ISS: &str = "https://broker.plant.example";
 const AUD: &str = "portcullis-relay";
-/// The minting and verifying time: tokens are valid from NOW - 5 s to NOW + 300 s.
-const NOW: u64 = 1_790_000_000;
+/// The minting and verifying time: tokens are valid from 5 s before to 300 s after it.
+const NOW_SECS: u64 = 1_790_000_000;
+
+const FIVE_MIN: Duration = Duration::from_secs(300);
+
+fn at(secs: u64) -> Timestamp {
+    Timestamp::from_unix_secs(secs).unwrap()
+}
 /// Distinct tokens verified in turn, so no cache holds the one token being checked.
 const TOKENS: usize = 1_000;
 
@@ -144,6 +151,7 @@ fn main() {
     let signer: TokenSigner = ring.signer(ISS, AUD);
     let verifier: TokenVerifier = ring.verifier(ISS, AUD);
     // Clients' certificates: the relay computes the base64url thumbprint of the presented one.
+    let anna = Username::parse("vendor-anna").unwrap();
     let thumbs: Vec<String> = (0..TOKENS)
         .map(|i| thumbprint(format!("client certificate {i}").as_bytes()))
         .collect();
@@ -151,13 +159,20 @@ fn main() {
         .map(|i| {
             let grant = i64::try_from(i).unwrap() + 1;
             signer
-                .mint("vendor-anna", grant, &thumbs[i], NOW, 300, NOW + 3600)
+                .mint(
+                    &anna,
+                    GrantId::new(grant),
+                    &thumbs[i],
+                    at(NOW_SECS),
+                    FIVE_MIN,
+                    at(NOW_SECS + 3600),
+                )
                 .unwrap()
                 .0
         })
         .collect();
     for (t, tp) in tokens.iter().zip(&thumbs) {
-        verifier.verify(t, NOW, tp).unwrap();
+        verifier.verify(t, at(NOW_SECS), tp).unwrap();
     }
     let len = tokens[0].len();
     // The floor: the same signing input and signature, checked with ed25519-dalek directly.
@@ -190,21 +205,36 @@ fn main() {
     // Warm up caches, the CPU's clock and the allocator.
     rate(args.secs / 2.0, |i| {
         let i = i % TOKENS;
-        black_box(verifier.verify(&tokens[i], NOW, &thumbs[i]).unwrap());
+        black_box(
+            verifier
+                .verify(&tokens[i], at(NOW_SECS), &thumbs[i])
+                .unwrap(),
+        );
     });
     for run in 0..args.runs {
         let r = rate(args.secs, |i| {
             let i = i % TOKENS;
             black_box(
                 signer
-                    .mint("vendor-anna", 7, &thumbs[i], NOW, 300, NOW + 3600)
+                    .mint(
+                        &anna,
+                        GrantId::new(7),
+                        &thumbs[i],
+                        at(NOW_SECS),
+                        FIVE_MIN,
+                        at(NOW_SECS + 3600),
+                    )
                     .unwrap(),
             );
         });
         rows[0].rates.push(r);
         let v = rate(args.secs, |i| {
             let i = i % TOKENS;
-            black_box(verifier.verify(&tokens[i], NOW, &thumbs[i]).unwrap());
+            black_box(
+                verifier
+                    .verify(&tokens[i], at(NOW_SECS), &thumbs[i])
+                    .unwrap(),
+            );
         });
         rows[1].rates.push(v);
         let s = rate(args.secs, |_| {

@@ -24,6 +24,7 @@ use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,6 +37,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
+
+use portcullis_core::{GrantId, Timestamp, Username};
 
 use crate::keyfile::{self, KeyFileError};
 
@@ -80,7 +83,7 @@ pub struct RelayClaims {
     /// The relay (a single audience string).
     pub aud: String,
     /// The vendor's username.
-    pub sub: String,
+    pub sub: Username,
     /// The kind of token; always [`TOKEN_USE_RELAY`] for a relay token.
     pub token_use: String,
     /// 128 random bits, base64url: identifies this token in the audit log.
@@ -92,9 +95,16 @@ pub struct RelayClaims {
     /// Not valid from this second on, Unix seconds.
     pub exp: u64,
     /// The grant the token is for.
-    pub grant: i64,
+    pub grant: GrantId,
     /// Confirmation: the client certificate the token is bound to.
     pub cnf: Cnf,
+}
+
+impl RelayClaims {
+    /// When the token stops being valid (`exp`).
+    pub fn expires_at(&self) -> Timestamp {
+        Timestamp::from_unix_secs(self.exp).unwrap_or(Timestamp::MAX)
+    }
 }
 
 /// RFC 8705 confirmation claim.
@@ -244,17 +254,18 @@ impl TokenSigner {
     /// its window, its own vendor, a recent MFA.
     pub fn mint(
         &self,
-        sub: &str,
-        grant: i64,
+        sub: &Username,
+        grant: GrantId,
         thumbprint: &str,
-        now_unix: u64,
-        ttl_secs: u64,
-        not_after_unix: u64,
+        now: Timestamp,
+        ttl: Duration,
+        not_after: Timestamp,
     ) -> Result<(String, RelayClaims), TokenError> {
         let x5t_s256 = parse_thumbprint(thumbprint)?;
+        let now_unix = now.unix_secs();
         let exp = now_unix
-            .saturating_add(ttl_secs.min(MAX_TTL_SECS))
-            .min(not_after_unix);
+            .saturating_add(ttl.as_secs().min(MAX_TTL_SECS))
+            .min(not_after.unix_secs());
         if exp <= now_unix {
             return Err(TokenError::NothingToMint);
         }
@@ -263,7 +274,7 @@ impl TokenSigner {
         let claims = RelayClaims {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
-            sub: sub.to_owned(),
+            sub: sub.clone(),
             token_use: TOKEN_USE_RELAY.to_owned(),
             jti: URL_SAFE_NO_PAD.encode(jti),
             iat: now_unix,
@@ -398,9 +409,10 @@ impl TokenVerifier {
     pub fn verify(
         &self,
         token: &str,
-        now_unix: u64,
+        now: Timestamp,
         presented_thumbprint: &str,
     ) -> Result<RelayClaims, TokenError> {
+        let now_unix = now.unix_secs();
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::Malformed);
         }
@@ -777,6 +789,57 @@ mod tests {
     const NOW: u64 = 1_700_000_000;
     const CERT: &[u8] = b"client certificate DER";
 
+    /// The tests speak Unix seconds and plain names, as the claims do.
+    trait InSeconds {
+        fn mint_secs(
+            &self,
+            sub: &str,
+            grant: i64,
+            thumbprint: &str,
+            now: u64,
+            ttl: u64,
+            not_after: u64,
+        ) -> Result<(String, RelayClaims), TokenError>;
+    }
+
+    fn at(secs: u64) -> Timestamp {
+        Timestamp::from_unix_secs(secs).unwrap_or(Timestamp::MAX)
+    }
+
+    impl InSeconds for TokenSigner {
+        fn mint_secs(
+            &self,
+            sub: &str,
+            grant: i64,
+            thumbprint: &str,
+            now: u64,
+            ttl: u64,
+            not_after: u64,
+        ) -> Result<(String, RelayClaims), TokenError> {
+            let sub = Username::parse(sub).unwrap();
+            let ttl = std::time::Duration::from_secs(ttl);
+            self.mint(
+                &sub,
+                GrantId::new(grant),
+                thumbprint,
+                at(now),
+                ttl,
+                at(not_after),
+            )
+        }
+    }
+
+    impl TokenVerifier {
+        fn verify_secs(
+            &self,
+            token: &str,
+            now: u64,
+            thumbprint: &str,
+        ) -> Result<RelayClaims, TokenError> {
+            self.verify(token, at(now), thumbprint)
+        }
+    }
+
     fn signing_key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])
     }
@@ -794,7 +857,7 @@ mod tests {
 
     fn mint(signer: &TokenSigner) -> (String, RelayClaims) {
         signer
-            .mint("vendor-anna", 42, &thumbprint(CERT), NOW, 300, NOW + 3600)
+            .mint_secs("vendor-anna", 42, &thumbprint(CERT), NOW, 300, NOW + 3600)
             .unwrap()
     }
 
@@ -824,7 +887,7 @@ mod tests {
     }
 
     fn verify(verifier: &TokenVerifier, token: &str, now: u64) -> Result<RelayClaims, TokenError> {
-        verifier.verify(token, now, &thumbprint(CERT))
+        verifier.verify_secs(token, now, &thumbprint(CERT))
     }
 
     #[test]
@@ -835,9 +898,9 @@ mod tests {
         assert_eq!(verified, claims);
         assert_eq!(claims.iss, ISS);
         assert_eq!(claims.aud, AUD);
-        assert_eq!(claims.sub, "vendor-anna");
+        assert_eq!(claims.sub.as_str(), "vendor-anna");
         assert_eq!(claims.token_use, "relay");
-        assert_eq!(claims.grant, 42);
+        assert_eq!(claims.grant, GrantId::new(42));
         assert_eq!(claims.iat, NOW);
         assert_eq!(claims.nbf, NOW - NBF_BACKDATE_SECS);
         assert_eq!(claims.exp, NOW + 300);
@@ -881,7 +944,7 @@ mod tests {
         ));
         // A time far from the real clock: jsonwebtoken's own clock plays no part.
         let (old, _) = signer
-            .mint("vendor-anna", 42, &thumbprint(CERT), 1_000, 300, 10_000)
+            .mint_secs("vendor-anna", 42, &thumbprint(CERT), 1_000, 300, 10_000)
             .unwrap();
         verify(&verifier, &old, 1_000).unwrap();
         assert!(matches!(
@@ -1182,14 +1245,14 @@ mod tests {
         let verifier = verifier_for(&signer);
         let (token, _) = mint(&signer);
         let err = verifier
-            .verify(&token, NOW, &thumbprint(b"another certificate"))
+            .verify_secs(&token, NOW, &thumbprint(b"another certificate"))
             .unwrap_err();
         assert!(matches!(err, TokenError::BindingMismatch));
         // The hex form of the right thumbprint is the same certificate.
         let hex = hex::encode(Sha256::digest(CERT));
-        verifier.verify(&token, NOW, &hex).unwrap();
+        verifier.verify_secs(&token, NOW, &hex).unwrap();
         assert!(matches!(
-            verifier.verify(&token, NOW, ""),
+            verifier.verify_secs(&token, NOW, ""),
             Err(TokenError::BadThumbprint)
         ));
     }
@@ -1201,7 +1264,9 @@ mod tests {
         let (token, _) = mint(&signer);
         let mut errors = vec![
             verify(&verifier, &token, NOW + 3600).unwrap_err(),
-            verifier.verify(&token, NOW, &thumbprint(b"x")).unwrap_err(),
+            verifier
+                .verify_secs(&token, NOW, &thumbprint(b"x"))
+                .unwrap_err(),
         ];
         let mut other = TokenVerifier::new(ISS, "x");
         other.add_key(signer.kid(), &signer.verifying_key());
@@ -1218,23 +1283,25 @@ mod tests {
     fn exp_is_capped_at_not_after_and_the_max_ttl() {
         let signer = signer();
         let tp = thumbprint(CERT);
-        let (_, claims) = signer.mint("v", 1, &tp, NOW, 300, NOW + 120).unwrap();
+        let (_, claims) = signer.mint_secs("v", 1, &tp, NOW, 300, NOW + 120).unwrap();
         assert_eq!(claims.exp, NOW + 120);
-        let (_, claims) = signer.mint("v", 1, &tp, NOW, 60, NOW + 120).unwrap();
+        let (_, claims) = signer.mint_secs("v", 1, &tp, NOW, 60, NOW + 120).unwrap();
         assert_eq!(claims.exp, NOW + 60);
-        let (_, claims) = signer.mint("v", 1, &tp, NOW, 86_400, u64::MAX).unwrap();
+        let (_, claims) = signer
+            .mint_secs("v", 1, &tp, NOW, 86_400, u64::MAX)
+            .unwrap();
         assert_eq!(claims.exp, NOW + MAX_TTL_SECS);
         for (ttl, not_after) in [(300, NOW), (300, NOW - 1), (0, NOW + 120)] {
             assert!(
                 matches!(
-                    signer.mint("v", 1, &tp, NOW, ttl, not_after),
+                    signer.mint_secs("v", 1, &tp, NOW, ttl, not_after),
                     Err(TokenError::NothingToMint)
                 ),
                 "minted with ttl {ttl}, not_after {not_after}"
             );
         }
         assert!(matches!(
-            signer.mint("v", 1, "not a thumbprint", NOW, 300, NOW + 120),
+            signer.mint_secs("v", 1, "not a thumbprint", NOW, 300, NOW + 120),
             Err(TokenError::BadThumbprint)
         ));
     }
@@ -1365,7 +1432,7 @@ mod tests {
         let old_kid = old_ring.current_kid().to_owned();
         let (old_token, _) = old_ring
             .signer(ISS, AUD)
-            .mint("v", 7, &thumbprint(CERT), NOW, 300, NOW + 300)
+            .mint_secs("v", 7, &thumbprint(CERT), NOW, 300, NOW + 300)
             .unwrap();
 
         let ring = KeyRing::rotate(dir).unwrap();
@@ -1379,7 +1446,7 @@ mod tests {
         let signer = ring.signer(ISS, AUD);
         assert_eq!(signer.kid(), new_kid);
         let (new_token, _) = signer
-            .mint("v", 7, &thumbprint(CERT), NOW, 300, NOW + 300)
+            .mint_secs("v", 7, &thumbprint(CERT), NOW, 300, NOW + 300)
             .unwrap();
         let head = new_token.split('.').next().unwrap();
         let head: serde_json::Value =
@@ -1430,7 +1497,7 @@ mod tests {
         assert_eq!(verifier.kids(), ring.kids());
         for signer in [old.signer(ISS, AUD), ring.signer(ISS, AUD)] {
             let (token, claims) = signer
-                .mint("v", 7, &thumbprint(CERT), NOW, 300, NOW + 300)
+                .mint_secs("v", 7, &thumbprint(CERT), NOW, 300, NOW + 300)
                 .unwrap();
             assert_eq!(verify(&verifier, &token, NOW).unwrap(), claims);
         }
@@ -1438,7 +1505,7 @@ mod tests {
         let elsewhere = TokenVerifier::from_jwks(&published, ISS, "other-relay").unwrap();
         let (token, _) = ring
             .signer(ISS, AUD)
-            .mint("v", 7, &thumbprint(CERT), NOW, 300, NOW + 300)
+            .mint_secs("v", 7, &thumbprint(CERT), NOW, 300, NOW + 300)
             .unwrap();
         assert!(matches!(
             verify(&elsewhere, &token, NOW),

@@ -38,6 +38,24 @@ impl Timestamp {
         self.0
     }
 
+    /// Whole seconds since the epoch (JWT NumericDate), rounded down.
+    pub fn unix_secs(self) -> u64 {
+        // Never negative: the constructors keep the value at or after the epoch.
+        u64::try_from(self.0.div_euclid(1_000_000)).unwrap_or(0)
+    }
+
+    /// The start of Unix second `secs`.
+    pub fn from_unix_secs(secs: u64) -> Result<Self, ValidationError> {
+        let micros = i64::try_from(secs)
+            .ok()
+            .and_then(|s| s.checked_mul(1_000_000))
+            .unwrap_or(i64::MAX);
+        Self::from_unix_micros(micros)
+    }
+
+    /// The latest time the type holds (9999-12-31T23:59:59.999999Z): "no limit".
+    pub const MAX: Timestamp = Timestamp(MAX_MICROS);
+
     /// Parses RFC 3339 with any offset; the result is UTC.
     pub fn parse_rfc3339(text: &str) -> Result<Self, ValidationError> {
         let parsed = OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|_| {

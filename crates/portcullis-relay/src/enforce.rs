@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use portcullis_core::GrantId;
 use portcullis_store::GrantChange;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
@@ -59,7 +60,7 @@ pub(crate) async fn watch(
 fn affected(shared: &Shared, change: &GrantChange) -> Vec<Arc<LiveSession>> {
     match change {
         GrantChange::Grant(id) => shared.registry.matching(|s| s.grant.id == *id),
-        GrantChange::User(u) => shared.registry.matching(|s| s.grant.vendor == *u),
+        GrantChange::User(u) => shared.registry.matching(|s| s.grant.vendor.as_str() == u),
         GrantChange::Device(d) => shared.registry.matching(|s| s.grant.device == *d),
         // A site's connector is re-checked by `connectors::recheck`; its sessions are not
         // touched (their streams end with the connector's connection).
@@ -71,7 +72,7 @@ fn affected(shared: &Shared, change: &GrantChange) -> Vec<Arc<LiveSession>> {
 /// Re-reads each affected grant once and ends the sessions it no longer allows, or whose
 /// allowed ports shrank (the vendor reconnects and gets the narrower set).
 pub(crate) async fn recheck(shared: &Shared, sessions: Vec<Arc<LiveSession>>) {
-    let mut by_grant: BTreeMap<i64, Vec<Arc<LiveSession>>> = BTreeMap::new();
+    let mut by_grant: BTreeMap<GrantId, Vec<Arc<LiveSession>>> = BTreeMap::new();
     for s in sessions {
         by_grant.entry(s.grant.id).or_default().push(s);
     }

@@ -8,14 +8,14 @@ use std::time::Duration;
 
 pub(crate) use portcullis_core::liveness::Dead;
 use portcullis_core::liveness::{decide, issued_before};
-use portcullis_core::{Port, Timestamp};
+use portcullis_core::{GrantId, Port, Timestamp, Username};
 use portcullis_store::{NotBefore, Store, StoreError};
 
 /// What a live grant allows right now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LiveGrant {
-    pub id: i64,
-    pub vendor: String,
+    pub id: GrantId,
+    pub vendor: Username,
     pub device: String,
     /// The device's address from the inventory: the only address the relay ever dials.
     pub address: String,
@@ -58,10 +58,10 @@ impl LiveGrant {
 #[tracing::instrument(level = "debug", skip(store))]
 pub(crate) async fn check(
     store: &Store,
-    id: i64,
+    id: GrantId,
     now: Timestamp,
 ) -> Result<Result<LiveGrant, Dead>, StoreError> {
-    let Some(snapshot) = store.grant_snapshot(id).await? else {
+    let Some(snapshot) = store.grant_snapshot(id.get()).await? else {
         return Ok(Err(Dead::Inactive));
     };
     let allowed = match decide(&snapshot, now) {
@@ -71,7 +71,7 @@ pub(crate) async fn check(
     let r = snapshot.request;
     Ok(Ok(LiveGrant {
         id,
-        vendor: r.requester.as_str().to_owned(),
+        vendor: r.requester.clone(),
         device: r.device.as_str().to_owned(),
         address: allowed.address,
         ports: allowed.ports,

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
-use portcullis_core::Timestamp;
 use portcullis_core::wire::EndReason;
+use portcullis_core::{GrantId, Timestamp};
 use tokio_util::sync::CancellationToken;
 
 use crate::budget::AuditBudget;
@@ -99,7 +99,7 @@ pub(crate) struct Registry {
 struct Inner {
     sessions: HashMap<String, Arc<LiveSession>>,
     /// Open streams per grant, across all its sessions.
-    streams: HashMap<i64, usize>,
+    streams: HashMap<GrantId, usize>,
 }
 
 impl Registry {
@@ -129,7 +129,7 @@ impl Registry {
     }
 
     /// Takes one of the grant's stream slots; false when all `limit` are in use.
-    pub fn acquire_stream(&self, grant: i64, limit: usize) -> bool {
+    pub fn acquire_stream(&self, grant: GrantId, limit: usize) -> bool {
         let mut g = self.lock();
         let n = g.streams.entry(grant).or_insert(0);
         if *n >= limit {
@@ -139,7 +139,7 @@ impl Registry {
         true
     }
 
-    pub fn release_stream(&self, grant: i64) {
+    pub fn release_stream(&self, grant: GrantId) {
         let mut g = self.lock();
         if let Some(n) = g.streams.get_mut(&grant) {
             *n = n.saturating_sub(1);
@@ -154,7 +154,7 @@ impl Registry {
 #[derive(Debug)]
 pub(crate) struct StreamSlot {
     pub registry: Arc<Registry>,
-    pub grant: i64,
+    pub grant: GrantId,
 }
 
 impl Drop for StreamSlot {

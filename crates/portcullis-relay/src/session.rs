@@ -96,7 +96,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, incoming: quinn::Incoming) {
         id: session.id.clone(),
         relay: shared.config.name.clone(),
         grant: session.grant.id,
-        username: claims.sub.clone(),
+        username: claims.sub.to_string(),
         device: session.grant.device.clone(),
         jti: claims.jti.clone(),
         cnf: thumb.clone(),
@@ -151,10 +151,9 @@ async fn check_hello(
         ));
     }
     let now = shared.clock.now();
-    let now_unix = u64::try_from(now.unix_micros() / 1_000_000).unwrap_or(0);
     let claims = shared
         .verifier
-        .verify(token.as_str(), now_unix, thumb)
+        .verify(token.as_str(), now, thumb)
         .map_err(|e| {
             let code = match e {
                 TokenError::BindingMismatch => RefusalCode::BindingMismatch,
@@ -243,7 +242,7 @@ async fn refuse(
     r.always_audited |= r.who.is_some() || r.code == RefusalCode::BindingMismatch;
     if let Some(suppressed_before) = r.audit_budget(shared) {
         let (actor, role) = match &r.who {
-            Some(c) => (c.sub.clone(), ActorRole::Vendor),
+            Some(c) => (c.sub.to_string(), ActorRole::Vendor),
             None => ("unknown".to_owned(), ActorRole::System),
         };
         let mut details = serde_json::json!({
@@ -270,7 +269,7 @@ async fn refuse(
 #[tracing::instrument(
     name = "relay_session",
     skip_all,
-    fields(session = %s.id, grant = s.grant.id, vendor = %s.grant.vendor)
+    fields(session = %s.id, grant = %s.grant.id, vendor = %s.grant.vendor)
 )]
 async fn run(shared: Arc<Shared>, conn: Connection, mut control: SendStream, s: Arc<LiveSession>) {
     shared.registry.insert(s.clone());
@@ -296,7 +295,7 @@ async fn run(shared: Arc<Shared>, conn: Connection, mut control: SendStream, s: 
     warnings.reverse(); // pop() gives the earliest
     let welcome = Frame::Welcome {
         session_id: s.id.clone(),
-        grant_id: s.grant.id.to_string(),
+        grant_id: s.grant.id,
         targets: targets(&s.grant),
         window_end_unix_ms: s.grant.window_end.unix_micros() / 1000,
         remaining_ms: millis(remaining),
@@ -336,7 +335,7 @@ async fn run(shared: Arc<Shared>, conn: Connection, mut control: SendStream, s: 
         // every later read persist it too once the wall clock passes the end.
         if let Err(e) = shared
             .store
-            .persist_end(s.grant.id, portcullis_store::EndObserver::RelayTimer)
+            .persist_end(s.grant.id.get(), portcullis_store::EndObserver::RelayTimer)
             .await
         {
             tracing::warn!("cannot persist the end of grant {} yet: {e}", s.grant.id);
@@ -363,7 +362,7 @@ async fn run(shared: Arc<Shared>, conn: Connection, mut control: SendStream, s: 
     let end = RelaySessionEnd {
         id: s.id.clone(),
         grant: s.grant.id,
-        username: s.grant.vendor.clone(),
+        username: s.grant.vendor.to_string(),
         device: s.grant.device.clone(),
         reason: reason.as_str().to_owned(),
         started_at: s.started_at,

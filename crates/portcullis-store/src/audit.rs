@@ -5,11 +5,11 @@
 //! Eight concurrent appenders then cost one fsync, not eight, and the chain lock is taken once.
 
 use futures_util::TryStreamExt;
-use portcullis_core::Timestamp;
 use portcullis_core::audit::{
     AuditDraft, AuditEvent, BreakReason, ChainBreak, ChainHead, ChainVerifier, Digest, EventView,
     MacKey, VerifiedChain,
 };
+use portcullis_core::{GrantId, Timestamp};
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
@@ -365,7 +365,7 @@ async fn insert_events(conn: &mut AnyConnection, events: &[AuditEvent]) -> Resul
                 .bind(ev.role.clone())
                 .bind(ev.action.clone())
                 .bind(ev.target.clone())
-                .bind(ev.grant_id)
+                .bind(ev.grant_id.map(GrantId::get))
                 .bind(ev.session_id.clone())
                 .bind(ev.source.clone())
                 .bind(ev.details.clone())
@@ -403,7 +403,7 @@ fn event_from_row(r: &AnyRow) -> Result<AuditEvent, StoreError> {
         role: v.role.to_owned(),
         action: v.action.to_owned(),
         target: v.target.to_owned(),
-        grant_id: v.grant_id,
+        grant_id: v.grant_id.map(GrantId::new),
         session_id: v.session_id.map(str::to_owned),
         source: v.source.map(str::to_owned),
         details: v.details.to_owned(),

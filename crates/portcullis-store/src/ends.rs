@@ -12,8 +12,8 @@
 //! purpose (docs/decisions/0008-clock-steps.md): it fails closed (the vendor asks again), while
 //! not persisting during an anomaly would leave the re-opening the persistence is there to stop.
 
-use portcullis_core::Timestamp;
 use portcullis_core::audit::{ActorRole, AuditDraft};
+use portcullis_core::{GrantId, Timestamp};
 use sqlx::Row;
 
 use crate::relay::GrantChange;
@@ -138,13 +138,13 @@ async fn expire(
     let window_end: String = row.try_get("window_end")?;
     let draft = AuditDraft::new("portcullis", ActorRole::System, "request.expire")
         .target(format!("device:{device}"))
-        .grant(id)
+        .grant(GrantId::new(id))
         .details(serde_json::json!({
             "device": device, "window_end": window_end, "ended_at": now,
             "observed_by": observer.as_str(),
         }));
     tx.audit(&draft).await?;
     // Relays in other processes end live sessions of it at once (their own timers would too).
-    tx.notify(GrantChange::Grant(id)).await?;
+    tx.notify(GrantChange::Grant(GrantId::new(id))).await?;
     Ok(true)
 }

@@ -10,8 +10,8 @@
 //! [`GrantChange`]s in the relay's process. Both are hints: the relay re-reads the grant before
 //! it acts, and reconciles all live sessions periodically in case a notification was lost.
 
-use portcullis_core::Timestamp;
 use portcullis_core::audit::{ActorRole, AuditDraft};
+use portcullis_core::{GrantId, Timestamp};
 use sqlx::Row;
 use tokio::sync::broadcast;
 
@@ -24,7 +24,7 @@ pub const PG_CHANNEL: &str = "portcullis_grant_changes";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GrantChange {
     /// A grant was revoked (or otherwise changed state).
-    Grant(i64),
+    Grant(GrantId),
     /// A user was disabled.
     User(String),
     /// A device's policy changed.
@@ -66,7 +66,7 @@ pub struct RelaySessionStart {
     pub id: String,
     /// The relay's name (several relays may share a database).
     pub relay: String,
-    pub grant: i64,
+    pub grant: GrantId,
     pub username: String,
     pub device: String,
     pub jti: String,
@@ -85,7 +85,7 @@ pub struct RelaySessionStart {
 #[derive(Debug, Clone)]
 pub struct RelaySessionEnd {
     pub id: String,
-    pub grant: i64,
+    pub grant: GrantId,
     pub username: String,
     pub device: String,
     pub reason: String,
@@ -106,7 +106,7 @@ pub struct RelaySessionEnd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrphanSession {
     pub id: String,
-    pub grant: i64,
+    pub grant: GrantId,
     pub username: String,
 }
 
@@ -143,7 +143,7 @@ impl Store {
         )
         .bind(&s.id)
         .bind(&s.relay)
-        .bind(s.grant)
+        .bind(s.grant.get())
         .bind(&s.username)
         .bind(&s.jti)
         .bind(&s.source)
@@ -223,7 +223,7 @@ impl Store {
         for row in &rows {
             let o = OrphanSession {
                 id: row.try_get("id")?,
-                grant: row.try_get("grant_id")?,
+                grant: GrantId::new(row.try_get("grant_id")?),
                 username: row.try_get("username")?,
             };
             let started: String = row.try_get("started_at")?;

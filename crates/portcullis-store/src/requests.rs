@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 
 use portcullis_core::request::{Actor, Narrowing, TransitionError};
 use portcullis_core::{
-    AccessRequest, Approval, DeviceName, OrgName, Port, RequestState, Timestamp, Username, Window,
+    AccessRequest, Approval, DeviceName, GrantId, OrgName, Port, RequestState, Timestamp, Username,
+    Window,
 };
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -127,7 +128,7 @@ impl Store {
         tx.audit(
             &by.draft("request.create")
                 .target(format!("device:{}", req.device))
-                .grant(id)
+                .grant(GrantId::new(id))
                 .details(details),
         )
         .await?;
@@ -178,7 +179,7 @@ impl Store {
         tx.audit(
             &by.draft("request.approve")
                 .target(format!("device:{}", r.device))
-                .grant(id)
+                .grant(GrantId::new(id))
                 .details(details),
         )
         .await?;
@@ -234,12 +235,12 @@ impl Store {
         tx.audit(
             &by.draft(action)
                 .target(format!("device:{}", r.device))
-                .grant(id)
+                .grant(GrantId::new(id))
                 .details(details),
         )
         .await?;
         if matches!(how, Closing::Revoke) {
-            tx.notify(GrantChange::Grant(id)).await?;
+            tx.notify(GrantChange::Grant(GrantId::new(id))).await?;
         }
         tx.commit().await?;
         Ok(rec)

@@ -140,7 +140,7 @@ impl World {
             .map(|e| {
                 let mut d: serde_json::Value = serde_json::from_str(&e.details).unwrap();
                 d["_actor"] = e.actor.clone().into();
-                d["_grant"] = e.grant_id.into();
+                d["_grant"] = e.grant_id.map(portcullis_core::GrantId::get).into();
                 d
             })
             .collect()

@@ -462,7 +462,7 @@ async fn forge_row(store: &Store, at: i64) {
         .bind(ev.role.clone())
         .bind(ev.action.clone())
         .bind(ev.target.clone())
-        .bind(ev.grant_id)
+        .bind(ev.grant_id.map(portcullis_core::GrantId::get))
         .bind(ev.session_id.clone())
         .bind(ev.source.clone())
         .bind(ev.details.clone())
@@ -513,7 +513,7 @@ async fn audit_queries_filter_and_page(db: TestDb) {
     store
         .append(
             AuditDraft::new("vera", ActorRole::Vendor, "stream.refused")
-                .grant(7)
+                .grant(portcullis_core::GrantId::new(7))
                 .details(serde_json::json!({ "device": "plc-7", "port": 22 })),
         )
         .await

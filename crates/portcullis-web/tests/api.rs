@@ -351,13 +351,13 @@ async fn request_approve_and_token_flow_end_to_end() {
     let jwks = app.call(Method::GET, "/api/v1/keys", None, None).await.body;
     let verifier = TokenVerifier::from_jwks(&jwks, ORIGIN, "portcullis-relay").unwrap();
     let claims = verifier
-        .verify(token, app.unix(), &thumbprint(cert))
+        .verify(token, app.clock.now(), &thumbprint(cert))
         .unwrap();
-    assert_eq!((claims.sub.as_str(), claims.grant), ("vera", id));
+    assert_eq!((claims.sub.as_str(), claims.grant.get()), ("vera", id));
     assert!(claims.exp <= app.unix() + 300, "five minutes at most");
     assert!(
         verifier
-            .verify(token, app.unix(), &thumbprint(b"another cert"))
+            .verify(token, app.clock.now(), &thumbprint(b"another cert"))
             .is_err(),
         "bound to the certificate"
     );

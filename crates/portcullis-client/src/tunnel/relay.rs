@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use portcullis_core::GrantId;
 use portcullis_core::wire::{self, Frame, FrameDecoder, RefusalCode, Token, WireTarget};
 use quinn::{Connection, Endpoint, RecvStream, SendStream};
 use rustls::RootCertStore;
@@ -27,7 +28,7 @@ const CLIENT_CN: &str = "portcullis vendor client";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
     pub session_id: String,
-    pub grant_id: String,
+    pub grant_id: GrantId,
     pub targets: Vec<WireTarget>,
     /// The window's end by the relay's clock, for display. None if out of range.
     pub window_end: Option<OffsetDateTime>,

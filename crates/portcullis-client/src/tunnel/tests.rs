@@ -128,7 +128,7 @@ impl Accepted {
     async fn welcome(&mut self, ports: &[u16], remaining_ms: u64) {
         let frame = Frame::Welcome {
             session_id: "s-1".into(),
-            grant_id: "7".into(),
+            grant_id: portcullis_core::GrantId::new(7),
             targets: ports
                 .iter()
                 .map(|&port| WireTarget {

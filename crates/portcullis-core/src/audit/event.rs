@@ -6,7 +6,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use super::chain::{ChainHead, Digest, MacKey};
-use crate::{Role, Timestamp, ValidationError};
+use crate::{GrantId, Role, Timestamp, ValidationError};
 
 /// The role an event's actor held, or `system` for the broker itself (window ends, restarts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -77,7 +77,7 @@ pub struct AuditDraft {
     pub action: String,
     /// What the action was about, e.g. `user:alice`, `device:plc-7`.
     pub target: String,
-    pub grant_id: Option<i64>,
+    pub grant_id: Option<GrantId>,
     pub session_id: Option<String>,
     /// Where the actor came from: an IP address, or `cli` for the local command line.
     pub source: Option<String>,
@@ -101,7 +101,7 @@ impl AuditDraft {
         self.target = target.into();
         self
     }
-    pub fn grant(mut self, id: i64) -> Self {
+    pub fn grant(mut self, id: GrantId) -> Self {
         self.grant_id = Some(id);
         self
     }
@@ -128,7 +128,7 @@ pub struct AuditEvent {
     pub role: String,
     pub action: String,
     pub target: String,
-    pub grant_id: Option<i64>,
+    pub grant_id: Option<GrantId>,
     pub session_id: Option<String>,
     pub source: Option<String>,
     /// JSON text, hashed byte for byte as stored.
@@ -237,7 +237,7 @@ impl AuditEvent {
             role: &self.role,
             action: &self.action,
             target: &self.target,
-            grant_id: self.grant_id,
+            grant_id: self.grant_id.map(GrantId::get),
             session_id: self.session_id.as_deref(),
             source: self.source.as_deref(),
             details: &self.details,
@@ -315,7 +315,7 @@ mod known_answers {
         let now = Timestamp::from_unix_micros(1_700_000_000_123_456).unwrap();
         let d1 = AuditDraft::new("alice", ActorRole::Admin, "user.add")
             .target("user:bob")
-            .grant(7)
+            .grant(GrantId::new(7))
             .session("s-1")
             .details(serde_json::json!({ "a": 1 }));
         let e1 = AuditEvent::seal(&ChainHead::GENESIS, &d1, now, &key);

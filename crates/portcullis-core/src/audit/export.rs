@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::event::AuditEvent;
+use crate::GrantId;
 
 /// One event as JSONL and CSV exports show it. JSON escapes every control character, so one
 /// record is one line.
@@ -15,7 +16,7 @@ pub struct ExportRecord {
     pub role: String,
     pub action: String,
     pub target: String,
-    pub grant_id: Option<i64>,
+    pub grant_id: Option<GrantId>,
     pub session_id: Option<String>,
     pub source: Option<String>,
     /// The details object, or the raw text if it is not JSON.

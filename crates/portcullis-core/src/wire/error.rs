@@ -37,6 +37,13 @@ pub enum WireError {
         field: &'static str,
         len: usize,
     },
+    /// A field holds a value its kind cannot (a grant number that is not a positive number).
+    #[error("{frame} frame: field `{field}` {reason}")]
+    BadValue {
+        frame: &'static str,
+        field: &'static str,
+        reason: &'static str,
+    },
     /// Encoding: a list has more items than its `u16` count can say.
     #[error("{frame} frame: field `{field}` has {count} items; the limit is 65535")]
     TooManyItems {

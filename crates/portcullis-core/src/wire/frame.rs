@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::GrantId;
+
 use super::{EndReason, HEADER_LEN, MAX_FRAME_LEN, RefusalCode, WireError};
 
 /// Kind bytes. 0 is never a frame (a zeroed buffer fails loudly). Ranges by stream type leave room
@@ -32,7 +34,8 @@ pub enum Frame {
     /// Relay -> client: the token and grant checked out.
     Welcome {
         session_id: String,
-        grant_id: String,
+        /// Written as its decimal digits (a string field, as in version 1 from the start).
+        grant_id: GrantId,
         targets: Vec<WireTarget>,
         /// Window end, for display ("until 17:00"); the client's clock may be off.
         window_end_unix_ms: i64,
@@ -174,7 +177,7 @@ impl Frame {
                 remaining_ms,
             } => {
                 w.str("session_id", session_id)?;
-                w.str("grant_id", grant_id)?;
+                w.str("grant_id", &grant_id.to_string())?;
                 let count = u16::try_from(targets.len()).map_err(|_| WireError::TooManyItems {
                     frame: w.frame,
                     field: "targets",
@@ -293,12 +296,22 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
                     port: r.u16("targets.port")?,
                 });
             }
+            // Checked once the body is read, so a cut-short frame says so first.
+            let grant_id = grant_id
+                .parse::<GrantId>()
+                .map_err(|_| WireError::BadValue {
+                    frame: "Welcome",
+                    field: "grant_id",
+                    reason: "is not a grant number",
+                });
+            let window_end_unix_ms = i64::from_be_bytes(r.array("window_end_unix_ms")?);
+            let remaining_ms = r.u64("remaining_ms")?;
             Frame::Welcome {
                 session_id,
-                grant_id,
+                grant_id: grant_id?,
                 targets,
-                window_end_unix_ms: i64::from_be_bytes(r.array("window_end_unix_ms")?),
-                remaining_ms: r.u64("remaining_ms")?,
+                window_end_unix_ms,
+                remaining_ms,
             }
         }
         kind::REFUSED => Frame::Refused {

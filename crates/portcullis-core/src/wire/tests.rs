@@ -1,5 +1,7 @@
 use proptest::prelude::*;
 
+use crate::GrantId;
+
 use super::*;
 
 /// Hex with spaces allowed, for byte layouts written the way docs/wire-protocol.md lays them out.
@@ -45,7 +47,7 @@ fn welcome_layout() {
     golden(
         Frame::Welcome {
             session_id: "s".into(),
-            grant_id: "g".into(),
+            grant_id: GrantId::new(7),
             targets: vec![WireTarget {
                 device: "d".into(),
                 port: 502,
@@ -53,7 +55,7 @@ fn welcome_layout() {
             window_end_unix_ms: 0x0102_0304_0506_0708,
             remaining_ms: 300_000,
         },
-        "0000001e | 02 | 0001 73 | 0001 67 | 0001 | 0001 64 01f6 | 0102030405060708 | 00000000000493e0",
+        "0000001e | 02 | 0001 73 | 0001 37 | 0001 | 0001 64 01f6 | 0102030405060708 | 00000000000493e0",
     );
 }
 
@@ -62,12 +64,12 @@ fn welcome_with_no_targets_and_negative_end() {
     golden(
         Frame::Welcome {
             session_id: String::new(),
-            grant_id: String::new(),
+            grant_id: GrantId::new(1),
             targets: vec![],
             window_end_unix_ms: -1,
             remaining_ms: 0,
         },
-        "00000017 | 02 | 0000 | 0000 | 0000 | ffffffffffffffff | 0000000000000000",
+        "00000018 | 02 | 0000 | 0001 31 | 0000 | ffffffffffffffff | 0000000000000000",
     );
 }
 
@@ -179,7 +181,7 @@ fn sample_frames() -> Vec<Frame> {
         },
         Frame::Welcome {
             session_id: "sess-1".into(),
-            grant_id: "grant-9".into(),
+            grant_id: GrantId::new(9),
             targets: vec![
                 WireTarget {
                     device: "plc-7".into(),
@@ -480,7 +482,7 @@ fn over_long_strings_and_lists_are_encode_errors() {
     );
     let many = Frame::Welcome {
         session_id: String::new(),
-        grant_id: String::new(),
+        grant_id: GrantId::new(1),
         targets: vec![
             WireTarget {
                 device: String::new(),
@@ -500,6 +502,21 @@ fn over_long_strings_and_lists_are_encode_errors() {
         })
     );
     assert_eq!(out, b"keep");
+}
+
+#[test]
+fn a_welcome_whose_grant_is_not_a_number_is_refused() {
+    // A version-1 Welcome from a relay that wrote "g" as the grant.
+    let old =
+        bytes("0000001e 02 0001 73 0001 67 0001 0001 64 01f6 0102030405060708 00000000000493e0");
+    assert_eq!(
+        decode(&old),
+        Err(WireError::BadValue {
+            frame: "Welcome",
+            field: "grant_id",
+            reason: "is not a grant number"
+        })
+    );
 }
 
 // ---- codes ----
@@ -645,7 +662,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
         }),
         (
             text(),
-            text(),
+            (1..=i64::MAX).prop_map(GrantId::new),
             proptest::collection::vec(target, 0..20),
             any::<i64>(),
             any::<u64>()

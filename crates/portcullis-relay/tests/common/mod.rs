@@ -197,18 +197,32 @@ impl World {
         rec.id
     }
 
-    pub fn now_unix(&self) -> u64 {
-        u64::try_from(portcullis_core::Clock::now(&*self.clock).unix_micros() / 1_000_000).unwrap()
+    pub fn now(&self) -> portcullis_core::Timestamp {
+        portcullis_core::Clock::now(&*self.clock)
+    }
+
+    /// A relay token for `grant`, vera's, bound to `thumb`, good for 5 minutes.
+    pub fn token(&self, signer: &TokenSigner, grant: i64, thumb: &str) -> String {
+        let vera = portcullis_core::Username::parse("vera").unwrap();
+        let five_min = std::time::Duration::from_secs(300);
+        let (token, _) = signer
+            .mint(
+                &vera,
+                portcullis_core::GrantId::new(grant),
+                thumb,
+                self.now(),
+                five_min,
+                portcullis_core::Timestamp::MAX,
+            )
+            .unwrap();
+        token
     }
 
     /// A client with a fresh key, and a token for `grant` bound to it.
     pub fn client(&self, grant: i64) -> Client {
         let (cert, key) = devca::ephemeral_client_identity("vera").unwrap();
         let thumb = thumbprint(cert.as_ref());
-        let (token, _) = self
-            .signer
-            .mint("vera", grant, &thumb, self.now_unix(), 300, u64::MAX)
-            .unwrap();
+        let token = self.token(&self.signer, grant, &thumb);
         Client {
             config: quic::client_config(&self.ca, cert, key, &[wire::ALPN]).unwrap(),
             token,

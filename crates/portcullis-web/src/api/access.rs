@@ -8,11 +8,10 @@ use axum::http::StatusCode;
 use portcullis_auth::token::parse_thumbprint;
 use portcullis_core::liveness;
 use portcullis_core::request::Narrowing;
-use portcullis_core::{DeviceName, Port, RequestState, Role, Timestamp, Window};
+use portcullis_core::{DeviceName, GrantId, Port, RequestState, Role, Timestamp, Window};
 use portcullis_store::{NewRequest, RequestFilter, RequestRecord};
 use serde::Deserialize;
 
-use crate::api::auth::unix_secs;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Authed, OptionalJson};
 use crate::state::AppState;
@@ -301,23 +300,22 @@ pub async fn token(
         .keys
         .signer
         .mint(
-            authed.user.username.as_str(),
-            id,
+            &authed.user.username,
+            GrantId::new(id),
             &thumb,
-            unix_secs(now),
-            cfg.token_ttl.as_secs(),
-            unix_secs(rec.request.window.end),
+            now,
+            cfg.token_ttl,
+            rec.request.window.end,
         )
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
     let draft = authed
         .actor()
         .draft("token.issue")
         .target(format!("device:{}", rec.request.device))
-        .grant(id)
+        .grant(claims.grant)
         .details(serde_json::json!({ "jti": claims.jti, "exp": claims.exp, "cnf": thumb }));
     state.0.store.append(draft).await?;
-    let expires_at =
-        Timestamp::from_unix_micros(i64::try_from(claims.exp).unwrap_or(0) * 1_000_000)?;
+    let expires_at = claims.expires_at();
     Ok(Json(serde_json::json!({
         "token": token, "expires_at": expires_at, "relay": cfg.relay_addr,
         "relay_ca": cfg.relay_ca_pem,
