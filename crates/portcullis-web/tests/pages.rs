@@ -603,7 +603,7 @@ async fn a_request_outside_the_policy_rerenders_the_form_with_the_message_and_wr
                 ("reason", "x"),
             ],
             StatusCode::UNPROCESSABLE_ENTITY,
-            "ports: name at least one port",
+            "Ports: name at least one port",
         ),
         (
             &[
@@ -614,7 +614,7 @@ async fn a_request_outside_the_policy_rerenders_the_form_with_the_message_and_wr
                 ("reason", "x"),
             ],
             StatusCode::UNPROCESSABLE_ENTITY,
-            "start: 'tomorrow' is not a date and time",
+            "Start: 'tomorrow' is not a date and time",
         ),
     ];
     for (fields, status, message) in cases {
@@ -938,7 +938,11 @@ async fn auditors_see_filter_export_and_verify_the_log() {
     assert_eq!(only.body.matches(r#"data-testid="event-row""#).count(), 1);
     let bad = app.get("/audit?since=yesterday", Some(&ann.cookie)).await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(bad.body.contains("since:"));
+    assert!(
+        bad.body.contains("Since: 'yesterday' is not"),
+        "{}",
+        bad.body
+    );
     let timeline = app
         .get(&format!("/audit/grant/{id}"), Some(&ann.cookie))
         .await;
