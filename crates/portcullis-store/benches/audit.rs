@@ -44,7 +44,9 @@ fn draft(i: u64) -> AuditDraft {
         "stream.open",
     )
     .target(format!("device:plc-{}", i % 200))
-    .grant(portcullis_core::GrantId::new(i64::try_from(i % 1000).unwrap() + 1))
+    .grant(portcullis_core::GrantId::new(
+        i64::try_from(i % 1000).unwrap() + 1,
+    ))
     .session(format!("s-{:016x}", i / 16))
     .source("203.0.113.17")
     .details(serde_json::json!({ "device": format!("plc-{}", i % 200), "port": 502, "n": i }))

@@ -8,7 +8,9 @@ use axum::http::StatusCode;
 use portcullis_auth::token::parse_thumbprint;
 use portcullis_core::liveness;
 use portcullis_core::request::Narrowing;
-use portcullis_core::{DeviceName, GrantId, Port, RequestState, Role, Timestamp, Window};
+use portcullis_core::{
+    DeviceName, GrantId, Port, RequestState, Role, Timestamp, ValidationError, Window,
+};
 use portcullis_store::{NewRequest, RequestFilter, RequestRecord};
 use serde::Deserialize;
 
@@ -19,30 +21,30 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
-    device: String,
-    ports: Vec<u32>,
-    start: String,
-    end: String,
-    reason: String,
+    pub(crate) device: String,
+    pub(crate) ports: Vec<u32>,
+    pub(crate) start: String,
+    pub(crate) end: String,
+    pub(crate) reason: String,
     #[serde(default)]
-    ticket: Option<String>,
+    pub(crate) ticket: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     #[serde(default)]
-    ports: Option<Vec<u32>>,
+    pub(crate) ports: Option<Vec<u32>>,
     #[serde(default)]
-    start: Option<String>,
+    pub(crate) start: Option<String>,
     #[serde(default)]
-    end: Option<String>,
+    pub(crate) end: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
-    reason: String,
+    pub(crate) reason: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,17 +60,59 @@ pub struct ListQuery {
     state: Option<String>,
 }
 
-fn ports(list: &[u32]) -> ApiResult<BTreeSet<Port>> {
+fn ports(list: &[u32]) -> Result<BTreeSet<Port>, ValidationError> {
     if list.is_empty() {
-        return Err(ApiError::Invalid("ports: name at least one port".into()));
+        return Err(ValidationError::new("ports", "name at least one port"));
     }
     list.iter()
-        .map(|p| Port::new(*p).map_err(|e| ApiError::Invalid(format!("ports: {}", e.message))))
+        .map(|p| Port::new(*p).map_err(|e| ValidationError::new("ports", e.message)))
         .collect()
 }
 
-fn time(field: &str, text: &str) -> ApiResult<Timestamp> {
-    Timestamp::parse_rfc3339(text).map_err(|e| ApiError::Invalid(format!("{field}: {}", e.message)))
+fn time(field: &'static str, text: &str) -> Result<Timestamp, ValidationError> {
+    Timestamp::parse_rfc3339(text).map_err(|e| ValidationError::new(field, e.message))
+}
+
+// What the bodies mean, for the API and the pages alike (the pages read their forms into these
+// bodies). Errors name core's field, which the pages place at their input.
+
+impl CreateBody {
+    pub(crate) fn new_request(self) -> Result<NewRequest, ValidationError> {
+        let device = DeviceName::parse(&self.device)?;
+        let window = Window::new(time("start", &self.start)?, time("end", &self.end)?)?;
+        Ok(NewRequest {
+            device,
+            ports: ports(&self.ports)?,
+            window,
+            reason: self.reason,
+            ticket: self.ticket,
+        })
+    }
+}
+
+impl ApproveBody {
+    /// What the approval narrows of a request whose window is `current`: a time left out keeps
+    /// the requested one.
+    pub(crate) fn narrowing(&self, current: &Window) -> Result<Narrowing, ValidationError> {
+        let window = match (&self.start, &self.end) {
+            (None, None) => None,
+            (start, end) => Some(Window::new(
+                start
+                    .as_deref()
+                    .map(|s| time("start", s))
+                    .transpose()?
+                    .unwrap_or(current.start),
+                end.as_deref()
+                    .map(|s| time("end", s))
+                    .transpose()?
+                    .unwrap_or(current.end),
+            )?),
+        };
+        Ok(Narrowing {
+            ports: self.ports.as_deref().map(ports).transpose()?,
+            window,
+        })
+    }
 }
 
 /// The JSON shape of a request, with the time left for a live grant.
@@ -116,15 +160,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     authed.require(&[Role::Vendor])?;
-    let device = DeviceName::parse(&body.device)?;
-    let window = Window::new(time("start", &body.start)?, time("end", &body.end)?)?;
-    let new = NewRequest {
-        device,
-        ports: ports(&body.ports)?,
-        window,
-        reason: body.reason,
-        ticket: body.ticket,
-    };
+    let new = body.new_request()?;
     let rec = state
         .0
         .store
@@ -193,24 +229,7 @@ pub async fn approve(
         return Err(ApiError::StepUpRequired);
     }
     let current = visible(&state, &authed, id).await?;
-    let window = match (&body.start, &body.end) {
-        (None, None) => None,
-        (start, end) => Some(Window::new(
-            start
-                .as_deref()
-                .map(|s| time("start", s))
-                .transpose()?
-                .unwrap_or(current.request.window.start),
-            end.as_deref()
-                .map(|s| time("end", s))
-                .transpose()?
-                .unwrap_or(current.request.window.end),
-        )?),
-    };
-    let narrowing = Narrowing {
-        ports: body.ports.as_deref().map(ports).transpose()?,
-        window,
-    };
+    let narrowing = body.narrowing(&current.request.window)?;
     let rec = state
         .0
         .store

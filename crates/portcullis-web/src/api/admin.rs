@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use portcullis_core::{
     Criticality, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName, Port,
-    Role, Username,
+    Role, Username, ValidationError,
 };
 use portcullis_store::NewUser;
 use serde::Deserialize;
@@ -20,72 +20,69 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OrgBody {
-    name: String,
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
-    username: String,
-    role: String,
+    pub(crate) username: String,
+    pub(crate) role: String,
     #[serde(default)]
-    org: Option<String>,
+    pub(crate) org: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceBody {
-    name: String,
-    address: String,
-    ports: Vec<u32>,
+    pub(crate) name: String,
+    pub(crate) address: String,
+    pub(crate) ports: Vec<u32>,
     #[serde(default)]
-    device_type: String,
+    pub(crate) device_type: String,
     #[serde(default)]
-    site: String,
+    pub(crate) site: String,
     #[serde(default)]
-    owner: String,
+    pub(crate) owner: String,
     #[serde(default)]
-    vendor: String,
+    pub(crate) vendor: String,
     #[serde(default)]
-    purpose: String,
+    pub(crate) purpose: String,
     #[serde(default)]
-    data_handled: String,
+    pub(crate) data_handled: String,
     #[serde(default)]
-    access_method: String,
+    pub(crate) access_method: String,
     #[serde(default)]
-    firmware: String,
+    pub(crate) firmware: String,
     #[serde(default)]
-    support_contact: String,
+    pub(crate) support_contact: String,
     #[serde(default)]
-    criticality: Option<String>,
+    pub(crate) criticality: Option<String>,
     #[serde(default)]
-    approvals_required: Option<u8>,
+    pub(crate) approvals_required: Option<u8>,
     #[serde(default)]
-    max_window_secs: Option<u64>,
+    pub(crate) max_window_secs: Option<u64>,
     #[serde(default)]
-    orgs: Vec<String>,
+    pub(crate) orgs: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
-    ports: Vec<u32>,
-    approvals_required: u8,
-    max_window_secs: u64,
-    orgs: Vec<String>,
+    pub(crate) ports: Vec<u32>,
+    pub(crate) approvals_required: u8,
+    pub(crate) max_window_secs: u64,
+    pub(crate) orgs: Vec<String>,
 }
 
-fn port_set(list: &[u32]) -> ApiResult<BTreeSet<Port>> {
+fn port_set(list: &[u32]) -> Result<BTreeSet<Port>, ValidationError> {
     list.iter()
-        .map(|p| Port::new(*p).map_err(|e| ApiError::Invalid(format!("ports: {}", e.message))))
+        .map(|p| Port::new(*p).map_err(|e| ValidationError::new("ports", e.message)))
         .collect()
 }
 
-fn org_set(list: &[String]) -> ApiResult<BTreeSet<OrgName>> {
-    Ok(list
-        .iter()
-        .map(|o| OrgName::parse(o))
-        .collect::<Result<_, _>>()?)
+fn org_set(list: &[String]) -> Result<BTreeSet<OrgName>, ValidationError> {
+    list.iter().map(|o| OrgName::parse(o)).collect()
 }
 
 fn policy(
@@ -93,13 +90,68 @@ fn policy(
     approvals: u8,
     max_window_secs: u64,
     orgs: &[String],
-) -> ApiResult<DevicePolicy> {
-    Ok(DevicePolicy::new(
+) -> Result<DevicePolicy, ValidationError> {
+    DevicePolicy::new(
         port_set(ports)?,
         Duration::from_secs(max_window_secs),
         approvals,
         org_set(orgs)?,
-    )?)
+    )
+}
+
+// What the bodies mean, for the API and the admin pages alike (the pages read their forms into
+// these bodies). Errors name core's field, which the pages place at their input.
+
+impl UserBody {
+    pub(crate) fn new_user(&self) -> Result<NewUser, ValidationError> {
+        Ok(NewUser {
+            username: Username::parse(&self.username)?,
+            role: self.role.parse::<Role>()?,
+            org: self.org.as_deref().map(OrgName::parse).transpose()?,
+        })
+    }
+}
+
+impl DeviceBody {
+    pub(crate) fn device(self) -> Result<Device, ValidationError> {
+        Ok(Device {
+            name: DeviceName::parse(&self.name)?,
+            address: NetworkAddress::parse(&self.address)?,
+            criticality: self
+                .criticality
+                .as_deref()
+                .unwrap_or("medium")
+                .parse::<Criticality>()?,
+            profile: DeviceProfile {
+                device_type: self.device_type,
+                site: self.site,
+                owner: self.owner,
+                vendor: self.vendor,
+                purpose: self.purpose,
+                data_handled: self.data_handled,
+                access_method: self.access_method,
+                firmware: self.firmware,
+                support_contact: self.support_contact,
+            },
+            policy: policy(
+                &self.ports,
+                self.approvals_required.unwrap_or(1),
+                self.max_window_secs.unwrap_or(8 * 3600),
+                &self.orgs,
+            )?,
+        })
+    }
+}
+
+impl PolicyBody {
+    pub(crate) fn policy(&self) -> Result<DevicePolicy, ValidationError> {
+        policy(
+            &self.ports,
+            self.approvals_required,
+            self.max_window_secs,
+            &self.orgs,
+        )
+    }
 }
 
 pub async fn orgs(
@@ -153,12 +205,11 @@ pub async fn add_user(
     ApiJson(b): ApiJson<UserBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     authed.require(&[Role::Admin])?;
-    let new = NewUser {
-        username: Username::parse(&b.username)?,
-        role: b.role.parse::<Role>()?,
-        org: b.org.as_deref().map(OrgName::parse).transpose()?,
-    };
-    let (rec, code) = state.0.store.add_user(&authed.actor(), &new).await?;
+    let (rec, code) = state
+        .0
+        .store
+        .add_user(&authed.actor(), &b.new_user()?)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({
@@ -203,32 +254,7 @@ pub async fn add_device(
     ApiJson(b): ApiJson<DeviceBody>,
 ) -> ApiResult<StatusCode> {
     authed.require(&[Role::Admin])?;
-    let device = Device {
-        name: DeviceName::parse(&b.name)?,
-        address: NetworkAddress::parse(&b.address)?,
-        criticality: b
-            .criticality
-            .as_deref()
-            .unwrap_or("medium")
-            .parse::<Criticality>()?,
-        profile: DeviceProfile {
-            device_type: b.device_type,
-            site: b.site,
-            owner: b.owner,
-            vendor: b.vendor,
-            purpose: b.purpose,
-            data_handled: b.data_handled,
-            access_method: b.access_method,
-            firmware: b.firmware,
-            support_contact: b.support_contact,
-        },
-        policy: policy(
-            &b.ports,
-            b.approvals_required.unwrap_or(1),
-            b.max_window_secs.unwrap_or(8 * 3600),
-            &b.orgs,
-        )?,
-    };
+    let device = b.device()?;
     state.0.store.add_device(&authed.actor(), &device).await?;
     Ok(StatusCode::CREATED)
 }
@@ -240,7 +266,7 @@ pub async fn set_policy(
     ApiJson(b): ApiJson<PolicyBody>,
 ) -> ApiResult<StatusCode> {
     authed.require(&[Role::Admin])?;
-    let p = policy(&b.ports, b.approvals_required, b.max_window_secs, &b.orgs)?;
+    let p = b.policy()?;
     state
         .0
         .store

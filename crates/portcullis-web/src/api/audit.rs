@@ -6,8 +6,8 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use portcullis_core::Role;
-use portcullis_core::Timestamp;
 use portcullis_core::audit::ExportRecord;
+use portcullis_core::{Timestamp, ValidationError};
 use portcullis_store::AuditQuery;
 use serde::Deserialize;
 
@@ -41,11 +41,15 @@ pub struct ExportParams {
 /// A text filter: empty means none. Control characters cannot match anything in the log, and a
 /// NUL byte is not even valid in a PostgreSQL query parameter, so they are refused (422), not
 /// passed to the database (which would answer a 503).
-pub(crate) fn filter(field: &str, t: Option<&str>) -> ApiResult<Option<String>> {
+pub(crate) fn filter(
+    field: &'static str,
+    t: Option<&str>,
+) -> Result<Option<String>, ValidationError> {
     match t {
-        Some(t) if t.chars().any(char::is_control) => Err(ApiError::Invalid(format!(
-            "{field}: must not contain control characters"
-        ))),
+        Some(t) if t.chars().any(char::is_control) => Err(ValidationError::new(
+            field,
+            "must not contain control characters",
+        )),
         Some(t) if !t.is_empty() => Ok(Some(t.to_owned())),
         _ => Ok(None),
     }

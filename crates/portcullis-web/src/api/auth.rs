@@ -17,46 +17,63 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, Authed, ClientAddr, SESSION_COOKIE};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollBody {
-    code: String,
-    password: String,
+    pub(crate) code: String,
+    pub(crate) password: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollConfirmBody {
-    code: String,
-    totp: String,
+    pub(crate) code: String,
+    pub(crate) totp: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
-    username: String,
-    password: String,
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MfaBody {
     mfa_token: String,
     totp: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepUpBody {
-    totp: String,
+    pub(crate) totp: String,
 }
+
+// The bodies above carry secrets (passwords, enrollment codes, TOTP codes, MFA tokens): their
+// `Debug` names the body and the username only, so no log line or panic message can hold one.
+macro_rules! redacted_debug {
+    ($($body:ident $({ $field:ident })?),* $(,)?) => {$(
+        impl std::fmt::Debug for $body {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($body))
+                    $(.field(stringify!($field), &self.$field))?
+                    .finish_non_exhaustive()
+            }
+        }
+    )*};
+}
+redacted_debug!(
+    EnrollBody,
+    EnrollConfirmBody,
+    LoginBody { username },
+    MfaBody,
+    StepUpBody,
+);
 
 pub(crate) const BAD_CODE: &str =
     "this enrollment code is not valid: it was mistyped, already used or has expired";
-
-pub(crate) fn unix_secs(t: Timestamp) -> u64 {
-    u64::try_from(t.unix_micros() / 1_000_000).unwrap_or(0)
-}
 
 /// Runs argon2 on a blocking thread, at most `hash_concurrency` at once, with the service's
 /// buffer pool (one buffer per permit: a burst allocates nothing new). A caller that cannot get a
@@ -116,42 +133,161 @@ pub(crate) fn user_draft(user: &UserRecord, addr: &ClientAddr, action: &str) -> 
     }
 }
 
+/// Why an enrollment step was refused. The API and the pages say it in their own words (the
+/// API's are a contract: `From<EnrollError> for ApiError`), and the pages put each at its input.
+#[derive(Debug)]
+pub(crate) enum EnrollError {
+    /// The code was mistyped, already used or has expired (or was used by a parallel confirm).
+    BadCode,
+    /// The new password breaks the policy.
+    Password(password::PasswordError),
+    /// A TOTP confirmation before any password was set.
+    NoPassword,
+    /// The TOTP code does not match the new secret.
+    WrongCode,
+    Api(ApiError),
+}
+
+impl From<ApiError> for EnrollError {
+    fn from(e: ApiError) -> Self {
+        EnrollError::Api(e)
+    }
+}
+
+impl From<portcullis_store::StoreError> for EnrollError {
+    fn from(e: portcullis_store::StoreError) -> Self {
+        EnrollError::Api(e.into())
+    }
+}
+
+/// The message for a TOTP code that does not match during enrollment.
+pub(crate) const WRONG_ENROLL_CODE: &str =
+    "that code does not match; check the authenticator app's clock";
+
+impl From<EnrollError> for ApiError {
+    fn from(e: EnrollError) -> Self {
+        match e {
+            EnrollError::BadCode => ApiError::NotFound(BAD_CODE.into()),
+            EnrollError::Password(e) => ApiError::Invalid(e.to_string()),
+            EnrollError::NoPassword => {
+                ApiError::Conflict("set a password first (POST /api/v1/enroll)".into())
+            }
+            EnrollError::WrongCode => ApiError::Invalid(WRONG_ENROLL_CODE.into()),
+            EnrollError::Api(e) => e,
+        }
+    }
+}
+
+/// An account being enrolled, found by its one-time code. Enrollment is two steps, each one
+/// implementation for `POST /api/v1/enroll{,/confirm}` and the `/enroll` pages alike: set the
+/// password (which makes a fresh TOTP secret, shown once), then confirm a code from it.
+#[derive(Debug)]
+pub(crate) struct Enrollment(Credentials);
+
+impl Enrollment {
+    /// The account of a live `code`, after the login rate limit (codes are guessed like
+    /// passwords).
+    pub(crate) async fn find(
+        state: &AppState,
+        addr: &ClientAddr,
+        code: &str,
+    ) -> Result<Self, EnrollError> {
+        rate_limit(state, addr)?;
+        state
+            .0
+            .store
+            .enrollment(code)
+            .await?
+            .map(Enrollment)
+            .ok_or(EnrollError::BadCode)
+    }
+
+    pub(crate) fn username(&self) -> &str {
+        self.0.user.username.as_str()
+    }
+
+    /// The first step: the password policy, argon2, and a fresh TOTP secret sealed for the
+    /// user (a second call replaces both). Returns the secret to show.
+    pub(crate) async fn set_password(
+        &self,
+        state: &AppState,
+        pw: &str,
+    ) -> Result<totp::TotpSecret, EnrollError> {
+        let user = &self.0.user;
+        check_new_password(state, pw, user.username.as_str())
+            .await?
+            .map_err(EnrollError::Password)?;
+        let pw = pw.to_owned();
+        let hash = hashing(state, move |pool| pool.hash(&pw))
+            .await?
+            .map_err(|e| {
+                tracing::error!(error = %e, "password hashing failed");
+                ApiError::Internal
+            })?;
+        let secret = totp::TotpSecret::generate().map_err(|_| ApiError::Internal)?;
+        let sealed = state
+            .0
+            .keys
+            .totp
+            .seal(&secret, user.username.as_str())
+            .map_err(|_| ApiError::Internal)?;
+        state
+            .0
+            .store
+            .enroll_set_secrets(user.id, &hash, &sealed)
+            .await?;
+        Ok(secret)
+    }
+
+    /// The secret the first step made, to check a code against (and for the pages to show the
+    /// QR code again after a wrong one).
+    pub(crate) fn secret(&self, state: &AppState) -> Result<totp::TotpSecret, EnrollError> {
+        let sealed = self
+            .0
+            .totp_sealed
+            .as_deref()
+            .ok_or(EnrollError::NoPassword)?;
+        Ok(state
+            .0
+            .keys
+            .totp
+            .open(sealed, self.username())
+            .map_err(|_| ApiError::Internal)?)
+    }
+
+    /// The second step: a current code from `secret` ends enrollment (audited `user.enroll`);
+    /// its time step counts as used.
+    pub(crate) async fn confirm(
+        &self,
+        state: &AppState,
+        addr: &ClientAddr,
+        secret: &totp::TotpSecret,
+        code: &str,
+    ) -> Result<(), EnrollError> {
+        let now = state.0.clock.now();
+        let step =
+            totp::check(secret, code, now.unix_secs(), None).map_err(|_| EnrollError::WrongCode)?;
+        let user = &self.0.user;
+        let actor = portcullis_store::AuditActor {
+            name: user.username.to_string(),
+            role: ActorRole::from(user.role),
+            source: addr.source(),
+        };
+        if !state.0.store.enroll_confirm(&actor, user.id, step).await? {
+            return Err(EnrollError::BadCode);
+        }
+        Ok(())
+    }
+}
+
 pub async fn enroll(
     State(state): State<AppState>,
     addr: ClientAddr,
     ApiJson(body): ApiJson<EnrollBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    rate_limit(&state, &addr)?;
-    let creds = state
-        .0
-        .store
-        .enrollment(&body.code)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(BAD_CODE.into()))?;
-    let user = creds.user.clone();
-    check_new_password(&state, &body.password, user.username.as_str())
-        .await?
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
-    let pw = body.password.clone();
-    let hash = hashing(&state, move |pool| pool.hash(&pw))
-        .await?
-        .map_err(|e| {
-            tracing::error!(error = %e, "password hashing failed");
-            ApiError::Internal
-        })?;
-    let secret = totp::TotpSecret::generate().map_err(|_| ApiError::Internal)?;
-    let sealed = state
-        .0
-        .keys
-        .totp
-        .seal(&secret, user.username.as_str())
-        .map_err(|_| ApiError::Internal)?;
-    state
-        .0
-        .store
-        .enroll_set_secrets(user.id, &hash, &sealed)
-        .await?;
-    let uri = secret.otpauth_uri("Portcullis", user.username.as_str());
+    let enrollment = Enrollment::find(&state, &addr, &body.code).await?;
+    let secret = enrollment.set_password(&state, &body.password).await?;
+    let uri = secret.otpauth_uri("Portcullis", enrollment.username());
     let qr = totp::qr_svg(&uri).unwrap_or_default();
     Ok(Json(
         serde_json::json!({ "otpauth_uri": uri, "secret": secret.base32(), "qr_svg": qr }),
@@ -163,40 +299,11 @@ pub async fn enroll_confirm(
     addr: ClientAddr,
     ApiJson(body): ApiJson<EnrollConfirmBody>,
 ) -> ApiResult<StatusCode> {
-    rate_limit(&state, &addr)?;
-    let creds = state
-        .0
-        .store
-        .enrollment(&body.code)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(BAD_CODE.into()))?;
-    let sealed = creds
-        .totp_sealed
-        .as_deref()
-        .ok_or_else(|| ApiError::Conflict("set a password first (POST /api/v1/enroll)".into()))?;
-    let secret = state
-        .0
-        .keys
-        .totp
-        .open(sealed, creds.user.username.as_str())
-        .map_err(|_| ApiError::Internal)?;
-    let now = state.0.clock.now();
-    let step = totp::check(&secret, &body.totp, unix_secs(now), None).map_err(|_| {
-        ApiError::Invalid("that code does not match; check the authenticator app's clock".into())
-    })?;
-    let actor = portcullis_store::AuditActor {
-        name: creds.user.username.to_string(),
-        role: ActorRole::from(creds.user.role),
-        source: addr.source(),
-    };
-    if !state
-        .0
-        .store
-        .enroll_confirm(&actor, creds.user.id, step)
-        .await?
-    {
-        return Err(ApiError::NotFound(BAD_CODE.into()));
-    }
+    let enrollment = Enrollment::find(&state, &addr, &body.code).await?;
+    let secret = enrollment.secret(&state)?;
+    enrollment
+        .confirm(&state, &addr, &secret, &body.totp)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -368,7 +475,7 @@ pub(crate) async fn check_totp(
         .totp
         .open(&sealed, user.username.as_str())
         .map_err(|_| ApiError::Internal)?;
-    let now = unix_secs(state.0.clock.now());
+    let now = state.0.clock.now().unix_secs();
     match totp::check(&secret, code, now, creds.totp_last_step) {
         Ok(step) if state.0.store.use_totp_step(user.id, step).await? => Ok(()),
         Ok(_) | Err(totp::TotpError::Replayed) => {
@@ -497,4 +604,26 @@ pub async fn logout_everywhere(
         .await?;
     let body = Json(serde_json::json!({ "sessions_ended": ended }));
     Ok(with_expired_cookie(body.into_response()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn bodies_with_secrets_never_print_them() {
+        let login: LoginBody =
+            serde_json::from_str(r#"{"username":"vera","password":"hunter2-horse"}"#).unwrap();
+        let enroll: EnrollBody =
+            serde_json::from_str(r#"{"code":"ENR-SECRET","password":"hunter2-horse"}"#).unwrap();
+        let mfa: MfaBody =
+            serde_json::from_str(r#"{"mfa_token":"mfa-secret","totp":"123456"}"#).unwrap();
+        let shown = format!("{login:?} {enroll:?} {mfa:?}");
+        assert!(shown.contains("vera"), "{shown}");
+        for secret in ["hunter2-horse", "ENR-SECRET", "mfa-secret", "123456"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 }

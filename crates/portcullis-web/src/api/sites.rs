@@ -25,7 +25,7 @@ pub const SITE_CERT_DAYS: u32 = 365;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteBody {
-    name: String,
+    pub(crate) name: String,
 }
 
 #[derive(Deserialize)]

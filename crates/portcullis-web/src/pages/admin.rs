@@ -2,26 +2,33 @@
 //! device inventory with each device's policy. Enrollment codes are shown once, in the answer
 //! to the POST that made them (never in a URL).
 
-use std::collections::BTreeSet;
-
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use portcullis_core::window::{format_duration, parse_window_length};
 use portcullis_core::{
-    Criticality, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName, Port,
-    Role, Timestamp, Username,
+    DeviceName, DevicePolicy, DeviceProfile, OrgName, Port, Role, Timestamp, Username,
 };
-use portcullis_store::{EnrollmentCode, NewUser};
+use portcullis_store::EnrollmentCode;
+use serde::Deserialize;
 
 use super::error::{PageResult, rerender};
-use super::form::{Fields, Posted};
+use super::form::{FormError, Input, Posted, Problem, field, field_error, list};
 use super::layout::{Flash, csrf, error_box, page};
 use super::session::Browser;
 use super::time::PlantTime;
 use super::views::ports;
-use crate::error::{ApiError, ApiResult};
+use crate::api::admin::{DeviceBody, OrgBody, PolicyBody, UserBody};
+use crate::error::ApiError;
 use crate::state::AppState;
+
+const USERNAME: Input = Input::new("username", "Username");
+const ROLE: Input = Input::new("role", "Role");
+const ORG: Input = Input::new("org", "Organisation");
+const ORG_NAME: Input = Input::new("name", "Name");
+
+/// Core's field names for a new user, at the users form's inputs.
+const USER_FIELDS: &[(&str, Input)] = &[("username", USERNAME), ("role", ROLE), ("org", ORG)];
 
 /// A fresh enrollment code to hand over, shown on this one page.
 struct Issued<'a> {
@@ -34,16 +41,24 @@ async fn users_page(
     who: &Browser,
     flash: Flash,
     issued: Option<Issued<'_>>,
-    error: Option<ApiError>,
+    error: Option<(FormError, Option<&UserBody>)>,
 ) -> PageResult {
     let users = state.0.store.list_users().await?;
     let orgs = state.0.store.list_orgs().await?;
     let tz = PlantTime::of(state);
     let now = state.0.clock.now();
     let origin = &state.0.config.public_origin;
-    let render = |msg: Option<&str>| {
+    let typed = error.as_ref().and_then(|(_, t)| *t);
+    let render = |problem: Option<&Problem>| {
+        let (name_v, role_v, org_v) = typed.map_or(("", "", ""), |t| {
+            (
+                t.username.as_str(),
+                t.role.as_str(),
+                t.org.as_deref().unwrap_or(""),
+            )
+        });
         let body = html! {
-            (error_box(msg))
+            (error_box(problem))
             @if let Some(i) = &issued {
                 @let link = format!("{origin}/enroll?code={}", i.code.code);
                 div.flash data-testid="enrollment" {
@@ -80,18 +95,20 @@ async fn users_page(
             h2 { "Add a user" }
             form.stack method="post" action="/admin/users" data-testid="add-user-form" {
                 (csrf(who))
-                label { "Username" input type="text" name="username" required data-testid="new-username"; }
-                label { "Role"
-                    select name="role" data-testid="new-role" {
-                        @for r in Role::ALL { option value=(r) { (r) } }
+                (field(USERNAME, "", html! {
+                    input type="text" name=(USERNAME.name) value=(name_v) required data-testid="new-username";
+                }, problem))
+                (field(ROLE, "", html! {
+                    select name=(ROLE.name) data-testid="new-role" {
+                        @for r in Role::ALL { option value=(r) selected[role_v == r.as_str()] { (r) } }
                     }
-                }
-                label { "Organisation (vendors only)"
-                    select name="org" data-testid="new-org" {
+                }, problem))
+                (field(ORG, " (vendors only)", html! {
+                    select name=(ORG.name) data-testid="new-org" {
                         option value="" { "—" }
-                        @for (o, _) in &orgs { option value=(o.as_str()) { (o.as_str()) } }
+                        @for (o, _) in &orgs { option value=(o.as_str()) selected[org_v == o.as_str()] { (o.as_str()) } }
                     }
-                }
+                }, problem))
                 button type="submit" data-testid="add-user-submit" { "Add user" }
             }
         };
@@ -99,7 +116,7 @@ async fn users_page(
     };
     Ok(match error {
         None => render(None).into_response(),
-        Some(e) => rerender(e, |m| render(Some(m))),
+        Some((e, _)) => rerender(e, render),
     })
 }
 
@@ -108,30 +125,46 @@ pub(crate) async fn users(State(state): State<AppState>, who: Browser, flash: Fl
     users_page(&state, &who, flash, None, None).await
 }
 
-fn new_user(f: &Fields) -> ApiResult<NewUser> {
-    let role = f.get("role").parse::<Role>()?;
-    // The organisation select only means something for vendors.
-    let org = match role {
-        Role::Vendor => f.opt("org").map(OrgName::parse).transpose()?,
-        _ => None,
-    };
-    Ok(NewUser {
-        username: Username::parse(f.get("username"))?,
-        role,
-        org,
-    })
+/// The form as `POST /api/v1/admin/users` takes it. The organisation select only means
+/// something for vendors, and "—" is none; a vendor without one is refused here, in the page's
+/// words (the store's refusal speaks of the CLI's `--org`).
+async fn new_user(
+    state: &AppState,
+    mut b: UserBody,
+) -> (UserBody, Result<portcullis_store::NewUser, FormError>) {
+    if b.role.trim() != Role::Vendor.as_str()
+        || b.org.as_deref().is_some_and(|o| o.trim().is_empty())
+    {
+        b.org = None;
+    }
+    let outcome = async {
+        let new = b.new_user().map_err(|v| FormError::located(v, USER_FIELDS))?;
+        if new.role == Role::Vendor && new.org.is_none() {
+            let orgs = state.0.store.list_orgs().await?;
+            let why = if orgs.is_empty() {
+                "a vendor must belong to an organisation, and there is none yet: add it first on the Organisations page"
+            } else {
+                "a vendor must belong to an organisation: choose theirs"
+            };
+            return Err(FormError::at(ORG, ApiError::Conflict(why.into())));
+        }
+        Ok(new)
+    }
+    .await;
+    (b, outcome)
 }
 
-pub(crate) async fn add_user(State(state): State<AppState>, p: Posted) -> PageResult {
+pub(crate) async fn add_user(State(state): State<AppState>, p: Posted<UserBody>) -> PageResult {
     let who = &p.who;
     who.require(&[Role::Admin])?;
-    let outcome = match new_user(&p.fields) {
+    let (typed, new) = new_user(&state, p.form).await;
+    let outcome = match new {
         Ok(new) => state
             .0
             .store
             .add_user(&who.0.actor(), &new)
             .await
-            .map_err(ApiError::from),
+            .map_err(|e| FormError::from_store(e, USER_FIELDS)),
         Err(e) => Err(e),
     };
     match outcome {
@@ -142,7 +175,7 @@ pub(crate) async fn add_user(State(state): State<AppState>, p: Posted) -> PageRe
             };
             users_page(&state, who, Flash::default(), Some(issued), None).await
         }
-        Err(e) => users_page(&state, who, Flash::default(), None, Some(e)).await,
+        Err(e) => users_page(&state, who, Flash::default(), None, Some((e, Some(&typed)))).await,
     }
 }
 
@@ -182,7 +215,7 @@ pub(crate) async fn user_action(
             };
             users_page(&state, who, Flash::default(), Some(issued), None).await
         }
-        Err(e) => users_page(&state, who, Flash::default(), None, Some(e)).await,
+        Err(e) => users_page(&state, who, Flash::default(), None, Some((e.into(), None))).await,
     }
 }
 
@@ -191,10 +224,11 @@ fn orgs_page(
     orgs: &[(OrgName, Timestamp)],
     tz: &PlantTime,
     flash: Flash,
-    error: Option<&str>,
+    typed: &str,
+    problem: Option<&Problem>,
 ) -> Markup {
     let body = html! {
-        (error_box(error))
+        (error_box(problem))
         table data-testid="orgs" {
             thead { tr { th { "Organisation" } th { "Added" } } }
             tbody { @for (o, at) in orgs { tr { td { (o.as_str()) } td { (tz.show(*at)) } } } }
@@ -202,7 +236,9 @@ fn orgs_page(
         h2 { "Add an organisation" }
         form.stack method="post" action="/admin/orgs" data-testid="add-org-form" {
             (csrf(who))
-            label { "Name" input type="text" name="name" required data-testid="org-name"; }
+            (field(ORG_NAME, "", html! {
+                input type="text" name=(ORG_NAME.name) value=(typed) required data-testid="org-name";
+            }, problem))
             button type="submit" data-testid="add-org-submit" { "Add" }
         }
     };
@@ -212,123 +248,286 @@ fn orgs_page(
 pub(crate) async fn orgs(State(state): State<AppState>, who: Browser, flash: Flash) -> PageResult {
     who.require(&[Role::Admin])?;
     let orgs = state.0.store.list_orgs().await?;
-    Ok(orgs_page(&who, &orgs, &PlantTime::of(&state), flash, None).into_response())
+    Ok(orgs_page(&who, &orgs, &PlantTime::of(&state), flash, "", None).into_response())
 }
 
-pub(crate) async fn add_org(State(state): State<AppState>, p: Posted) -> PageResult {
+pub(crate) async fn add_org(State(state): State<AppState>, p: Posted<OrgBody>) -> PageResult {
     let who = &p.who;
     who.require(&[Role::Admin])?;
-    let outcome = match OrgName::parse(p.fields.get("name")) {
+    let outcome = match OrgName::parse(&p.form.name) {
         Ok(name) => state
             .0
             .store
             .add_org(&who.0.actor(), &name)
             .await
-            .map_err(ApiError::from),
-        Err(e) => Err(e.into()),
+            .map_err(|e| FormError::from_store(e, &[("org", ORG_NAME)])),
+        Err(v) => Err(FormError::invalid(ORG_NAME, v.message)),
     };
     match outcome {
         Ok(()) => Ok(Flash::redirect("/admin/orgs", "org_added").into_response()),
         Err(e) => {
             let orgs = state.0.store.list_orgs().await?;
             let tz = PlantTime::of(&state);
-            Ok(rerender(e, |m| {
-                orgs_page(who, &orgs, &tz, Flash::default(), Some(m))
+            Ok(rerender(e, |problem| {
+                orgs_page(who, &orgs, &tz, Flash::default(), &p.form.name, problem)
             }))
         }
     }
 }
 
-/// Policy fields as the forms name them: ports `502, 80`, window `8h`, approvals 1 or 2, orgs.
-fn policy(f: &Fields) -> ApiResult<DevicePolicy> {
-    let approvals = f
-        .get("approvals")
-        .trim()
-        .parse::<u8>()
-        .map_err(|_| ApiError::Invalid("approvals: choose 1 or 2".into()))?;
-    let orgs = f
-        .all("orgs")
-        .map(OrgName::parse)
-        .collect::<Result<BTreeSet<_>, _>>()?;
-    Ok(DevicePolicy::new(
-        Port::parse_list(f.get("ports"))?,
-        parse_window_length(f.get("max_window"))?,
-        approvals,
-        orgs,
-    )?)
-}
+const PORTS: Input = Input::new("ports", "Allowed ports");
+const MAX_WINDOW: Input = Input::new("max_window", "Longest window");
+const APPROVALS: Input = Input::new("approvals", "Approvals needed");
+const ORGS: Input = Input::new("orgs", "Organisations");
+const DEVICE_NAME: Input = Input::new("name", "Name");
+const ADDRESS: Input = Input::new("address", "Address");
+const CRITICALITY: Input = Input::new("criticality", "Criticality");
 
-const PROFILE_FIELDS: [(&str, &str); 9] = [
-    ("device_type", "Type (PLC, HMI, engineering workstation…)"),
-    ("site", "Site"),
-    ("owner", "Owner"),
-    ("vendor", "Vendor"),
-    ("purpose", "Purpose"),
-    ("data_handled", "Data handled"),
-    ("access_method", "Access method"),
-    ("firmware", "Firmware"),
-    ("support_contact", "Support contact"),
+/// Core's field names for a policy, at the policy inputs.
+const POLICY_FIELDS: &[(&str, Input)] = &[
+    ("ports", PORTS),
+    ("port", PORTS),
+    ("max-window", MAX_WINDOW),
+    ("approvals", APPROVALS),
+    ("org", ORGS),
 ];
 
-fn device_from(f: &Fields) -> ApiResult<Device> {
-    let text = |k: &str| f.get(k).trim().to_owned();
-    Ok(Device {
-        name: DeviceName::parse(f.get("name"))?,
-        address: NetworkAddress::parse(f.get("address"))?,
-        criticality: f
-            .opt("criticality")
-            .unwrap_or("medium")
-            .parse::<Criticality>()?,
-        profile: DeviceProfile {
-            device_type: text("device_type"),
-            site: text("site"),
-            owner: text("owner"),
-            vendor: text("vendor"),
-            purpose: text("purpose"),
-            data_handled: text("data_handled"),
-            access_method: text("access_method"),
-            firmware: text("firmware"),
-            support_contact: text("support_contact"),
-        },
-        policy: policy(f)?,
-    })
+/// The inventory's free-text fields: the input, its hint, core's name for it, and where a
+/// device keeps it.
+type ProfileField = (
+    Input,
+    &'static str,
+    &'static str,
+    fn(&DeviceProfile) -> &str,
+);
+const PROFILE_FIELDS: [ProfileField; 9] = [
+    (
+        Input::new("device_type", "Type"),
+        " (PLC, HMI, engineering workstation…)",
+        "type",
+        |p| &p.device_type,
+    ),
+    (Input::new("site", "Site"), "", "site", |p| &p.site),
+    (Input::new("owner", "Owner"), "", "owner", |p| &p.owner),
+    (Input::new("vendor", "Vendor"), "", "vendor", |p| &p.vendor),
+    (Input::new("purpose", "Purpose"), "", "purpose", |p| {
+        &p.purpose
+    }),
+    (
+        Input::new("data_handled", "Data handled"),
+        "",
+        "data",
+        |p| &p.data_handled,
+    ),
+    (
+        Input::new("access_method", "Access method"),
+        "",
+        "access",
+        |p| &p.access_method,
+    ),
+    (Input::new("firmware", "Firmware"), "", "firmware", |p| {
+        &p.firmware
+    }),
+    (
+        Input::new("support_contact", "Support contact"),
+        "",
+        "contact",
+        |p| &p.support_contact,
+    ),
+];
+
+/// Core's field names for a device, at the device form's inputs.
+fn device_fields() -> Vec<(&'static str, Input)> {
+    let mut map = vec![
+        ("device", DEVICE_NAME),
+        ("address", ADDRESS),
+        ("criticality", CRITICALITY),
+    ];
+    map.extend(
+        PROFILE_FIELDS
+            .iter()
+            .map(|(input, _, core, _)| (*core, *input)),
+    );
+    map.extend_from_slice(POLICY_FIELDS);
+    map
 }
 
-/// The policy inputs, filled from `current` (or what was typed).
+/// The policy inputs as posted: ports `502, 80`, window `8h`, approvals 1 or 2, orgs ticked.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PolicyForm {
+    #[serde(default)]
+    ports: String,
+    #[serde(default)]
+    max_window: String,
+    #[serde(default)]
+    approvals: String,
+    #[serde(default, deserialize_with = "list")]
+    orgs: Vec<String>,
+}
+
+impl PolicyForm {
+    fn of(p: &DevicePolicy) -> Self {
+        Self {
+            ports: Port::join(&p.allowed_ports),
+            max_window: format_duration(p.max_window),
+            approvals: p.approvals_required.to_string(),
+            orgs: p.allowed_orgs.iter().map(|o| o.to_string()).collect(),
+        }
+    }
+
+    /// What `POST /api/v1/admin/devices/{name}/policy` takes, from the text people type.
+    fn body(&self) -> Result<PolicyBody, FormError> {
+        let ports =
+            Port::parse_list(&self.ports).map_err(|v| FormError::invalid(PORTS, v.message))?;
+        let window = parse_window_length(&self.max_window)
+            .map_err(|v| FormError::invalid(MAX_WINDOW, v.message))?;
+        let approvals = self
+            .approvals
+            .trim()
+            .parse::<u8>()
+            .map_err(|_| FormError::invalid(APPROVALS, "choose 1 or 2"))?;
+        Ok(PolicyBody {
+            ports: ports.iter().map(|p| u32::from(p.get())).collect(),
+            approvals_required: approvals,
+            max_window_secs: window.as_secs(),
+            orgs: self.orgs.clone(),
+        })
+    }
+
+    fn policy(&self) -> Result<DevicePolicy, FormError> {
+        self.body()?
+            .policy()
+            .map_err(|v| FormError::located(v, POLICY_FIELDS))
+    }
+}
+
+/// The add-device form: `POST /api/v1/admin/devices`'s fields, the policy as [`PolicyForm`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct DeviceForm {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    address: String,
+    #[serde(default)]
+    criticality: String,
+    #[serde(default)]
+    device_type: String,
+    #[serde(default)]
+    site: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    vendor: String,
+    #[serde(default)]
+    purpose: String,
+    #[serde(default)]
+    data_handled: String,
+    #[serde(default)]
+    access_method: String,
+    #[serde(default)]
+    firmware: String,
+    #[serde(default)]
+    support_contact: String,
+    #[serde(default)]
+    ports: String,
+    #[serde(default)]
+    max_window: String,
+    #[serde(default)]
+    approvals: String,
+    #[serde(default, deserialize_with = "list")]
+    orgs: Vec<String>,
+}
+
+impl DeviceForm {
+    fn profile(&self) -> DeviceProfile {
+        DeviceProfile {
+            device_type: self.device_type.clone(),
+            site: self.site.clone(),
+            owner: self.owner.clone(),
+            vendor: self.vendor.clone(),
+            purpose: self.purpose.clone(),
+            data_handled: self.data_handled.clone(),
+            access_method: self.access_method.clone(),
+            firmware: self.firmware.clone(),
+            support_contact: self.support_contact.clone(),
+        }
+    }
+
+    fn policy(&self) -> PolicyForm {
+        PolicyForm {
+            ports: self.ports.clone(),
+            max_window: self.max_window.clone(),
+            approvals: self.approvals.clone(),
+            orgs: self.orgs.clone(),
+        }
+    }
+
+    /// The device, through `POST /api/v1/admin/devices`'s body.
+    fn device(&self) -> Result<portcullis_core::Device, FormError> {
+        let policy = self.policy().body()?;
+        let text = |s: &str| s.trim().to_owned();
+        let body = DeviceBody {
+            name: self.name.clone(),
+            address: self.address.clone(),
+            ports: policy.ports,
+            device_type: text(&self.device_type),
+            site: text(&self.site),
+            owner: text(&self.owner),
+            vendor: text(&self.vendor),
+            purpose: text(&self.purpose),
+            data_handled: text(&self.data_handled),
+            access_method: text(&self.access_method),
+            firmware: text(&self.firmware),
+            support_contact: text(&self.support_contact),
+            criticality: Some(self.criticality.trim())
+                .filter(|c| !c.is_empty())
+                .map(str::to_owned),
+            approvals_required: Some(policy.approvals_required),
+            max_window_secs: Some(policy.max_window_secs),
+            orgs: policy.orgs,
+        };
+        body.device()
+            .map_err(|v| FormError::located(v, &device_fields()))
+    }
+}
+
+/// The policy inputs, filled from `typed` (what was posted) or `current`.
 fn policy_inputs(
     orgs: &[(OrgName, Timestamp)],
     current: Option<&DevicePolicy>,
-    typed: Option<&Fields>,
+    typed: Option<&PolicyForm>,
+    problem: Option<&Problem>,
 ) -> Markup {
-    let value = |k: &str, from_policy: String| typed.map_or(from_policy, |f| f.get(k).to_owned());
-    let ports_v = value(
-        "ports",
-        current.map_or_else(String::new, |p| Port::join(&p.allowed_ports)),
-    );
-    let window_v = value(
-        "max_window",
-        current.map_or_else(|| "8h".into(), |p| format_duration(p.max_window)),
-    );
-    let approvals_v = value(
-        "approvals",
-        current.map_or_else(|| "1".into(), |p| p.approvals_required.to_string()),
-    );
+    let shown = match (typed, current) {
+        (Some(t), _) => t.clone(),
+        (None, Some(p)) => PolicyForm::of(p),
+        (None, None) => PolicyForm {
+            max_window: "8h".into(),
+            approvals: "1".into(),
+            ..PolicyForm::default()
+        },
+    };
     html! {
-        label { "Allowed ports (comma-separated)" input type="text" name="ports" value=(ports_v) required data-testid="policy-ports"; }
-        label { "Longest window (e.g. 8h, 30m)" input type="text" name="max_window" value=(window_v) required data-testid="policy-window"; }
-        label { "Approvals needed"
-            select name="approvals" data-testid="policy-approvals" {
-                option value="1" selected[approvals_v == "1"] { "1" }
-                option value="2" selected[approvals_v == "2"] { "2 (dual approval)" }
+        (field(PORTS, " (comma-separated)", html! {
+            input type="text" name=(PORTS.name) value=(shown.ports) required data-testid="policy-ports";
+        }, problem))
+        (field(MAX_WINDOW, " (e.g. 8h, 30m)", html! {
+            input type="text" name=(MAX_WINDOW.name) value=(shown.max_window) required data-testid="policy-window";
+        }, problem))
+        (field(APPROVALS, "", html! {
+            select name=(APPROVALS.name) data-testid="policy-approvals" {
+                option value="1" selected[shown.approvals == "1"] { "1" }
+                option value="2" selected[shown.approvals == "2"] { "2 (dual approval)" }
             }
-        }
-        fieldset { legend { "Organisations that may request it" }
+        }, problem))
+        fieldset.field data-field=(ORGS.name) { legend { (ORGS.label) " that may request it" }
             @for (o, _) in orgs {
-                @let on = typed.map_or_else(
-                    || current.is_some_and(|p| p.allowed_orgs.contains(o)),
-                    |f| f.all("orgs").any(|v| v == o.as_str()));
-                label { input type="checkbox" name="orgs" value=(o.as_str()) checked[on]; (o.as_str()) }
+                @let on = shown.orgs.iter().any(|v| v == o.as_str());
+                label { input type="checkbox" name=(ORGS.name) value=(o.as_str()) checked[on]; (o.as_str()) }
             }
+            (field_error(problem, ORGS))
         }
     }
 }
@@ -337,15 +536,20 @@ async fn devices_page(
     state: &AppState,
     who: &Browser,
     flash: Flash,
-    error: Option<(ApiError, &Fields)>,
+    error: Option<(FormError, &DeviceForm)>,
 ) -> PageResult {
     let devices = state.0.store.list_devices().await?;
     let orgs = state.0.store.list_orgs().await?;
     let typed = error.as_ref().map(|(_, f)| *f);
-    let render = |msg: Option<&str>| {
-        let v = |k: &str| typed.map_or("", |f| f.get(k));
+    let render = |problem: Option<&Problem>| {
+        let blank = DeviceForm::default();
+        let v = typed.unwrap_or(&blank);
+        let profile = v.profile();
+        let criticality = Some(v.criticality.as_str())
+            .filter(|c| !c.is_empty())
+            .unwrap_or("medium");
         let body = html! {
-            (error_box(msg))
+            (error_box(problem))
             table data-testid="devices" {
                 thead { tr {
                     th { "Device" } th { "Address" } th { "Type" } th { "Site" } th { "Criticality" }
@@ -369,17 +573,23 @@ async fn devices_page(
             h2 { "Add a device" }
             form.stack method="post" action="/admin/devices" data-testid="add-device-form" {
                 (csrf(who))
-                label { "Name" input type="text" name="name" value=(v("name")) required data-testid="device-name"; }
-                label { "Address (IP or host name; never shown to vendors)" input type="text" name="address" value=(v("address")) required data-testid="device-address"; }
-                label { "Criticality"
-                    select name="criticality" {
-                        @for c in ["low", "medium", "high"] { option value=(c) selected[v("criticality") == c || (v("criticality").is_empty() && c == "medium")] { (c) } }
+                (field(DEVICE_NAME, "", html! {
+                    input type="text" name=(DEVICE_NAME.name) value=(v.name) required data-testid="device-name";
+                }, problem))
+                (field(ADDRESS, " (IP or host name; never shown to vendors)", html! {
+                    input type="text" name=(ADDRESS.name) value=(v.address) required data-testid="device-address";
+                }, problem))
+                (field(CRITICALITY, "", html! {
+                    select name=(CRITICALITY.name) {
+                        @for c in ["low", "medium", "high"] { option value=(c) selected[criticality == c] { (c) } }
                     }
+                }, problem))
+                @for (input, hint, _, get) in PROFILE_FIELDS {
+                    (field(input, hint, html! {
+                        input type="text" name=(input.name) value=(get(&profile));
+                    }, problem))
                 }
-                @for (k, label) in PROFILE_FIELDS {
-                    label { (label) input type="text" name=(k) value=(v(k)); }
-                }
-                (policy_inputs(&orgs, None, typed))
+                (policy_inputs(&orgs, None, typed.map(DeviceForm::policy).as_ref(), problem))
                 button type="submit" data-testid="add-device-submit" { "Add device" }
             }
         };
@@ -387,7 +597,7 @@ async fn devices_page(
     };
     Ok(match error {
         None => render(None).into_response(),
-        Some((e, _)) => rerender(e, |m| render(Some(m))),
+        Some((e, _)) => rerender(e, render),
     })
 }
 
@@ -400,21 +610,21 @@ pub(crate) async fn devices(
     devices_page(&state, &who, flash, None).await
 }
 
-pub(crate) async fn add_device(State(state): State<AppState>, p: Posted) -> PageResult {
+pub(crate) async fn add_device(State(state): State<AppState>, p: Posted<DeviceForm>) -> PageResult {
     let who = &p.who;
     who.require(&[Role::Admin])?;
-    let outcome = match device_from(&p.fields) {
+    let outcome = match p.form.device() {
         Ok(d) => state
             .0
             .store
             .add_device(&who.0.actor(), &d)
             .await
-            .map_err(ApiError::from),
+            .map_err(|e| FormError::from_store(e, &device_fields())),
         Err(e) => Err(e),
     };
     match outcome {
         Ok(()) => Ok(Flash::redirect("/admin/devices", "device_added").into_response()),
-        Err(e) => devices_page(&state, who, Flash::default(), Some((e, &p.fields))).await,
+        Err(e) => devices_page(&state, who, Flash::default(), Some((e, &p.form))).await,
     }
 }
 
@@ -423,7 +633,7 @@ async fn device_page(
     who: &Browser,
     name: &str,
     flash: Flash,
-    error: Option<(ApiError, &Fields)>,
+    error: Option<(FormError, &PolicyForm)>,
 ) -> PageResult<Response> {
     let dn = DeviceName::parse(name)?;
     let device = state
@@ -434,21 +644,21 @@ async fn device_page(
         .ok_or_else(|| ApiError::NotFound(format!("device '{dn}' does not exist")))?;
     let orgs = state.0.store.list_orgs().await?;
     let typed = error.as_ref().map(|(_, f)| *f);
-    let render = |msg: Option<&str>| {
+    let render = |problem: Option<&Problem>| {
         let d = &device;
         let body = html! {
-            (error_box(msg))
+            (error_box(problem))
             dl.facts data-testid="device" {
                 dt { "Address" } dd.code { (d.address.as_str()) }
                 dt { "Criticality" } dd { (d.criticality.as_str()) }
-                @for (k, label) in PROFILE_FIELDS {
-                    dt { (label) } dd { (profile_field(&d.profile, k)) }
+                @for (input, _, _, get) in PROFILE_FIELDS {
+                    dt { (input.label) } dd { (get(&d.profile)) }
                 }
             }
             h2 { "Policy" }
             form.stack method="post" action={ "/admin/devices/" (d.name.as_str()) } data-testid="policy-form" {
                 (csrf(who))
-                (policy_inputs(&orgs, Some(&d.policy), typed))
+                (policy_inputs(&orgs, Some(&d.policy), typed, problem))
                 button type="submit" data-testid="policy-submit" { "Save policy" }
             }
         };
@@ -456,23 +666,8 @@ async fn device_page(
     };
     Ok(match error {
         None => render(None).into_response(),
-        Some((e, _)) => rerender(e, |m| render(Some(m))),
+        Some((e, _)) => rerender(e, render),
     })
-}
-
-fn profile_field<'a>(p: &'a DeviceProfile, k: &str) -> &'a str {
-    match k {
-        "device_type" => &p.device_type,
-        "site" => &p.site,
-        "owner" => &p.owner,
-        "vendor" => &p.vendor,
-        "purpose" => &p.purpose,
-        "data_handled" => &p.data_handled,
-        "access_method" => &p.access_method,
-        "firmware" => &p.firmware,
-        "support_contact" => &p.support_contact,
-        _ => "",
-    }
 }
 
 pub(crate) async fn device(
@@ -488,25 +683,26 @@ pub(crate) async fn device(
 pub(crate) async fn set_policy(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    p: Posted,
+    p: Posted<PolicyForm>,
 ) -> PageResult {
     let who = &p.who;
     who.require(&[Role::Admin])?;
     let outcome = async {
-        let dn = DeviceName::parse(&name)?;
-        let policy = policy(&p.fields)?;
+        let dn = DeviceName::parse(&name).map_err(ApiError::from)?;
+        let policy = p.form.policy()?;
         state
             .0
             .store
             .set_device_policy(&who.0.actor(), &dn, &policy)
-            .await?;
-        ApiResult::Ok(dn)
+            .await
+            .map_err(|e| FormError::from_store(e, POLICY_FIELDS))?;
+        Ok::<_, FormError>(dn)
     }
     .await;
     match outcome {
         Ok(dn) => {
             Ok(Flash::redirect(&format!("/admin/devices/{dn}"), "policy_saved").into_response())
         }
-        Err(e) => device_page(&state, who, &name, Flash::default(), Some((e, &p.fields))).await,
+        Err(e) => device_page(&state, who, &name, Flash::default(), Some((e, &p.form))).await,
     }
 }

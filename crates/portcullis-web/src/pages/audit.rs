@@ -10,15 +10,22 @@ use portcullis_store::AuditQuery;
 use serde::Deserialize;
 
 use super::error::{PageResult, rerender};
+use super::form::{FormError, Input, Problem, field};
 use super::layout::{Flash, error_box, page};
 use super::session::Browser;
 use super::time::PlantTime;
 use super::views::{state as state_badge, window};
 use crate::api::audit::filter;
-use crate::error::{ApiError, ApiResult};
+use crate::error::ApiError;
 use crate::state::AppState;
 
 const PAGE: i64 = 100;
+
+const SINCE: Input = Input::new("since", "Since");
+const UNTIL: Input = Input::new("until", "Until");
+const ACTOR: Input = Input::new("actor", "Actor");
+const DEVICE: Input = Input::new("device", "Device");
+const ACTION: Input = Input::new("action", "Action");
 
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct Filters {
@@ -42,16 +49,22 @@ fn some(s: &str) -> Option<String> {
 
 impl Filters {
     /// Since and until are read in the plant's time zone, like every time on the pages.
-    fn query(&self, tz: &PlantTime) -> ApiResult<AuditQuery> {
-        let at = |field: &str, v: &str| -> ApiResult<_> {
-            some(v).map(|v| tz.parse(field, &v)).transpose()
+    fn query(&self, tz: &PlantTime) -> Result<AuditQuery, FormError> {
+        let at = |input: Input, v: &str| {
+            some(v)
+                .map(|v| tz.parse(input.name, &v))
+                .transpose()
+                .map_err(|v| FormError::invalid(input, v.message))
+        };
+        let text = |input: Input, v: &str| {
+            filter(input.name, Some(v.trim())).map_err(|v| FormError::invalid(input, v.message))
         };
         Ok(AuditQuery {
-            since: at("since", &self.since)?,
-            until: at("until", &self.until)?,
-            actor: filter("actor", Some(self.actor.trim()))?,
-            action: filter("action", Some(self.action.trim()))?,
-            device: filter("device", Some(self.device.trim()))?,
+            since: at(SINCE, &self.since)?,
+            until: at(UNTIL, &self.until)?,
+            actor: text(ACTOR, &self.actor)?,
+            action: text(ACTION, &self.action)?,
+            device: text(DEVICE, &self.device)?,
             grant_id: None,
             after: self.after,
             limit: Some(PAGE),
@@ -116,15 +129,16 @@ pub(crate) async fn list(
         }
         href
     };
-    let render = |msg: Option<&str>| {
+    let zone = format!(" ({})", tz.name());
+    let render = |problem: Option<&Problem>| {
         let body = html! {
-            (error_box(msg))
+            (error_box(problem))
             form.filters method="get" action="/audit" data-testid="audit-filters" {
-                label { "Since (" (tz.name()) ")" input type="datetime-local" name="since" value=(f.since) data-testid="filter-since"; }
-                label { "Until" input type="datetime-local" name="until" value=(f.until) data-testid="filter-until"; }
-                label { "Actor" input type="text" name="actor" value=(f.actor) data-testid="filter-actor"; }
-                label { "Device" input type="text" name="device" value=(f.device) data-testid="filter-device"; }
-                label { "Action" input type="text" name="action" value=(f.action) placeholder="e.g. request.approve" data-testid="filter-action"; }
+                (field(SINCE, &zone, html! { input type="datetime-local" name=(SINCE.name) value=(f.since) data-testid="filter-since"; }, problem))
+                (field(UNTIL, "", html! { input type="datetime-local" name=(UNTIL.name) value=(f.until) data-testid="filter-until"; }, problem))
+                (field(ACTOR, "", html! { input type="text" name=(ACTOR.name) value=(f.actor) data-testid="filter-actor"; }, problem))
+                (field(DEVICE, "", html! { input type="text" name=(DEVICE.name) value=(f.device) data-testid="filter-device"; }, problem))
+                (field(ACTION, "", html! { input type="text" name=(ACTION.name) value=(f.action) placeholder="e.g. request.approve" data-testid="filter-action"; }, problem))
                 button type="submit" data-testid="filter-submit" { "Filter" }
                 a href="/audit" { "Clear" }
             }
@@ -149,7 +163,7 @@ pub(crate) async fn list(
     };
     Ok(match error {
         None => render(None).into_response(),
-        Some(e) => rerender(e, |m| render(Some(m))),
+        Some(e) => rerender(e, render),
     })
 }
 

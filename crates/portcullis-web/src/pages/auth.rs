@@ -7,21 +7,26 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, PreEscaped, html};
 use portcullis_auth::totp;
-use portcullis_core::audit::ActorRole;
-use portcullis_store::{AuditActor, Stage};
+use portcullis_store::Stage;
 use serde::Deserialize;
 
 use super::error::{PageError, PageResult, rerender};
-use super::form::{CSRF_FIELD, Fields, Posted, check_csrf};
+use super::form::{CSRF_FIELD, FormError, Input, Posted, Problem, check_csrf, field, parse};
 use super::layout::{Flash, bare, error_box};
 use super::session::{Browser, MFA_COOKIE, clear_cookie, home_of, set_cookie};
 use crate::api::auth::{
-    BAD_CODE, check_new_password, hashing, password_stage, rate_limit, session_cookie, totp_stage,
-    unix_secs,
+    EnrollBody, EnrollConfirmBody, EnrollError, Enrollment, LoginBody, StepUpBody, password_stage,
+    session_cookie, totp_stage,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ClientAddr, SESSION_COOKIE, cookie};
 use crate::state::AppState;
+
+const USERNAME: Input = Input::new("username", "Username");
+const PASSWORD: Input = Input::new("password", "Password");
+const CONFIRM: Input = Input::new("confirm", "Password again");
+const TOTP: Input = Input::new("totp", "Code");
+const CODE: Input = Input::new("code", "Enrollment code");
 
 /// `/`: the role's start page, or the login page.
 pub(crate) async fn home(who: Result<Browser, PageError>) -> Redirect {
@@ -40,7 +45,9 @@ fn with_cookies(mut resp: Response, cookies: &[String]) -> Response {
     resp
 }
 
-fn login_form(state: &AppState, flash: Flash, username: &str, error: Option<&str>) -> Markup {
+/// The login form. Its errors are all for the whole form: which of name, password or code was
+/// wrong is exactly what it must not tell.
+fn login_form(state: &AppState, flash: Flash, username: &str, error: Option<&Problem>) -> Markup {
     bare(
         "Log in",
         html! {
@@ -48,12 +55,14 @@ fn login_form(state: &AppState, flash: Flash, username: &str, error: Option<&str
             @if let Some(m) = flash.0 { p.flash role="status" data-testid="flash" { (m) } }
             (error_box(error))
             form.stack method="post" action="/login" data-testid="login-form" {
-                label { "Username"
-                    input type="text" name="username" value=(username) autocomplete="username"
-                        required autofocus data-testid="username"; }
-                label { "Password"
-                    input type="password" name="password" autocomplete="current-password"
-                        required data-testid="password"; }
+                (field(USERNAME, "", html! {
+                    input type="text" name=(USERNAME.name) value=(username) autocomplete="username"
+                        required autofocus data-testid="username";
+                }, None))
+                (field(PASSWORD, "", html! {
+                    input type="password" name=(PASSWORD.name) autocomplete="current-password"
+                        required data-testid="password";
+                }, None))
                 button type="submit" data-testid="login-submit" { "Continue" }
             }
         },
@@ -76,9 +85,9 @@ pub(crate) async fn login(
     addr: ClientAddr,
     req: Request,
 ) -> PageResult {
-    let f = Fields::parse(req, &state).await?;
-    let username = f.get("username");
-    match password_stage(&state, &addr, username, f.get("password")).await {
+    let (_, body): (_, LoginBody) = parse(req, &state).await?;
+    let username = body.username.as_str();
+    match password_stage(&state, &addr, username, &body.password).await {
         Ok(s) => {
             let c = set_cookie(MFA_COOKIE, &s.token, state.0.config.sessions.mfa_stage);
             Ok(with_cookies(
@@ -86,13 +95,14 @@ pub(crate) async fn login(
                 &[c],
             ))
         }
-        Err(e) => Ok(rerender(e, |m| {
-            login_form(&state, Flash::default(), username, Some(m))
+        Err(e) => Ok(rerender(e, |p| {
+            login_form(&state, Flash::default(), username, p)
         })),
     }
 }
 
-fn mfa_form(csrf: &str, error: Option<&str>) -> Markup {
+/// The code form of login; a wrong code is the generic login failure, for the whole form.
+fn mfa_form(csrf: &str, error: Option<&Problem>) -> Markup {
     bare(
         "Enter your code",
         html! {
@@ -100,10 +110,11 @@ fn mfa_form(csrf: &str, error: Option<&str>) -> Markup {
             (error_box(error))
             form.stack method="post" action="/login/mfa" data-testid="mfa-form" {
                 input type="hidden" name=(CSRF_FIELD) value=(csrf);
-                label { "Code"
-                    input type="text" name="totp" inputmode="numeric" pattern="[0-9]{6}"
+                (field(TOTP, "", html! {
+                    input type="text" name=(TOTP.name) inputmode="numeric" pattern="[0-9]{6}"
                         maxlength="6" autocomplete="one-time-code" required autofocus
-                        data-testid="totp"; }
+                        data-testid="totp";
+                }, None))
                 button type="submit" data-testid="mfa-submit" { "Log in" }
             }
             p { a href="/login" { "Start again" } }
@@ -140,12 +151,12 @@ pub(crate) async fn mfa(State(state): State<AppState>, req: Request) -> PageResu
     let (mut parts, body) = req.into_parts();
     let addr = ClientAddr::from_request_parts(&mut parts, &state).await?;
     let found = pending(&state, &parts).await?;
-    let f = Fields::parse(Request::from_parts(parts, body), &state).await?;
+    let (csrf, body): (_, StepUpBody) = parse(Request::from_parts(parts, body), &state).await?;
     let Some((token, pending)) = found else {
         return Ok(Redirect::to("/login").into_response());
     };
-    check_csrf(&f, &pending.csrf_token)?;
-    match totp_stage(&state, &addr, &token, f.get("totp")).await {
+    check_csrf(&csrf, &pending.csrf_token)?;
+    match totp_stage(&state, &addr, &token, &body.totp).await {
         Ok(s) => {
             let cookies = [
                 session_cookie(&s.token, state.0.config.sessions.absolute),
@@ -153,7 +164,7 @@ pub(crate) async fn mfa(State(state): State<AppState>, req: Request) -> PageResu
             ];
             Ok(with_cookies(Redirect::to("/").into_response(), &cookies))
         }
-        Err(e) => Ok(rerender(e, |m| mfa_form(&pending.csrf_token, Some(m)))),
+        Err(e) => Ok(rerender(e, |p| mfa_form(&pending.csrf_token, p))),
     }
 }
 
@@ -179,38 +190,57 @@ pub(crate) struct CodeQuery {
     code: String,
 }
 
-fn password_form(code: &str, username: &str, error: Option<&str>) -> Markup {
+fn password_form(code: &str, username: &str, error: Option<&Problem>) -> Markup {
     bare(
         "Set up your account",
         html! {
             p { "Account " strong data-testid="enroll-username" { (username) } ". Choose a password of at least 15 characters; a passphrase of several words works well." }
             (error_box(error))
             form.stack method="post" action="/enroll" data-testid="enroll-form" {
-                input type="hidden" name="code" value=(code);
-                label { "Password"
-                    input type="password" name="password" minlength="15" autocomplete="new-password"
-                        required data-testid="password"; }
-                label { "Password again"
-                    input type="password" name="confirm" minlength="15" autocomplete="new-password"
-                        required data-testid="confirm"; }
+                input type="hidden" name=(CODE.name) value=(code);
+                (field(PASSWORD, "", html! {
+                    input type="password" name=(PASSWORD.name) minlength="15"
+                        autocomplete="new-password" required data-testid="password";
+                }, error))
+                (field(CONFIRM, "", html! {
+                    input type="password" name=(CONFIRM.name) minlength="15"
+                        autocomplete="new-password" required data-testid="confirm";
+                }, error))
                 button type="submit" data-testid="enroll-submit" { "Continue" }
             }
         },
     )
 }
 
-fn code_form(error: Option<&str>) -> Markup {
+fn code_form(error: Option<&Problem>) -> Markup {
     bare(
         "Set up your account",
         html! {
             (error_box(error))
             form.stack method="get" action="/enroll" {
-                label { "Enrollment code (from your administrator)"
-                    input type="text" name="code" required data-testid="enroll-code"; }
+                (field(CODE, " (from your administrator)", html! {
+                    input type="text" name=(CODE.name) required data-testid="enroll-code";
+                }, error))
                 button type="submit" { "Continue" }
             }
         },
     )
+}
+
+/// Where the pages show each enrollment refusal, in their own words; the status is the API's
+/// for the same refusal.
+fn enroll_error(e: EnrollError) -> Result<FormError, PageError> {
+    Ok(match e {
+        EnrollError::BadCode => FormError::at(CODE, ApiError::from(EnrollError::BadCode)),
+        EnrollError::Password(e) => FormError::invalid(PASSWORD, e.to_string()),
+        EnrollError::NoPassword => ApiError::Conflict(
+            "set a password first: open your enrollment link again and choose one".into(),
+        )
+        .into(),
+        EnrollError::WrongCode => FormError::at(TOTP, EnrollError::WrongCode.into()),
+        // Rate limits, the database: the error page, as for any other form.
+        EnrollError::Api(e) => return Err(e.into()),
+    })
 }
 
 pub(crate) async fn enroll_page(
@@ -221,17 +251,19 @@ pub(crate) async fn enroll_page(
     if q.code.trim().is_empty() {
         return Ok(code_form(None).into_response());
     }
-    rate_limit(&state, &addr).map_err(PageError::from)?;
-    match state.0.store.enrollment(&q.code).await? {
-        Some(c) => Ok(password_form(&q.code, c.user.username.as_str(), None).into_response()),
-        None => Ok(rerender(ApiError::NotFound(BAD_CODE.into()), |m| {
-            code_form(Some(m))
-        })),
+    match Enrollment::find(&state, &addr, &q.code).await {
+        Ok(e) => Ok(password_form(&q.code, e.username(), None).into_response()),
+        Err(e) => Ok(rerender(enroll_error(e)?, code_form)),
     }
 }
 
 /// The QR code and the secret for manual entry, and the form that confirms them.
-fn qr_form(code: &str, secret: &totp::TotpSecret, username: &str, error: Option<&str>) -> Markup {
+fn qr_form(
+    code: &str,
+    secret: &totp::TotpSecret,
+    username: &str,
+    error: Option<&Problem>,
+) -> Markup {
     let uri = secret.otpauth_uri("Portcullis", username);
     // Our own SVG from the QR encoder (no user text inside but the escaped otpauth URI).
     let svg = totp::qr_svg(&uri).unwrap_or_default();
@@ -243,14 +275,24 @@ fn qr_form(code: &str, secret: &totp::TotpSecret, username: &str, error: Option<
             p { "Key for manual entry: " span.secret data-testid="totp-secret" { (secret.base32()) } }
             (error_box(error))
             form.stack method="post" action="/enroll/confirm" data-testid="enroll-confirm-form" {
-                input type="hidden" name="code" value=(code);
-                label { "Code"
-                    input type="text" name="totp" inputmode="numeric" pattern="[0-9]{6}" maxlength="6"
-                        autocomplete="one-time-code" required data-testid="totp"; }
+                input type="hidden" name=(CODE.name) value=(code);
+                (field(TOTP, "", html! {
+                    input type="text" name=(TOTP.name) inputmode="numeric" pattern="[0-9]{6}"
+                        maxlength="6" autocomplete="one-time-code" required data-testid="totp";
+                }, error))
                 button type="submit" data-testid="enroll-confirm-submit" { "Finish" }
             }
         },
     )
+}
+
+/// The enrollment form: `POST /api/v1/enroll`'s body and the password typed again.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EnrollForm {
+    code: String,
+    password: String,
+    confirm: String,
 }
 
 pub(crate) async fn enroll(
@@ -258,45 +300,26 @@ pub(crate) async fn enroll(
     addr: ClientAddr,
     req: Request,
 ) -> PageResult {
-    let f = Fields::parse(req, &state).await?;
-    let code = f.get("code").trim().to_owned();
-    rate_limit(&state, &addr).map_err(PageError::from)?;
-    let Some(creds) = state.0.store.enrollment(&code).await? else {
-        return Ok(rerender(ApiError::NotFound(BAD_CODE.into()), |m| {
-            code_form(Some(m))
-        }));
+    let (_, form): (_, EnrollForm) = parse(req, &state).await?;
+    let body = EnrollBody {
+        code: form.code.trim().to_owned(),
+        password: form.password,
     };
-    let user = creds.user;
-    let name = user.username.as_str();
-    let pw = f.get("password").to_owned();
-    if pw != f.get("confirm") {
-        let e = ApiError::Invalid("password: the two passwords differ".into());
-        return Ok(rerender(e, |m| password_form(&code, name, Some(m))));
+    let code = body.code.as_str();
+    let enrollment = match Enrollment::find(&state, &addr, code).await {
+        Ok(e) => e,
+        Err(e) => return Ok(rerender(enroll_error(e)?, code_form)),
+    };
+    let name = enrollment.username();
+    if body.password != form.confirm {
+        let e = FormError::invalid(CONFIRM, "the two passwords differ");
+        return Ok(rerender(e, |p| password_form(code, name, p)));
     }
-    if let Err(e) = check_new_password(&state, &pw, name).await? {
-        let e = ApiError::Invalid(e.to_string());
-        return Ok(rerender(e, |m| password_form(&code, name, Some(m))));
+    // The same step as `POST /api/v1/enroll`.
+    match enrollment.set_password(&state, &body.password).await {
+        Ok(secret) => Ok(qr_form(code, &secret, name, None).into_response()),
+        Err(e) => Ok(rerender(enroll_error(e)?, |p| password_form(code, name, p))),
     }
-    // The same steps as `POST /api/v1/enroll`.
-    let hash = hashing(&state, move |pool| pool.hash(&pw))
-        .await?
-        .map_err(|e| {
-            tracing::error!(error = %e, "password hashing failed");
-            ApiError::Internal
-        })?;
-    let secret = totp::TotpSecret::generate().map_err(|_| ApiError::Internal)?;
-    let sealed = state
-        .0
-        .keys
-        .totp
-        .seal(&secret, name)
-        .map_err(|_| ApiError::Internal)?;
-    state
-        .0
-        .store
-        .enroll_set_secrets(user.id, &hash, &sealed)
-        .await?;
-    Ok(qr_form(&code, &secret, name, None).into_response())
 }
 
 pub(crate) async fn enroll_confirm(
@@ -304,49 +327,24 @@ pub(crate) async fn enroll_confirm(
     addr: ClientAddr,
     req: Request,
 ) -> PageResult {
-    let f = Fields::parse(req, &state).await?;
-    let code = f.get("code").trim().to_owned();
-    rate_limit(&state, &addr).map_err(PageError::from)?;
-    let Some(creds) = state.0.store.enrollment(&code).await? else {
-        return Ok(rerender(ApiError::NotFound(BAD_CODE.into()), |m| {
-            code_form(Some(m))
-        }));
+    let (_, mut body): (_, EnrollConfirmBody) = parse(req, &state).await?;
+    body.code = body.code.trim().to_owned();
+    let code = body.code.as_str();
+    // The same steps as `POST /api/v1/enroll/confirm`.
+    let enrollment = match Enrollment::find(&state, &addr, code).await {
+        Ok(e) => e,
+        Err(e) => return Ok(rerender(enroll_error(e)?, code_form)),
     };
-    let name = creds.user.username.as_str();
-    let Some(sealed) = creds.totp_sealed.as_deref() else {
-        let e = ApiError::Conflict("set a password first".into());
-        return Ok(rerender(e, |m| password_form(&code, name, Some(m))));
+    let name = enrollment.username();
+    let secret = match enrollment.secret(&state) {
+        Ok(s) => s,
+        Err(e) => return Ok(rerender(enroll_error(e)?, |p| password_form(code, name, p))),
     };
-    let secret = state
-        .0
-        .keys
-        .totp
-        .open(sealed, name)
-        .map_err(|_| ApiError::Internal)?;
-    let now = state.0.clock.now();
-    let step = match totp::check(&secret, f.get("totp"), unix_secs(now), None) {
-        Ok(step) => step,
-        Err(_) => {
-            let e = ApiError::Invalid(
-                "that code does not match; check the authenticator app's clock".into(),
-            );
-            return Ok(rerender(e, |m| qr_form(&code, &secret, name, Some(m))));
-        }
-    };
-    let actor = AuditActor {
-        name: name.to_owned(),
-        role: ActorRole::from(creds.user.role),
-        source: addr.source(),
-    };
-    if !state
-        .0
-        .store
-        .enroll_confirm(&actor, creds.user.id, step)
-        .await?
-    {
-        return Ok(rerender(ApiError::NotFound(BAD_CODE.into()), |m| {
-            code_form(Some(m))
-        }));
+    match enrollment.confirm(&state, &addr, &secret, &body.totp).await {
+        Ok(()) => Ok(Flash::redirect("/login", "enrolled").into_response()),
+        Err(e @ EnrollError::BadCode) => Ok(rerender(enroll_error(e)?, code_form)),
+        Err(e) => Ok(rerender(enroll_error(e)?, |p| {
+            qr_form(code, &secret, name, p)
+        })),
     }
-    Ok(Flash::redirect("/login", "enrolled").into_response())
 }

@@ -5,6 +5,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 
+use super::form::{FormError, Problem};
 use super::layout;
 use crate::error::ApiError;
 
@@ -69,14 +70,19 @@ impl IntoResponse for PageError {
     }
 }
 
-/// Re-renders a form with the error's message, under the status (and `Retry-After`) the API
-/// gives the same error.
-pub(crate) fn rerender(e: ApiError, render: impl FnOnce(&str) -> maud::Markup) -> Response {
-    if matches!(e, ApiError::Unauthenticated) {
+/// Re-renders a form with the error's message (at its input, or above the form), under the
+/// status (and `Retry-After`) the API gives the same error.
+pub(crate) fn rerender(
+    e: impl Into<FormError>,
+    render: impl FnOnce(Option<&Problem>) -> maud::Markup,
+) -> Response {
+    let e = e.into();
+    if matches!(e.error, ApiError::Unauthenticated) {
         return PageError::Login.into_response();
     }
-    let (message, api) = parts(e);
-    let mut resp = (api.status(), render(&message)).into_response();
+    let problem = e.problem();
+    let (_, api) = parts(e.error);
+    let mut resp = (api.status(), render(Some(&problem))).into_response();
     if let Some(v) = api.headers().get(header::RETRY_AFTER) {
         resp.headers_mut().insert(header::RETRY_AFTER, v.clone());
     }

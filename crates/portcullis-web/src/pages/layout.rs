@@ -8,7 +8,7 @@ use axum::http::request::Parts;
 use maud::{DOCTYPE, Markup, html};
 use portcullis_core::Role;
 
-use super::form::CSRF_FIELD;
+use super::form::{CSRF_FIELD, Problem};
 use super::session::Browser;
 
 /// A message after a redirect (PRG), named by a fixed code in the `done` query parameter. Only
@@ -128,11 +128,12 @@ pub(crate) fn csrf(who: &Browser) -> Markup {
     html! { input type="hidden" name=(CSRF_FIELD) value=(who.0.session.csrf_token); }
 }
 
-/// An error message above a re-rendered form.
-pub(crate) fn error_box(message: Option<&str>) -> Markup {
+/// The message above a re-rendered form, when it is about the form as a whole (a message about
+/// one input is shown at that input: [`super::form::field`]).
+pub(crate) fn error_box(problem: Option<&Problem>) -> Markup {
     html! {
-        @if let Some(m) = message {
-            p.error role="alert" data-testid="error" { (m) }
+        @if let Some(p) = problem.filter(|p| p.at.is_none()) {
+            p.error role="alert" data-testid="error" { (p.text) }
         }
     }
 }

@@ -9,13 +9,15 @@ use portcullis_core::{Role, SiteName, Timestamp};
 use portcullis_store::{SiteRecord, SiteStatus, SiteToken};
 
 use super::error::{PageResult, rerender};
-use super::form::Posted;
+use super::form::{FormError, Input, Posted, Problem, field};
 use super::layout::{Flash, csrf, error_box, page};
 use super::session::Browser;
 use super::time::PlantTime;
-use crate::api::sites::enroll_command;
+use crate::api::sites::{SiteBody, enroll_command};
 use crate::error::ApiError;
 use crate::state::AppState;
+
+const SITE_NAME: Input = Input::new("name", "Name");
 
 /// Characters of the certificate fingerprint lists show: enough to tell two apart by eye.
 const FINGERPRINT_SHOWN: usize = 12;
@@ -62,7 +64,7 @@ async fn sites_page(
     who: &Browser,
     flash: Flash,
     issued: Option<Issued>,
-    error: Option<(ApiError, String)>,
+    error: Option<(FormError, String)>,
 ) -> PageResult {
     let sites = state.0.store.list_sites().await?;
     let tz = PlantTime::of(state);
@@ -72,9 +74,9 @@ async fn sites_page(
         Some((e, t)) => (Some(e), t),
         None => (None, String::new()),
     };
-    let render = |msg: Option<&str>| {
+    let render = |problem: Option<&Problem>| {
         let body = html! {
-            (error_box(msg))
+            (error_box(problem))
             @if let Some(i) = &issued {
                 div.flash data-testid="site-enrollment" {
                     p { "Enrollment token for site " strong { (i.site) } " — give it to whoever installs the connector, by a trusted channel. It is shown only now and works once, until " (tz.show(i.token.expires_at)) "." }
@@ -126,8 +128,9 @@ async fn sites_page(
             h2 { "Register a site" }
             form.stack method="post" action="/admin/sites" data-testid="add-site-form" {
                 (csrf(who))
-                label { "Name (as devices' Site field names it: lowercase letters, digits, '-', '_', '.')"
-                    input type="text" name="name" value=(typed.as_str()) required maxlength="64" data-testid="site-name"; }
+                (field(SITE_NAME, " (as devices' Site field names it: lowercase letters, digits, '-', '_', '.')", html! {
+                    input type="text" name=(SITE_NAME.name) value=(typed.as_str()) required maxlength="64" data-testid="site-name";
+                }, problem))
                 button type="submit" data-testid="add-site-submit" { "Register site" }
             }
         };
@@ -135,7 +138,7 @@ async fn sites_page(
     };
     Ok(match error {
         None => render(None).into_response(),
-        Some(e) => rerender(e, |m| render(Some(m))),
+        Some(e) => rerender(e, render),
     })
 }
 
@@ -144,18 +147,18 @@ pub(crate) async fn sites(State(state): State<AppState>, who: Browser, flash: Fl
     sites_page(&state, &who, flash, None, None).await
 }
 
-pub(crate) async fn add_site(State(state): State<AppState>, p: Posted) -> PageResult {
+pub(crate) async fn add_site(State(state): State<AppState>, p: Posted<SiteBody>) -> PageResult {
     let who = &p.who;
     who.require(&[Role::Admin])?;
-    let typed = p.fields.get("name");
+    let typed = p.form.name.as_str();
     let outcome = match SiteName::parse(typed) {
         Ok(name) => state
             .0
             .store
             .add_site(&who.0.actor(), &name)
             .await
-            .map_err(ApiError::from),
-        Err(e) => Err(e.into()),
+            .map_err(|e| FormError::from_store(e, &[("site", SITE_NAME)])),
+        Err(v) => Err(FormError::invalid(SITE_NAME, v.message)),
     };
     match outcome {
         Ok((rec, token)) => {
@@ -199,7 +202,7 @@ pub(crate) async fn site_action(
                 who,
                 Flash::default(),
                 None,
-                Some((e, String::new())),
+                Some((e.into(), String::new())),
             )
             .await
         }

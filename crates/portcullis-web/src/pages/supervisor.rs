@@ -9,19 +9,40 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use portcullis_core::request::Narrowing;
 use portcullis_core::window::format_duration;
-use portcullis_core::{Port, RequestState, Role, Window};
+use portcullis_core::{Port, RequestState, Role};
 use portcullis_store::{RequestFilter, RequestRecord};
+use serde::Deserialize;
 
 use super::error::{PageResult, rerender};
-use super::form::{Fields, Posted};
+use super::form::{FormError, Input, Posted, Problem, field, field_error, list};
 use super::layout::{Flash, csrf, error_box, page};
 use super::session::Browser;
 use super::sites::connectors_section;
 use super::time::PlantTime;
 use super::views::{ports, requests_table, state as state_badge, window};
+use crate::api::access::{ApproveBody, ReasonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Authed;
 use crate::state::AppState;
+
+const PORTS: Input = Input::new("ports", "Ports");
+const WINDOW: Input = Input::new("window", "Window");
+const START: Input = Input::new("start", "Start");
+const END: Input = Input::new("end", "End");
+const TOTP: Input = Input::new("totp", "Your authenticator code");
+const REASON: Input = Input::new("reason", "Reason");
+
+/// Core's field names for an approval, at the approve form's inputs.
+const APPROVE_FIELDS: &[(&str, Input)] = &[
+    ("ports", PORTS),
+    ("port", PORTS),
+    ("window", WINDOW),
+    ("start", START),
+    ("end", END),
+];
+
+/// Core's field name for a denial's or a revocation's reason.
+const REASON_FIELDS: &[(&str, Input)] = &[("reason", REASON)];
 
 pub(crate) async fn queue(State(state): State<AppState>, who: Browser, flash: Flash) -> PageResult {
     who.require(&[Role::Supervisor])?;
@@ -58,7 +79,7 @@ pub(crate) async fn detail(
     Path(id): Path<i64>,
     flash: Flash,
 ) -> PageResult {
-    detail_page(&state, &who, id, flash, None, None).await
+    detail_page(&state, &who, id, flash, None).await
 }
 
 /// Renders the detail page, with `error` (and the status the API gives it) when a form failed.
@@ -67,19 +88,25 @@ async fn detail_page(
     who: &Browser,
     id: i64,
     flash: Flash,
-    error: Option<ApiError>,
-    typed: Option<&Fields>,
+    error: Option<(FormError, Option<&ApproveForm>)>,
 ) -> PageResult {
     who.require(&[Role::Vendor, Role::Supervisor, Role::Auditor])?;
+    let typed = error.as_ref().and_then(|(_, t)| *t);
     let rec = visible(state, &who.0, id).await?;
     let device = state.0.store.device(&rec.request.device).await?;
     let tz = PlantTime::of(state);
     let now = state.0.clock.now();
-    let render = |msg: Option<&str>| {
+    let render = |problem: Option<&Problem>| {
         let r = &rec.request;
         let supervisor = who.0.user.role == Role::Supervisor;
+        let mine = r.approvals.iter().any(|a| a.by == who.0.user.username);
+        let forms = supervisor && r.state == RequestState::Requested && !mine;
+        // Without the forms (decided meanwhile), a message about an input goes on top.
+        let problem = problem.map(|m| if forms { m.clone() } else { m.whole() });
+        let problem = problem.as_ref();
+        let zone = format!(" ({})", tz.name());
         let body = html! {
-            (error_box(msg))
+            (error_box(problem))
             dl.facts data-testid="request" {
                 dt { "Requester" } dd { (r.requester.as_str()) " (" (r.org.as_str()) ")" }
                 dt { "Device" } dd { (r.device.as_str()) }
@@ -124,38 +151,46 @@ async fn detail_page(
                     }
                 }
             }
-            @let mine = r.approvals.iter().any(|a| a.by == who.0.user.username);
             @if supervisor && r.state == RequestState::Requested && mine {
                 p.muted data-testid="awaiting-second" { "You approved this request; a second, different supervisor must approve it too." }
             }
-            @if supervisor && r.state == RequestState::Requested && !mine {
+            @if forms {
                 h2 { "Approve" }
                 form.stack method="post" action={ "/requests/" (rec.id) "/approve" } data-testid="approve-form" {
                     (csrf(who))
                     p.muted { "Untick ports or shorten the window to grant less than was asked." }
-                    fieldset { legend { "Ports" }
+                    fieldset.field data-field=(PORTS.name) { legend { (PORTS.label) }
                         @for p in &r.ports {
-                            @let ticked = typed.is_none_or(|f| f.all("ports").any(|v| v == p.to_string()));
-                            label { input type="checkbox" name="ports" value=(p) checked[ticked]
+                            @let ticked = typed.is_none_or(|f| f.ports.iter().any(|v| *v == p.to_string()));
+                            label { input type="checkbox" name=(PORTS.name) value=(p) checked[ticked]
                                 data-testid={ "approve-port-" (p) }; (p) }
                         }
+                        (field_error(problem, PORTS))
                     }
-                    label { "Start (" (tz.name()) ")"
-                        input type="datetime-local" name="start" data-testid="approve-start"
-                            value=(typed.map_or_else(|| tz.input(r.window.start), |f| f.get("start").to_owned())); }
-                    label { "End (" (tz.name()) ")"
-                        input type="datetime-local" name="end" data-testid="approve-end"
-                            value=(typed.map_or_else(|| tz.input(r.window.end), |f| f.get("end").to_owned())); }
-                    label { "Your authenticator code (confirms it is you)"
-                        input type="text" name="totp" inputmode="numeric" pattern="[0-9]{6}"
-                            maxlength="6" autocomplete="one-time-code" required data-testid="approve-totp"; }
+                    fieldset.field.window data-field=(WINDOW.name) {
+                        legend { (WINDOW.label) (zone) }
+                        (field(START, "", html! {
+                            input type="datetime-local" name=(START.name) data-testid="approve-start"
+                                value=(typed.map_or_else(|| tz.input(r.window.start), |f| f.start.clone()));
+                        }, problem))
+                        (field(END, "", html! {
+                            input type="datetime-local" name=(END.name) data-testid="approve-end"
+                                value=(typed.map_or_else(|| tz.input(r.window.end), |f| f.end.clone()));
+                        }, problem))
+                        (field_error(problem, WINDOW))
+                    }
+                    (field(TOTP, " (confirms it is you)", html! {
+                        input type="text" name=(TOTP.name) inputmode="numeric" pattern="[0-9]{6}"
+                            maxlength="6" autocomplete="one-time-code" required data-testid="approve-totp";
+                    }, problem))
                     button type="submit" data-testid="approve-submit" { "Approve" }
                 }
                 h2 { "Deny" }
                 form.stack method="post" action={ "/requests/" (rec.id) "/deny" } data-testid="deny-form" {
                     (csrf(who))
-                    label { "Reason"
-                        input type="text" name="reason" maxlength="1000" required data-testid="deny-reason"; }
+                    (field(REASON, "", html! {
+                        input type="text" name=(REASON.name) maxlength="1000" required data-testid="deny-reason";
+                    }, problem))
                     button.danger type="submit" data-testid="deny-submit" { "Deny" }
                 }
             }
@@ -167,64 +202,82 @@ async fn detail_page(
     };
     Ok(match error {
         None => render(None).into_response(),
-        Some(e) => rerender(e, |m| render(Some(m))),
+        Some((e, _)) => rerender(e, render),
     })
 }
 
-/// What the approve form narrows. Fields left as shown mean "as requested", so a window with
-/// seconds is not cut to the minute the input shows.
-fn narrowing(f: &Fields, rec: &RequestRecord, tz: &PlantTime) -> ApiResult<Narrowing> {
-    let r = &rec.request;
-    let ticked = f
-        .all("ports")
-        .map(|p| {
-            p.trim()
-                .parse::<u32>()
-                .ok()
-                .and_then(|n| Port::new(n).ok())
-                .ok_or_else(|| ApiError::Invalid(format!("ports: '{p}' is not a TCP port")))
-        })
-        .collect::<ApiResult<BTreeSet<Port>>>()?;
-    if ticked.is_empty() {
-        return Err(ApiError::Invalid("ports: name at least one port".into()));
+/// The approve form as posted (and as shown again after an error).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApproveForm {
+    #[serde(default, deserialize_with = "list")]
+    ports: Vec<String>,
+    #[serde(default)]
+    start: String,
+    #[serde(default)]
+    end: String,
+    #[serde(default)]
+    totp: String,
+}
+
+impl ApproveForm {
+    /// What the form narrows, through `POST /api/v1/requests/{id}/approve`'s body. Fields left
+    /// as shown mean "as requested", so a window with seconds is not cut to the minute the
+    /// input shows.
+    fn narrowing(&self, rec: &RequestRecord, tz: &PlantTime) -> Result<Narrowing, FormError> {
+        let r = &rec.request;
+        let ticked = self
+            .ports
+            .iter()
+            .map(|p| {
+                p.trim()
+                    .parse::<u32>()
+                    .ok()
+                    .and_then(|n| Port::new(n).ok())
+                    .ok_or_else(|| FormError::invalid(PORTS, format!("'{p}' is not a TCP port")))
+            })
+            .collect::<Result<BTreeSet<Port>, _>>()?;
+        let at = |input: Input, typed: &str, current| -> Result<Option<String>, FormError> {
+            let typed = typed.trim();
+            if typed.is_empty() || typed == tz.input(current) {
+                return Ok(None);
+            }
+            let t = tz
+                .parse(input.name, typed)
+                .map_err(|v| FormError::invalid(input, v.message))?;
+            Ok((t != current).then(|| t.to_rfc3339()))
+        };
+        let body = ApproveBody {
+            ports: (ticked != r.ports).then(|| ticked.iter().map(|p| u32::from(p.get())).collect()),
+            start: at(START, &self.start, r.window.start)?,
+            end: at(END, &self.end, r.window.end)?,
+        };
+        body.narrowing(&r.window)
+            .map_err(|v| FormError::located(v, APPROVE_FIELDS))
     }
-    let at = |field: &str, shown: &str, current| -> ApiResult<_> {
-        let typed = f.get(field).trim();
-        if typed.is_empty() || typed == shown {
-            Ok(current)
-        } else {
-            tz.parse(field, typed)
-        }
-    };
-    let start = at("start", &tz.input(r.window.start), r.window.start)?;
-    let end = at("end", &tz.input(r.window.end), r.window.end)?;
-    let window = (start != r.window.start || end != r.window.end)
-        .then(|| Window::new(start, end))
-        .transpose()?;
-    Ok(Narrowing {
-        ports: (ticked != r.ports).then_some(ticked),
-        window,
-    })
 }
 
-/// The shared TOTP step-up, with a wrong code explained in approval terms.
-async fn step_up(state: &AppState, who: &Authed, code: &str) -> ApiResult<()> {
+/// The shared TOTP step-up, with a wrong code explained in approval terms, at the code's input.
+async fn step_up(state: &AppState, who: &Authed, code: &str) -> Result<(), FormError> {
     crate::api::auth::step_up_with(state, who, code)
         .await
         .map_err(|e| match e {
-            ApiError::LoginFailed => ApiError::Forbidden(
-                "the authenticator code is wrong or was already used; nothing was approved. \
-                 Wait for the next code and try again"
-                    .into(),
+            ApiError::LoginFailed => FormError::at(
+                TOTP,
+                ApiError::Forbidden(
+                    "wrong or already used; nothing was approved. Wait for the next code and \
+                     try again"
+                        .into(),
+                ),
             ),
-            e => e,
+            e => e.into(),
         })
 }
 
 pub(crate) async fn approve(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-    p: Posted,
+    p: Posted<ApproveForm>,
 ) -> PageResult {
     let who = &p.who;
     who.require(&[Role::Supervisor])?;
@@ -232,14 +285,15 @@ pub(crate) async fn approve(
     let outcome = async {
         let current = visible(&state, &who.0, id).await?;
         // Read the form first, so a typo does not use up an authenticator code.
-        let narrowing = narrowing(&p.fields, &current, &tz)?;
-        step_up(&state, &who.0, p.fields.get("totp")).await?;
+        let narrowing = p.form.narrowing(&current, &tz)?;
+        step_up(&state, &who.0, &p.form.totp).await?;
         let rec = state
             .0
             .store
             .approve_request(&who.0.actor(), &who.0.user, id, &narrowing)
-            .await?;
-        ApiResult::Ok(rec)
+            .await
+            .map_err(|e| FormError::from_store(e, APPROVE_FIELDS))?;
+        Ok::<_, FormError>(rec)
     }
     .await;
     match outcome {
@@ -251,25 +305,28 @@ pub(crate) async fn approve(
             };
             Ok(Flash::redirect(&format!("/requests/{id}"), done).into_response())
         }
-        Err(e) => detail_page(&state, who, id, Flash::default(), Some(e), Some(&p.fields)).await,
+        Err(e) => detail_page(&state, who, id, Flash::default(), Some((e, Some(&p.form)))).await,
     }
 }
 
 pub(crate) async fn deny(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-    p: Posted,
+    p: Posted<ReasonBody>,
 ) -> PageResult {
     let who = &p.who;
     who.require(&[Role::Supervisor])?;
     match state
         .0
         .store
-        .deny_request(&who.0.actor(), &who.0.user, id, p.fields.get("reason"))
+        .deny_request(&who.0.actor(), &who.0.user, id, &p.form.reason)
         .await
     {
         Ok(_) => Ok(Flash::redirect("/queue", "denied").into_response()),
-        Err(e) => detail_page(&state, who, id, Flash::default(), Some(e.into()), None).await,
+        Err(e) => {
+            let e = FormError::from_store(e, REASON_FIELDS);
+            detail_page(&state, who, id, Flash::default(), Some((e, None))).await
+        }
     }
 }
 
@@ -279,10 +336,14 @@ fn grants_page(
     tz: &PlantTime,
     now: portcullis_core::Timestamp,
     flash: Flash,
-    error: Option<&str>,
+    failed: Option<(i64, &Problem)>,
 ) -> Markup {
+    // A message about the reason goes next to the reason of the grant it is about; if that grant
+    // is no longer listed, on top.
+    let listed = failed.is_some_and(|(id, _)| list.iter().any(|r| r.id == id));
+    let on_top = failed.map(|(_, p)| if listed { p.clone() } else { p.whole() });
     let body = html! {
-        (error_box(error))
+        (error_box(on_top.as_ref()))
         @if list.is_empty() {
             p.muted data-testid="empty" { "No approved or active grants." }
         } @else {
@@ -306,9 +367,10 @@ fn grants_page(
                         td {
                             form.inline method="post" action={ "/grants/" (r.id) "/revoke" } data-testid="revoke-form" {
                                 (csrf(who))
-                                input type="text" name="reason" placeholder="reason" required
-                                    maxlength="1000" data-testid="revoke-reason";
+                                input type="text" name=(REASON.name) placeholder="reason" required
+                                    maxlength="1000" aria-label=(REASON.label) data-testid="revoke-reason";
                                 button.danger type="submit" data-testid="revoke-submit" { "Revoke" }
+                                (field_error(failed.filter(|(id, _)| *id == r.id).map(|(_, p)| p), REASON))
                             }
                         }
                     }
@@ -350,14 +412,14 @@ pub(crate) async fn grants(
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     Path(id): Path<i64>,
-    p: Posted,
+    p: Posted<ReasonBody>,
 ) -> PageResult<Response> {
     let who = &p.who;
     who.require(&[Role::Supervisor, Role::Admin])?;
     match state
         .0
         .store
-        .revoke_grant(&who.0.actor(), &who.0.user, id, p.fields.get("reason"))
+        .revoke_grant(&who.0.actor(), &who.0.user, id, &p.form.reason)
         .await
     {
         Ok(_) => Ok(Flash::redirect("/grants", "revoked").into_response()),
@@ -365,9 +427,13 @@ pub(crate) async fn revoke(
             let list = live_grants(&state).await?;
             let tz = PlantTime::of(&state);
             let now = state.0.clock.now();
-            Ok(rerender(e.into(), |m| {
-                grants_page(who, &list, &tz, now, Flash::default(), Some(m))
-            }))
+            Ok(rerender(
+                FormError::from_store(e, REASON_FIELDS),
+                |problem| {
+                    let failed = problem.map(|p| (id, p));
+                    grants_page(who, &list, &tz, now, Flash::default(), failed)
+                },
+            ))
         }
     }
 }

@@ -6,9 +6,8 @@ use std::time::Duration;
 
 use jiff::civil::DateTime;
 use jiff::tz::TimeZone;
-use portcullis_core::Timestamp;
+use portcullis_core::{Timestamp, ValidationError};
 
-use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Whether `name` is a time zone the pages can use, for checking the setting at start-up.
@@ -71,12 +70,16 @@ impl PlantTime {
     /// Reads a `datetime-local` value as plant time (or a full RFC 3339 time with an offset). A
     /// local time that does not exist or happens twice (daylight saving changes) is refused
     /// rather than guessed: a window must mean exactly what the person saw.
-    pub(crate) fn parse(&self, field: &str, text: &str) -> Result<Timestamp, ApiError> {
+    pub(crate) fn parse(
+        &self,
+        field: &'static str,
+        text: &str,
+    ) -> Result<Timestamp, ValidationError> {
         let text = text.trim();
         if let Ok(t) = Timestamp::parse_rfc3339(text) {
             return Ok(t);
         }
-        let bad = |why: String| ApiError::Invalid(format!("{field}: {why}"));
+        let bad = |why: String| ValidationError::new(field, why);
         let dt: DateTime = text.parse().map_err(|_| {
             bad(format!(
                 "'{text}' is not a date and time such as 2026-11-25T09:00"

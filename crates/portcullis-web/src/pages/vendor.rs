@@ -1,25 +1,45 @@
 //! The vendor's pages: the devices their organisation may request, the request form, and their
 //! own requests and grants.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use portcullis_core::window::format_duration;
-use portcullis_core::{Device, DeviceName, Port, Role, Window};
+use portcullis_core::{Device, Port, Role};
 use portcullis_store::{NewRequest, RequestFilter};
 use serde::Deserialize;
 
 use super::error::{PageResult, rerender};
-use super::form::{Fields, Posted};
+use super::form::{FormError, Input, Posted, Problem, field, field_error, list};
 use super::layout::{Flash, csrf, error_box, page};
 use super::session::Browser;
 use super::time::PlantTime;
 use super::views::{ports, requests_table};
-use crate::error::{ApiError, ApiResult};
+use crate::api::access::CreateBody;
+use crate::error::ApiResult;
 use crate::state::AppState;
+
+const DEVICE: Input = Input::new("device", "Device");
+const PORTS: Input = Input::new("ports", "Ports");
+const WINDOW: Input = Input::new("window", "Window");
+const START: Input = Input::new("start", "Start");
+const END: Input = Input::new("end", "End");
+const REASON: Input = Input::new("reason", "Reason");
+const TICKET: Input = Input::new("ticket", "Ticket");
+
+/// Core's field names for a request, at the request form's inputs.
+const REQUEST_FIELDS: &[(&str, Input)] = &[
+    ("device", DEVICE),
+    ("ports", PORTS),
+    ("port", PORTS),
+    ("window", WINDOW),
+    ("start", START),
+    ("end", END),
+    ("reason", REASON),
+    ("ticket", TICKET),
+];
 
 /// The devices this vendor's organisation may request (none without an organisation).
 async fn requestable(state: &AppState, who: &Browser) -> ApiResult<Vec<Device>> {
@@ -74,14 +94,56 @@ pub(crate) struct NewQuery {
     device: String,
 }
 
-/// What the form shows: the chosen device and the values typed so far.
-#[derive(Debug, Default)]
-struct Draft {
-    ports: BTreeSet<String>,
+/// The request form as posted (and as shown again after an error): times in plant time, ports
+/// as ticked.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RequestForm {
+    #[serde(default)]
+    device: String,
+    #[serde(default, deserialize_with = "list")]
+    ports: Vec<String>,
+    #[serde(default)]
     start: String,
+    #[serde(default)]
     end: String,
+    #[serde(default)]
     reason: String,
+    #[serde(default)]
     ticket: String,
+}
+
+impl RequestForm {
+    /// The request, through `POST /api/v1/requests`'s body: every rule and message is the API's
+    /// for the same mistake, placed at the input it is about.
+    fn request(&self, tz: &PlantTime) -> Result<NewRequest, FormError> {
+        let ports = self
+            .ports
+            .iter()
+            .map(|p| {
+                p.trim().parse::<u32>().map_err(|_| {
+                    FormError::invalid(PORTS, format!("'{p}' is not a port number (1..65535)"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let at = |input: Input, text: &str| {
+            tz.parse(input.name, text)
+                .map(|t| t.to_rfc3339())
+                .map_err(|v| FormError::invalid(input, v.message))
+        };
+        let body = CreateBody {
+            device: self.device.clone(),
+            ports,
+            start: at(START, &self.start)?,
+            end: at(END, &self.end)?,
+            reason: self.reason.clone(),
+            ticket: Some(self.ticket.trim())
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+        };
+        body.new_request()
+            .map_err(|v| FormError::located(v, REQUEST_FIELDS))
+    }
 }
 
 fn request_form(
@@ -89,14 +151,15 @@ fn request_form(
     tz: &PlantTime,
     devices: &[Device],
     chosen: Option<&Device>,
-    d: &Draft,
-    error: Option<&str>,
+    d: &RequestForm,
+    problem: Option<&Problem>,
 ) -> Markup {
+    // A message about the device (or its policy) is shown at the device picker.
     let body = html! {
-        (error_box(error))
+        (error_box(problem))
         form.filters method="get" action="/requests/new" data-testid="device-picker" {
-            label { "Device"
-                select name="device" data-testid="device-select" {
+            (field(DEVICE, "", html! {
+                select name=(DEVICE.name) data-testid="device-select" {
                     @for dev in devices {
                         option value=(dev.name.as_str())
                             selected[chosen.is_some_and(|c| c.name == dev.name)] {
@@ -104,37 +167,46 @@ fn request_form(
                         }
                     }
                 }
-            }
+            }, problem))
             button type="submit" data-testid="device-choose" { "Choose" }
         }
         @if let Some(dev) = chosen {
             form.stack method="post" action="/requests" data-testid="request-form" {
                 (csrf(who))
-                input type="hidden" name="device" value=(dev.name.as_str());
+                input type="hidden" name=(DEVICE.name) value=(dev.name.as_str());
                 p { "Device " strong { (dev.name.as_str()) } ". Longest window "
                     (format_duration(dev.policy.max_window)) "; "
                     (dev.policy.approvals_required) " approval(s) needed." }
-                fieldset data-testid="ports" {
-                    legend { "Ports" }
+                fieldset.field data-field=(PORTS.name) data-testid="ports" {
+                    legend { (PORTS.label) }
                     @for p in &dev.policy.allowed_ports {
                         label {
-                            input type="checkbox" name="ports" value=(p)
+                            input type="checkbox" name=(PORTS.name) value=(p)
                                 checked[d.ports.contains(&p.to_string())]
                                 data-testid={ "port-" (p) };
                             (p)
                         }
                     }
+                    (field_error(problem, PORTS))
                 }
-                label { "Start (" (tz.name()) ")"
-                    input type="datetime-local" name="start" value=(d.start) required
-                        data-testid="start"; }
-                label { "End (" (tz.name()) ")"
-                    input type="datetime-local" name="end" value=(d.end) required
-                        data-testid="end"; }
-                label { "Reason"
-                    textarea name="reason" rows="3" maxlength="1000" required data-testid="reason" { (d.reason) } }
-                label { "Ticket (optional)"
-                    input type="text" name="ticket" maxlength="100" value=(d.ticket) data-testid="ticket"; }
+                fieldset.field.window data-field=(WINDOW.name) {
+                    legend { (WINDOW.label) " (" (tz.name()) ")" }
+                    (field(START, "", html! {
+                        input type="datetime-local" name=(START.name) value=(d.start) required
+                            data-testid="start";
+                    }, problem))
+                    (field(END, "", html! {
+                        input type="datetime-local" name=(END.name) value=(d.end) required
+                            data-testid="end";
+                    }, problem))
+                    (field_error(problem, WINDOW))
+                }
+                (field(REASON, "", html! {
+                    textarea name=(REASON.name) rows="3" maxlength="1000" required data-testid="reason" { (d.reason) }
+                }, problem))
+                (field(TICKET, " (optional)", html! {
+                    input type="text" name=(TICKET.name) maxlength="100" value=(d.ticket) data-testid="ticket";
+                }, problem))
                 button type="submit" data-testid="request-submit" { "Submit request" }
             }
         }
@@ -155,76 +227,44 @@ pub(crate) async fn new_request(
         .find(|d| d.name.as_str() == q.device)
         .or_else(|| (list.len() == 1).then(|| &list[0]));
     let now = state.0.clock.now();
-    let draft = Draft {
+    let draft = RequestForm {
         ports: chosen
             .filter(|d| d.policy.allowed_ports.len() == 1)
             .map(|d| d.policy.allowed_ports.iter().map(Port::to_string).collect())
             .unwrap_or_default(),
         start: tz.input(now),
         end: tz.input(now.saturating_add(Duration::from_secs(3600))),
-        ..Draft::default()
+        ..RequestForm::default()
     };
     Ok(request_form(&who, &tz, &list, chosen, &draft, None).into_response())
 }
 
-/// Reads the form into what the store takes; every message is the API's for the same mistake.
-fn parse_request(f: &Fields, tz: &PlantTime) -> ApiResult<NewRequest> {
-    let device = DeviceName::parse(f.get("device"))?;
-    let ports = f
-        .all("ports")
-        .map(|p| {
-            let n: u32 = p.trim().parse().map_err(|_| {
-                ApiError::Invalid(format!("ports: '{p}' is not a port number (1..65535)"))
-            })?;
-            Port::new(n).map_err(|e| ApiError::Invalid(format!("ports: {}", e.message)))
-        })
-        .collect::<ApiResult<BTreeSet<Port>>>()?;
-    if ports.is_empty() {
-        return Err(ApiError::Invalid("ports: name at least one port".into()));
-    }
-    let window = Window::new(
-        tz.parse("start", f.get("start"))?,
-        tz.parse("end", f.get("end"))?,
-    )?;
-    Ok(NewRequest {
-        device,
-        ports,
-        window,
-        reason: f.get("reason").to_owned(),
-        ticket: f.opt("ticket").map(str::to_owned),
-    })
-}
-
-pub(crate) async fn create(State(state): State<AppState>, p: Posted) -> PageResult {
+pub(crate) async fn create(State(state): State<AppState>, p: Posted<RequestForm>) -> PageResult {
     let who = &p.who;
     who.require(&[Role::Vendor])?;
     let tz = PlantTime::of(&state);
-    let outcome = match parse_request(&p.fields, &tz) {
+    let outcome = match p.form.request(&tz) {
         Ok(new) => state
             .0
             .store
             .create_request(&who.0.actor(), &who.0.user, &new)
             .await
-            .map_err(ApiError::from),
+            .map_err(|e| FormError::from_store(e, REQUEST_FIELDS)),
         Err(e) => Err(e),
     };
     match outcome {
         Ok(_) => Ok(Flash::redirect("/requests", "requested").into_response()),
         Err(e) => {
             let list = requestable(&state, who).await?;
-            let chosen = list
-                .iter()
-                .find(|d| d.name.as_str() == p.fields.get("device"));
-            let f = &p.fields;
-            let draft = Draft {
-                ports: f.all("ports").map(str::to_owned).collect(),
-                start: f.get("start").to_owned(),
-                end: f.get("end").to_owned(),
-                reason: f.get("reason").to_owned(),
-                ticket: f.get("ticket").to_owned(),
-            };
-            Ok(rerender(e, |m| {
-                request_form(who, &tz, &list, chosen, &draft, Some(m))
+            let chosen = list.iter().find(|d| d.name.as_str() == p.form.device);
+            Ok(rerender(e, |problem| {
+                // Without a chosen device only the picker is shown: a message about another
+                // input goes above it.
+                let problem = problem.map(|m| match chosen {
+                    None if !m.is_at(DEVICE) => m.whole(),
+                    _ => m.clone(),
+                });
+                request_form(who, &tz, &list, chosen, &p.form, problem.as_ref())
             }))
         }
     }

@@ -1,72 +1,30 @@
 //! The web pages through the real router (no socket) on a real SQLite store with a manual
 //! clock: the forms follow the API's rules (CSRF, MFA, step-up, policy, audit), times show in
-//! the plant's zone, and user text is escaped.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
+//! the plant's zone, user text is escaped, and a refused form says what is wrong at the input
+//! it is about, by the label on the screen.
 
-use std::sync::Arc;
+use std::ops::Deref;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
-use portcullis_auth::token::KeyRing;
-use portcullis_auth::totp::{TotpKey, TotpSecret};
-use portcullis_core::audit::{ActorRole, MacKey};
-use portcullis_core::{
-    Clock, Criticality, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName,
-    Port, RequestState, Role, Username,
-};
-use portcullis_store::{AuditActor, AuditQuery, NewUser, RequestFilter, Store, StoreConfig};
-use portcullis_testkit::{ManualClock, TestDb};
-use portcullis_web::{AppState, WebConfig, WebKeys, router};
-use tower::ServiceExt;
+use axum::http::{Method, Request, StatusCode, header};
+use portcullis_auth::totp::TotpSecret;
+use portcullis_core::{Clock, DeviceName, DeviceProfile, RequestState, Role, Username};
+use portcullis_store::RequestFilter;
+use portcullis_web::WebConfig;
 
-const ORIGIN: &str = "https://portcullis.test";
-const PASSWORD: &str = "correct horse plant seven";
+use crate::helpers::{ORIGIN, PASSWORD, PageResp as Resp, TestApp, device, root, spawn_app_with};
 
 /// A form's fields, in order.
 type Form<'a> = &'a [(&'a str, &'a str)];
 
-struct App {
-    router: Router,
-    store: Store,
-    clock: Arc<ManualClock>,
-    _db: TestDb,
-    _keys: tempfile::TempDir,
-}
+/// The harness with this module's plant: acme may request plc-7 and hmi-2 (dual approval).
+struct App(TestApp);
 
-#[derive(Debug)]
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Resp {
-    fn location(&self) -> &str {
-        self.headers[header::LOCATION].to_str().unwrap()
-    }
-    fn cookies(&self) -> Vec<String> {
-        self.headers
-            .get_all(header::SET_COOKIE)
-            .iter()
-            .map(|v| v.to_str().unwrap().to_owned())
-            .collect()
-    }
-    /// The value of the first `name="..."` or `data-testid` text after `marker`.
-    fn text_after(&self, marker: &str) -> String {
-        let at = self.body.find(marker).unwrap_or_else(|| {
-            panic!("{marker} not in page:\n{}", self.body);
-        });
-        let rest = &self.body[at + marker.len()..];
-        let rest = &rest[rest.find('>').unwrap() + 1..];
-        rest[..rest.find('<').unwrap()].to_owned()
-    }
-    fn csrf(&self) -> String {
-        let marker = r#"name="csrf" value=""#;
-        let at = self.body.find(marker).expect("a csrf field") + marker.len();
-        self.body[at..at + self.body[at..].find('"').unwrap()].to_owned()
+impl Deref for App {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.0
     }
 }
 
@@ -82,68 +40,23 @@ async fn app() -> App {
 }
 
 async fn app_with(tune: impl FnOnce(&mut WebConfig)) -> App {
-    let db = TestDb::sqlite();
-    let clock = Arc::new(ManualClock::at("2026-11-25T08:00:00Z"));
-    let mut config = StoreConfig::new(MacKey::new([1; 32]));
-    config.clock = clock.clone();
-    let store = Store::open(db.url(), config).await.unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let ring = KeyRing::load_or_create(keys.path()).unwrap();
-    let mut web = WebConfig::new(ORIGIN, "127.0.0.1:4433");
-    web.login_rate_per_minute = 1000;
-    tune(&mut web);
-    let web_keys = WebKeys {
-        totp: TotpKey::from_bytes(zeroize::Zeroizing::new([2; 32])),
-        signer: ring.signer(&web.token_issuer, &web.token_audience),
-        jwks: ring.jwks(),
-        audit_mac: MacKey::new([1; 32]),
-    };
-    let state = AppState::new(store.clone(), clock.clone(), web_keys, web);
-    let admin = root();
-    store
-        .add_org(&admin, &OrgName::parse("acme").unwrap())
-        .await
-        .unwrap();
+    let app = spawn_app_with(tune).await;
+    app.add_org("acme").await;
     for (name, approvals) in [("plc-7", 1), ("hmi-2", 2)] {
-        let d = Device {
-            name: DeviceName::parse(name).unwrap(),
-            address: NetworkAddress::parse("10.1.2.3").unwrap(),
-            criticality: Criticality::High,
-            profile: DeviceProfile {
-                site: "Plant 2".into(),
-                device_type: "PLC".into(),
-                firmware: "v4.1".into(),
-                ..Default::default()
-            },
-            policy: DevicePolicy::new(
-                Port::parse_list("502,80").unwrap(),
-                Duration::from_secs(4 * 3600),
-                approvals,
-                [OrgName::parse("acme").unwrap()].into(),
-            )
-            .unwrap(),
+        let profile = DeviceProfile {
+            site: "Plant 2".into(),
+            device_type: "PLC".into(),
+            firmware: "v4.1".into(),
+            ..Default::default()
         };
-        store.add_device(&admin, &d).await.unwrap();
+        app.add_device(device(name, "10.1.2.3", approvals, "acme", profile))
+            .await;
     }
-    App {
-        router: router(state),
-        store,
-        clock,
-        _db: db,
-        _keys: keys,
-    }
+    App(app)
 }
 
 fn copy(s: &TotpSecret) -> TotpSecret {
     TotpSecret::from_base32(&s.base32()).unwrap()
-}
-
-fn root() -> AuditActor {
-    AuditActor {
-        name: "cli:root".into(),
-        role: ActorRole::Admin,
-        source: Some("cli".into()),
-    }
 }
 
 /// `application/x-www-form-urlencoded`, percent-encoding everything but unreserved bytes.
@@ -167,10 +80,6 @@ fn encode(fields: &[(&str, &str)]) -> String {
 }
 
 impl App {
-    fn unix(&self) -> u64 {
-        (self.clock.now().unix_micros() / 1_000_000) as u64
-    }
-
     /// The next 30 s step (each code works once).
     fn next_code(&self, secret: &TotpSecret) -> String {
         self.clock.advance(Duration::from_secs(30));
@@ -178,15 +87,7 @@ impl App {
     }
 
     async fn send(&self, req: Request<Body>) -> Resp {
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        Resp {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&bytes).into_owned(),
-        }
+        self.send_page(req).await
     }
 
     async fn get(&self, path: &str, cookie: Option<&str>) -> Resp {
@@ -215,26 +116,6 @@ impl App {
         let mut all = vec![("csrf", b.csrf.as_str())];
         all.extend_from_slice(fields);
         self.post(path, Some(&b.cookie), &all).await
-    }
-
-    async fn actions(&self) -> Vec<String> {
-        self.store
-            .audit_events(&AuditQuery::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.action)
-            .collect()
-    }
-
-    async fn add_user(&self, name: &str, role: Role) -> String {
-        let org = (role == Role::Vendor).then(|| OrgName::parse("acme").unwrap());
-        let new = NewUser {
-            username: Username::parse(name).unwrap(),
-            role,
-            org,
-        };
-        self.store.add_user(&root(), &new).await.unwrap().1.code
     }
 
     /// Enrolls through the pages; returns the TOTP secret read from the page.
@@ -550,7 +431,9 @@ async fn a_request_outside_the_policy_rerenders_the_form_with_the_message_and_wr
     );
 
     let before = app.actions().await.len();
-    let cases: [(Form, StatusCode, &str); 6] = [
+    // Each message is the API's for the same mistake; one about an input is shown at it, named
+    // by its label (the old pages said `ports: ...` above the form).
+    let cases: [(Form, StatusCode, &str, Option<&str>); 6] = [
         (
             &[
                 ("device", "plc-7"),
@@ -561,6 +444,7 @@ async fn a_request_outside_the_policy_rerenders_the_form_with_the_message_and_wr
             ],
             StatusCode::UNPROCESSABLE_ENTITY,
             "port 22 is not allowed on this device (allowed: 80,502)",
+            Some("ports"),
         ),
         (
             &[
@@ -572,6 +456,7 @@ async fn a_request_outside_the_policy_rerenders_the_form_with_the_message_and_wr
             ],
             StatusCode::UNPROCESSABLE_ENTITY,
             "at or before it starts",
+            Some("window"),
         ),
         (
             &[
@@ -583,6 +468,7 @@ async fn a_request_outside_the_policy_rerenders_the_form_with_the_message_and_wr
             ],
             StatusCode::UNPROCESSABLE_ENTITY,
             "longer than this device allows",
+            Some("window"),
         ),
         (
             &[
@@ -594,6 +480,7 @@ async fn a_request_outside_the_policy_rerenders_the_form_with_the_message_and_wr
             ],
             StatusCode::NOT_FOUND,
             "device 'nope' does not exist",
+            None,
         ),
         (
             &[
@@ -603,7 +490,8 @@ async fn a_request_outside_the_policy_rerenders_the_form_with_the_message_and_wr
                 ("reason", "x"),
             ],
             StatusCode::UNPROCESSABLE_ENTITY,
-            "ports: name at least one port",
+            "Ports: name at least one port",
+            Some("ports"),
         ),
         (
             &[
@@ -614,10 +502,11 @@ async fn a_request_outside_the_policy_rerenders_the_form_with_the_message_and_wr
                 ("reason", "x"),
             ],
             StatusCode::UNPROCESSABLE_ENTITY,
-            "start: 'tomorrow' is not a date and time",
+            "Start: 'tomorrow' is not a date and time",
+            Some("start"),
         ),
     ];
-    for (fields, status, message) in cases {
+    for (fields, status, message, at) in cases {
         let r = app.submit(&vera, "/requests", fields).await;
         assert_eq!(r.status, status, "{fields:?}: {}", r.body);
         let escaped = message.replace('\'', "&#39;");
@@ -630,6 +519,19 @@ async fn a_request_outside_the_policy_rerenders_the_form_with_the_message_and_wr
             r.body.contains(r#"data-testid="device-picker""#),
             "the form again"
         );
+        match at {
+            Some(name) => {
+                let shown = r
+                    .field_error(name)
+                    .unwrap_or_else(|| panic!("{name}: {}", r.body));
+                assert!(
+                    shown.contains(message) || shown.contains(&escaped),
+                    "{name}: {shown}"
+                );
+                assert_eq!(r.messages(), (1, false), "only at the input: {}", r.body);
+            }
+            None => assert_eq!(r.messages(), (0, true), "above the form: {}", r.body),
+        }
     }
     // The form keeps what was typed.
     let r = app.submit(&vera, "/requests", cases[0].0).await;
@@ -938,7 +840,10 @@ async fn auditors_see_filter_export_and_verify_the_log() {
     assert_eq!(only.body.matches(r#"data-testid="event-row""#).count(), 1);
     let bad = app.get("/audit?since=yesterday", Some(&ann.cookie)).await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(bad.body.contains("since:"));
+    let since = bad
+        .field_error("since")
+        .expect("the message at the Since input");
+    assert!(since.starts_with("Since: 'yesterday' is not"), "{since}");
     let timeline = app
         .get(&format!("/audit/grant/{id}"), Some(&ann.cookie))
         .await;
@@ -1232,4 +1137,303 @@ async fn log_out_everywhere_and_the_admin_reset_through_the_forms() {
             "{a} not audited: {actions:?}"
         );
     }
+}
+
+/// Issue 13: a refused policy says what is wrong at the input, by the label on the screen
+/// ("Longest window: ..."), not as the CLI's `max-window: ...` above the form; what was typed
+/// stays, and nothing is saved.
+#[tokio::test]
+async fn a_refused_policy_names_the_field_by_its_label_next_to_its_input() {
+    let app = app().await;
+    let adam = app.user("adam", Role::Admin).await;
+    let policy = |window: &'static str| {
+        [
+            ("ports", "502"),
+            ("max_window", window),
+            ("approvals", "1"),
+            ("orgs", "acme"),
+        ]
+    };
+    let before = app.actions().await.len();
+    for (window, why) in [
+        (
+            "30d",
+            "Longest window: 30days is longer than the limit of 7days",
+        ),
+        (
+            "soon",
+            "Longest window: 'soon' is not a duration such as 8h, 30m or 1h30m",
+        ),
+        ("0s", "Longest window: must be longer than zero"),
+    ] {
+        let r = app
+            .submit(&adam, "/admin/devices/plc-7", &policy(window))
+            .await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+        assert_eq!(
+            r.field_error("max_window").as_deref(),
+            Some(why),
+            "{}",
+            r.body
+        );
+        assert_eq!(r.messages(), (1, false), "at the input only: {}", r.body);
+        assert!(!r.body.contains("max-window"), "no CLI flag: {}", r.body);
+        assert!(
+            r.body
+                .contains(&format!(r#"name="max_window" value="{window}""#)),
+            "what was typed stays"
+        );
+    }
+    let r = app
+        .submit(
+            &adam,
+            "/admin/devices/plc-7",
+            &[
+                ("ports", "502, x"),
+                ("max_window", "2h"),
+                ("approvals", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        r.field_error("ports").as_deref(),
+        Some("Allowed ports: 'x' is not a port number (1..65535)")
+    );
+    // The add-device form places its messages the same way, inventory fields included.
+    let device = [
+        ("name", "rtu-9"),
+        ("address", "not an address!"),
+        ("ports", "502"),
+        ("max_window", "2h"),
+        ("approvals", "1"),
+    ];
+    let r = app.submit(&adam, "/admin/devices", &device).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let shown = r.field_error("address").expect("at the address");
+    assert!(shown.starts_with("Address: "), "{shown}");
+    let mut long = device.to_vec();
+    long[1] = ("address", "10.0.0.9");
+    let firmware = "v".repeat(501);
+    long.push(("firmware", &firmware));
+    let r = app.submit(&adam, "/admin/devices", &long).await;
+    assert_eq!(
+        r.field_error("firmware").as_deref(),
+        Some("Firmware: is longer than 500 characters"),
+        "a store refusal at its input too"
+    );
+    assert_eq!(
+        app.actions().await.len(),
+        before,
+        "nothing saved or audited"
+    );
+    let d = app
+        .store
+        .device(&DeviceName::parse("plc-7").unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.policy.max_window, Duration::from_secs(4 * 3600));
+}
+
+/// Issue 13: the organisation forms speak of the web pages, never of `--org`: a bad name is
+/// named by its label at the input, and a vendor without an organisation is told where to
+/// choose or add one.
+#[tokio::test]
+async fn organisation_errors_name_the_field_and_speak_of_the_pages() {
+    let app = app().await;
+    let adam = app.user("adam", Role::Admin).await;
+    let r = app
+        .submit(&adam, "/admin/orgs", &[("name", "Globex <Corp>")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let shown = r.field_error("name").expect("at the name");
+    assert!(
+        shown.starts_with("Name: 'Globex &lt;Corp&gt;' may use only lowercase letters"),
+        "{shown}"
+    );
+    assert_eq!(r.messages(), (1, false));
+    assert!(
+        r.body.contains(r#"value="Globex &lt;Corp&gt;""#),
+        "kept, escaped"
+    );
+    let r = app.submit(&adam, "/admin/orgs", &[("name", "")]).await;
+    assert_eq!(
+        r.field_error("name").as_deref(),
+        Some("Name: must not be empty")
+    );
+
+    // A vendor without an organisation: the store's refusal names the CLI's flag, the page's
+    // names the select.
+    let r = app
+        .submit(
+            &adam,
+            "/admin/users",
+            &[("username", "gina"), ("role", "vendor"), ("org", "")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+    let shown = r.field_error("org").expect("at the organisation");
+    assert!(
+        shown.starts_with("Organisation: a vendor must belong to an organisation"),
+        "{shown}"
+    );
+    assert!(!r.body.contains("--org"), "{}", r.body);
+    assert!(r.body.contains(r#"value="gina""#), "the name typed stays");
+    let r = app
+        .submit(
+            &adam,
+            "/admin/users",
+            &[("username", "Gina"), ("role", "vendor"), ("org", "acme")],
+        )
+        .await;
+    let shown = r.field_error("username").expect("at the username");
+    assert!(shown.starts_with("Username: 'Gina'"), "{shown}");
+    // A supervisor's organisation select is ignored, not refused with a CLI hint.
+    let r = app
+        .submit(
+            &adam,
+            "/admin/users",
+            &[("username", "sue"), ("role", "supervisor"), ("org", "acme")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains(r#"data-testid="enrollment-code""#));
+
+    // With no organisation at all, the page says where to add one.
+    let bare = App(crate::helpers::spawn_app().await);
+    let adam = bare.user("adam", Role::Admin).await;
+    let r = bare
+        .submit(
+            &adam,
+            "/admin/users",
+            &[("username", "gina"), ("role", "vendor"), ("org", "")],
+        )
+        .await;
+    let shown = r.field_error("org").expect("at the organisation");
+    assert!(shown.contains("on the Organisations page"), "{shown}");
+    assert!(!r.body.contains("--org"));
+}
+
+/// Issue 13: enrollment is one implementation for the API and the pages; the pages put each
+/// refusal at its input, the API keeps its words and status codes.
+#[tokio::test]
+async fn enrollment_errors_sit_at_their_inputs_and_the_api_keeps_its_words() {
+    let app = app().await;
+    let code = app.add_user("vera", Role::Vendor).await;
+    let r = app.get("/enroll?code=not-a-code", None).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let shown = r.field_error("code").expect("at the code");
+    assert!(
+        shown.starts_with("Enrollment code: this enrollment code is not valid"),
+        "{shown}"
+    );
+
+    let enroll = |pw: &'static str, again: &'static str| {
+        [
+            ("code", code.clone()),
+            ("password", pw.into()),
+            ("confirm", again.into()),
+        ]
+    };
+    let pages = &app;
+    let post = |fields: [(&'static str, String); 3]| async move {
+        let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        pages.post("/enroll", None, &f).await
+    };
+    let r = post(enroll(PASSWORD, "correct horse plant eight")).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        r.field_error("confirm").as_deref(),
+        Some("Password again: the two passwords differ")
+    );
+    let r = post(enroll("short", "short")).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let shown = r.field_error("password").expect("at the password");
+    assert!(
+        shown.starts_with("Password: the password must be at least 15"),
+        "{shown}"
+    );
+    assert_eq!(r.messages(), (1, false));
+
+    // Confirming before a password: the API's 409 and words, the page's own words.
+    let early = serde_json::json!({ "code": code, "totp": "123456" });
+    let r = app
+        .call(Method::POST, "/api/v1/enroll/confirm", Some(early), None)
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(
+        r.body["error"],
+        "set a password first (POST /api/v1/enroll)"
+    );
+    let r = app
+        .post(
+            "/enroll/confirm",
+            None,
+            &[("code", &code), ("totp", "123456")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(!r.body.contains("POST /api"), "{}", r.body);
+
+    let r = post(enroll(PASSWORD, PASSWORD)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let secret = TotpSecret::from_base32(&r.text_after(r#"data-testid="totp-secret""#)).unwrap();
+    let wrong = secret.code_at(app.unix() + 300);
+    let r = app
+        .post(
+            "/enroll/confirm",
+            None,
+            &[("code", &code), ("totp", &wrong)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let shown = r.field_error("totp").expect("at the code");
+    assert!(
+        shown.starts_with("Code: that code does not match"),
+        "{shown}"
+    );
+    assert!(
+        r.body.contains(&secret.base32()),
+        "the same secret, shown again"
+    );
+    // The API's answer to the same mistake is unchanged.
+    let body = serde_json::json!({ "code": code, "totp": wrong });
+    let r = app
+        .call(Method::POST, "/api/v1/enroll/confirm", Some(body), None)
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        r.body["error"],
+        "that code does not match; check the authenticator app's clock"
+    );
+    let r = app
+        .post(
+            "/enroll/confirm",
+            None,
+            &[("code", &code), ("totp", &secret.code_at(app.unix()))],
+        )
+        .await;
+    assert_eq!(r.location(), "/login?done=enrolled");
+}
+
+/// Page forms are read into typed bodies: a field the page does not have is refused (422), not
+/// ignored, and the anti-CSRF check still comes first.
+#[tokio::test]
+async fn a_form_with_an_unknown_field_is_refused_after_the_csrf_check() {
+    let app = app().await;
+    let adam = app.user("adam", Role::Admin).await;
+    let before = app.actions().await;
+    let r = app
+        .submit(&adam, "/admin/orgs", &[("name", "globex"), ("nmae", "x")])
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    let r = app
+        .post(
+            "/admin/orgs",
+            Some(&adam.cookie),
+            &[("name", "globex"), ("nmae", "x")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert_eq!(app.actions().await, before, "nothing added or audited");
 }

@@ -1,163 +1,66 @@
 //! The JSON API against SECURITY.md, through the real router (no socket) on a real SQLite store
 //! with a manual clock. Every test here would fail if its rule broke.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
-use portcullis_auth::token::{KeyRing, TokenVerifier, thumbprint};
-use portcullis_auth::totp::{TotpKey, TotpSecret};
-use portcullis_core::audit::{ActorRole, MacKey};
+use axum::http::{Method, Request, StatusCode, header};
+use portcullis_auth::token::{TokenVerifier, thumbprint};
+use portcullis_auth::totp::TotpSecret;
+use portcullis_core::audit::ActorRole;
 use portcullis_core::{
-    Clock, Criticality, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName,
-    Port, Role, Username,
+    Clock, DeviceName, DevicePolicy, DeviceProfile, OrgName, Port, Role, Username,
 };
-use portcullis_store::{AuditActor, AuditQuery, NewUser, Store, StoreConfig};
-use portcullis_testkit::{ManualClock, TestDb};
-use portcullis_web::{AppState, WebConfig, WebKeys, router};
+use portcullis_store::{AuditActor, AuditQuery};
+use portcullis_testkit::TestDb;
+use portcullis_web::WebConfig;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-const ORIGIN: &str = "https://portcullis.test";
-const PASSWORD: &str = "correct horse plant seven";
+use crate::helpers::{
+    ApiResp as Resp, ApiUser as User, ORIGIN, PASSWORD, TestApp, device, spawn_app_on,
+};
 
-struct App {
-    router: Router,
-    store: Store,
-    clock: Arc<ManualClock>,
-    _db: TestDb,
-    _keys: tempfile::TempDir,
-}
+/// The harness with this module's plant: acme may request plc-7 and hmi-2 (dual approval),
+/// globex rtu-9.
+struct App(TestApp);
 
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-/// A logged-in user: the session token and the TOTP secret that produces codes.
-struct User {
-    name: String,
-    token: String,
-    csrf: String,
-    secret: TotpSecret,
+impl Deref for App {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.0
+    }
 }
 
 async fn app() -> App {
-    app_with(|w| w.login_rate_per_minute = 1000).await
+    app_with(|_| {}).await
 }
 
 async fn app_with(tune: impl FnOnce(&mut WebConfig)) -> App {
     app_on(TestDb::sqlite(), tune).await
 }
 
-/// The same app on a given database (PostgreSQL refuses some text that SQLite stores).
 async fn app_on(db: TestDb, tune: impl FnOnce(&mut WebConfig)) -> App {
-    let clock = Arc::new(ManualClock::at("2026-11-25T08:00:00Z"));
-    let mut config = StoreConfig::new(MacKey::new([1; 32]));
-    config.clock = clock.clone();
-    let store = Store::open(db.url(), config).await.unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let ring = KeyRing::load_or_create(keys.path()).unwrap();
-    let mut web = WebConfig::new(ORIGIN, "127.0.0.1:4433");
-    web.hash_concurrency = 2;
-    tune(&mut web);
-    let web_keys = WebKeys {
-        totp: TotpKey::from_bytes(zeroize::Zeroizing::new([2; 32])),
-        signer: ring.signer(&web.token_issuer, &web.token_audience),
-        jwks: ring.jwks(),
-        audit_mac: MacKey::new([1; 32]),
-    };
-    let state = AppState::new(store.clone(), clock.clone(), web_keys, web);
-    let admin = AuditActor {
-        name: "cli:root".into(),
-        role: ActorRole::Admin,
-        source: Some("cli".into()),
-    };
-    store
-        .add_org(&admin, &OrgName::parse("acme").unwrap())
-        .await
-        .unwrap();
-    store
-        .add_org(&admin, &OrgName::parse("globex").unwrap())
-        .await
-        .unwrap();
+    let app = spawn_app_on(db, tune).await;
+    app.add_org("acme").await;
+    app.add_org("globex").await;
     for (name, approvals, org) in [
         ("plc-7", 1, "acme"),
         ("hmi-2", 2, "acme"),
         ("rtu-9", 1, "globex"),
     ] {
-        let d = Device {
-            name: DeviceName::parse(name).unwrap(),
-            address: NetworkAddress::parse("127.0.0.1").unwrap(),
-            criticality: Criticality::High,
-            profile: DeviceProfile {
-                site: "Plant 2".into(),
-                ..Default::default()
-            },
-            policy: DevicePolicy::new(
-                Port::parse_list("502,80").unwrap(),
-                Duration::from_secs(4 * 3600),
-                approvals,
-                [OrgName::parse(org).unwrap()].into(),
-            )
-            .unwrap(),
+        let profile = DeviceProfile {
+            site: "Plant 2".into(),
+            ..Default::default()
         };
-        store.add_device(&admin, &d).await.unwrap();
+        app.add_device(device(name, "127.0.0.1", approvals, org, profile))
+            .await;
     }
-    App {
-        router: router(state),
-        store,
-        clock,
-        _db: db,
-        _keys: keys,
-    }
+    App(app)
 }
 
 impl App {
-    fn unix(&self) -> u64 {
-        (self.clock.now().unix_micros() / 1_000_000) as u64
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        auth: Option<&str>,
-    ) -> Resp {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = auth {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = match body {
-            Some(b) => req
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(b.to_string())),
-            None => req.body(Body::empty()),
-        }
-        .unwrap();
-        self.send(req).await
-    }
-
-    async fn send(&self, req: Request<Body>) -> Resp {
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
-        Resp {
-            status,
-            headers,
-            body,
-        }
-    }
-
     async fn post(&self, path: &str, body: Value, auth: Option<&str>) -> Resp {
         self.call(Method::POST, path, Some(body), auth).await
     }
@@ -168,86 +71,11 @@ impl App {
 
     /// Creates, enrolls and logs in a user through the API.
     async fn user(&self, name: &str, role: Role) -> User {
-        let admin = AuditActor {
-            name: "cli:root".into(),
-            role: ActorRole::Admin,
-            source: None,
-        };
-        let org = (role == Role::Vendor).then(|| OrgName::parse("acme").unwrap());
-        let (_, code) = self
-            .store
-            .add_user(
-                &admin,
-                &NewUser {
-                    username: Username::parse(name).unwrap(),
-                    role,
-                    org,
-                },
-            )
-            .await
-            .unwrap();
-        let r = self
-            .post(
-                "/api/v1/enroll",
-                json!({ "code": code.code, "password": PASSWORD }),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        assert!(
-            r.body["otpauth_uri"]
-                .as_str()
-                .unwrap()
-                .starts_with("otpauth://totp/Portcullis:")
-        );
-        assert!(r.body["qr_svg"].as_str().unwrap().contains("<svg"));
-        let secret = TotpSecret::from_base32(r.body["secret"].as_str().unwrap()).unwrap();
-        let totp = secret.code_at(self.unix());
-        let r = self
-            .post(
-                "/api/v1/enroll/confirm",
-                json!({ "code": code.code, "totp": totp }),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
-        // The enrollment code works once.
-        let again = self
-            .post(
-                "/api/v1/enroll",
-                json!({ "code": code.code, "password": PASSWORD }),
-                None,
-            )
-            .await;
-        assert_eq!(again.status, StatusCode::NOT_FOUND);
-        self.clock.advance(Duration::from_secs(30));
-        self.login(name, secret).await
+        self.api_user(name, role).await
     }
 
     async fn login(&self, name: &str, secret: TotpSecret) -> User {
-        let r = self
-            .post(
-                "/api/v1/auth/login",
-                json!({ "username": name, "password": PASSWORD }),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        let mfa = r.body["mfa_token"].as_str().unwrap().to_owned();
-        let r = self
-            .post(
-                "/api/v1/auth/mfa",
-                json!({ "mfa_token": mfa, "totp": secret.code_at(self.unix()) }),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        User {
-            name: name.into(),
-            token: r.body["session_token"].as_str().unwrap().into(),
-            csrf: r.body["csrf_token"].as_str().unwrap().into(),
-            secret,
-        }
+        self.api_login(name, secret).await
     }
 
     /// The next 30 s step's code (each code works once).
@@ -259,16 +87,6 @@ impl App {
             Some(&u.token),
         )
         .await
-    }
-
-    async fn actions(&self) -> Vec<String> {
-        self.store
-            .audit_events(&AuditQuery::default())
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.action)
-            .collect()
     }
 
     fn at(&self, mins: u64) -> String {

@@ -1,83 +1,45 @@
 //! Sites and connector enrollment through the JSON API (issue 5), through the real router on a
 //! real SQLite store with a manual clock.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly
 
+use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
-use portcullis_auth::token::{KeyRing, thumbprint};
-use portcullis_auth::totp::{TotpKey, TotpSecret};
-use portcullis_core::audit::{ActorRole, MacKey};
-use portcullis_core::{Clock, Role, Username};
-use portcullis_net::devca;
-use portcullis_store::{AuditActor, AuditQuery, ConnectorPresence, NewUser, Store, StoreConfig};
-use portcullis_testkit::{ManualClock, TestDb};
-use portcullis_web::{AppState, WebConfig, WebKeys, router};
+use axum::http::{Method, StatusCode, header};
+use portcullis_auth::token::thumbprint;
+use portcullis_core::{Clock, Role};
+use portcullis_store::{AuditQuery, ConnectorPresence};
+use portcullis_web::WebConfig;
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-const ORIGIN: &str = "https://portcullis.test";
-const PASSWORD: &str = "correct horse plant seven";
+use crate::helpers::{ApiResp as Resp, ORIGIN, TestApp, spawn_app, spawn_app_with};
 
-struct App {
-    router: Router,
-    store: Store,
-    clock: Arc<ManualClock>,
-    ca_pem: Option<String>,
-    _db: TestDb,
-    _keys: tempfile::TempDir,
-}
+/// The harness without a plant: these tests register their own sites.
+struct App(TestApp);
 
-struct Resp {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
+impl Deref for App {
+    type Target = TestApp;
+    fn deref(&self) -> &TestApp {
+        &self.0
+    }
 }
 
 async fn app() -> App {
-    app_with(true, |w| w.login_rate_per_minute = 1000).await
+    App(spawn_app().await)
 }
 
 async fn app_with(site_ca: bool, tune: impl FnOnce(&mut WebConfig)) -> App {
-    let db = TestDb::sqlite();
-    let clock = Arc::new(ManualClock::at("2026-11-25T08:00:00Z"));
-    let mut config = StoreConfig::new(MacKey::new([1; 32]));
-    config.clock = clock.clone();
-    let store = Store::open(db.url(), config).await.unwrap();
-    let keys = tempfile::tempdir().unwrap();
-    let ring = KeyRing::load_or_create(&keys.path().join("relay-signing")).unwrap();
-    let mut web = WebConfig::new(ORIGIN, "127.0.0.1:4433");
-    let mut ca_pem = None;
-    if site_ca {
-        let ca = devca::ensure_ca(&keys.path().join("site-ca")).unwrap();
-        ca_pem = Some(ca.cert_pem().to_owned());
-        web.site_ca = Some(Arc::new(ca));
-    }
-    tune(&mut web);
-    let web_keys = WebKeys {
-        totp: TotpKey::from_bytes(zeroize::Zeroizing::new([2; 32])),
-        signer: ring.signer(&web.token_issuer, &web.token_audience),
-        jwks: ring.jwks(),
-        audit_mac: MacKey::new([1; 32]),
-    };
-    let state = AppState::new(store.clone(), clock.clone(), web_keys, web);
-    App {
-        router: router(state),
-        store,
-        clock,
-        ca_pem,
-        _db: db,
-        _keys: keys,
-    }
+    App(spawn_app_with(move |w| {
+        if !site_ca {
+            w.site_ca = None;
+        }
+        tune(w);
+    })
+    .await)
 }
 
 /// A connector's request: a fresh P-256 key, asking for a name it will not get.
@@ -88,41 +50,6 @@ fn csr() -> String {
 }
 
 impl App {
-    fn unix(&self) -> u64 {
-        (self.clock.now().unix_micros() / 1_000_000) as u64
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        auth: Option<&str>,
-    ) -> Resp {
-        let mut req = Request::builder().method(method).uri(path);
-        if let Some(t) = auth {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-        }
-        let req = match body {
-            Some(b) => req
-                .header(header::CONTENT_TYPE, "application/json")
-                .body(Body::from(b.to_string())),
-            None => req.body(Body::empty()),
-        }
-        .unwrap();
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
-        Resp {
-            status,
-            headers,
-            body,
-        }
-    }
-
     async fn post(&self, path: &str, body: Value, auth: Option<&str>) -> Resp {
         self.call(Method::POST, path, Some(body), auth).await
     }
@@ -133,59 +60,7 @@ impl App {
 
     /// An enrolled, logged-in user's session token.
     async fn user(&self, name: &str, role: Role) -> String {
-        let admin = AuditActor {
-            name: "cli:root".into(),
-            role: ActorRole::Admin,
-            source: None,
-        };
-        let org = (role == Role::Vendor).then(|| portcullis_core::OrgName::parse("acme").unwrap());
-        if let Some(o) = &org
-            && self.store.list_orgs().await.unwrap().is_empty()
-        {
-            self.store.add_org(&admin, o).await.unwrap();
-        }
-        let new = NewUser {
-            username: Username::parse(name).unwrap(),
-            role,
-            org,
-        };
-        let (_, code) = self.store.add_user(&admin, &new).await.unwrap();
-        let r = self
-            .post(
-                "/api/v1/enroll",
-                json!({ "code": code.code, "password": PASSWORD }),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        let secret = TotpSecret::from_base32(r.body["secret"].as_str().unwrap()).unwrap();
-        let totp = secret.code_at(self.unix());
-        let r = self
-            .post(
-                "/api/v1/enroll/confirm",
-                json!({ "code": code.code, "totp": totp }),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
-        self.clock.advance(Duration::from_secs(30));
-        let r = self
-            .post(
-                "/api/v1/auth/login",
-                json!({ "username": name, "password": PASSWORD }),
-                None,
-            )
-            .await;
-        let mfa = r.body["mfa_token"].as_str().unwrap().to_owned();
-        let r = self
-            .post(
-                "/api/v1/auth/mfa",
-                json!({ "mfa_token": mfa, "totp": secret.code_at(self.unix()) }),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-        r.body["session_token"].as_str().unwrap().to_owned()
+        self.api_user(name, role).await.token
     }
 
     async fn enroll(&self, token: &str, csr: &str) -> Resp {
