@@ -443,6 +443,10 @@ fn bad_input_gets_one_clear_line_and_changes_nothing() {
             "device 'ghost' does not exist",
         ),
         (
+            &["serve", "--time-zone", "Mars/Olympus"],
+            "--time-zone: 'Mars/Olympus' is not an IANA time zone",
+        ),
+        (
             &[
                 "admin",
                 "device",

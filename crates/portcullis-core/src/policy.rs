@@ -13,6 +13,21 @@ use crate::{OrgName, Port, ValidationError, Window};
 /// to remove.
 pub const MAX_POLICY_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The most supervisors a device's policy can require (dual approval).
+pub const APPROVALS_MAX: u8 = 2;
+
+/// `--approvals` and the web form's field: how many supervisors must approve, 1 or 2.
+pub fn parse_approvals(text: &str) -> Result<u8, ValidationError> {
+    match text.trim() {
+        "1" => Ok(1),
+        "2" => Ok(2),
+        other => Err(ValidationError::new(
+            "approvals",
+            format!("'{other}' is not 1 or 2"),
+        )),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DevicePolicy {
@@ -52,7 +67,7 @@ impl DevicePolicy {
                 ),
             ));
         }
-        if !(1..=2).contains(&approvals_required) {
+        if !(1..=APPROVALS_MAX).contains(&approvals_required) {
             return Err(ValidationError::new(
                 "approvals",
                 format!("{approvals_required} is not 1 or 2"),

@@ -1,8 +1,29 @@
 //! The command line. Spellings here are a contract with users' scripts: add, never rename.
 
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use portcullis_core::policy::parse_approvals;
+use portcullis_core::window::parse_window_length;
+use portcullis_core::{Criticality, Role};
+
+/// A core type from one of `names`: `--help` and a wrong value list the choices, and the value
+/// reaches the command already parsed.
+fn one_of<T>(names: &'static [&'static str]) -> impl TypedValueParser<Value = T>
+where
+    T: FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(names).try_map(|name| name.parse::<T>())
+}
+
+/// An IANA time zone name, checked as the web pages will use it.
+fn time_zone(name: &str) -> Result<String, String> {
+    portcullis_web::pages::check_time_zone(name).map(|()| name.trim().to_owned())
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -199,7 +220,7 @@ pub struct WebArgs {
     #[arg(long, env = "PORTCULLIS_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// The plant's time zone for the web pages, e.g. Europe/Berlin.
-    #[arg(long, env = "PORTCULLIS_TIME_ZONE", default_value = "UTC")]
+    #[arg(long, env = "PORTCULLIS_TIME_ZONE", default_value = "UTC", value_parser = time_zone)]
     pub time_zone: String,
     /// System-use notification shown on the login page.
     #[arg(long, env = "PORTCULLIS_BANNER")]
@@ -310,8 +331,8 @@ pub enum UserCommand {
     /// Create an account; prints its one-time enrollment code.
     Add {
         username: String,
-        #[arg(long, value_parser = ["vendor", "supervisor", "auditor", "admin"])]
-        role: String,
+        #[arg(long, value_parser = one_of::<Role>(&["vendor", "supervisor", "auditor", "admin"]))]
+        role: Role,
         /// The vendor's organisation (vendors only).
         #[arg(long)]
         org: Option<String>,
@@ -388,14 +409,14 @@ pub struct DeviceAdd {
     /// Support contact.
     #[arg(long)]
     pub contact: Option<String>,
-    #[arg(long, value_parser = ["low", "medium", "high"], default_value = "medium")]
-    pub criticality: String,
+    #[arg(long, value_parser = one_of::<Criticality>(&["low", "medium", "high"]), default_value = "medium")]
+    pub criticality: Criticality,
     /// Supervisors who must approve: 1, or 2 for dual approval.
-    #[arg(long, default_value = "1")]
-    pub approvals: String,
+    #[arg(long, default_value = "1", value_parser = parse_approvals)]
+    pub approvals: u8,
     /// Longest window one request may ask for, e.g. 8h.
-    #[arg(long, default_value = "8h", allow_hyphen_values = true)]
-    pub max_window: String,
+    #[arg(long, default_value = "8h", allow_hyphen_values = true, value_parser = parse_window_length)]
+    pub max_window: Duration,
     /// Vendor organisations allowed to request it (default: none, deny all).
     #[arg(long)]
     pub orgs: Option<String>,
@@ -406,10 +427,10 @@ pub struct PolicyArgs {
     pub name: String,
     #[arg(long)]
     pub ports: Option<String>,
-    #[arg(long)]
-    pub approvals: Option<String>,
-    #[arg(long, allow_hyphen_values = true)]
-    pub max_window: Option<String>,
+    #[arg(long, value_parser = parse_approvals)]
+    pub approvals: Option<u8>,
+    #[arg(long, allow_hyphen_values = true, value_parser = parse_window_length)]
+    pub max_window: Option<Duration>,
     /// Comma-separated organisations; an empty string allows none.
     #[arg(long)]
     pub orgs: Option<String>,

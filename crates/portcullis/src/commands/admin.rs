@@ -5,12 +5,11 @@ mod site;
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use portcullis_core::window::{format_duration, parse_window_length};
+use portcullis_core::window::format_duration;
 use portcullis_core::{
-    Criticality, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName, Port,
-    Role, Username, ValidationError,
+    Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName, Port, Username,
+    ValidationError,
 };
 use portcullis_store::{NewUser, Store};
 
@@ -74,7 +73,7 @@ async fn user(store: &Store, cmd: UserCommand) -> anyhow::Result<()> {
         } => {
             let new = NewUser {
                 username: Username::parse(&username)?,
-                role: role.parse::<Role>()?,
+                role,
                 org: org.as_deref().map(OrgName::parse).transpose()?,
             };
             let (rec, code) = store.add_user(&cli_actor(), &new).await?;
@@ -252,17 +251,6 @@ async fn device(store: &Store, cmd: DeviceCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_approvals(text: &str) -> Result<u8, ValidationError> {
-    match text.trim() {
-        "1" => Ok(1),
-        "2" => Ok(2),
-        other => Err(ValidationError::new(
-            "approvals",
-            format!("'{other}' is not 1 or 2"),
-        )),
-    }
-}
-
 fn parse_orgs(text: &str) -> Result<BTreeSet<OrgName>, ValidationError> {
     text.split(',')
         .map(str::trim)
@@ -274,8 +262,8 @@ fn parse_orgs(text: &str) -> Result<BTreeSet<OrgName>, ValidationError> {
 fn device_from_args(a: DeviceAdd) -> anyhow::Result<Device> {
     let policy = DevicePolicy::new(
         Port::parse_list(&a.ports)?,
-        parse_window_length(&a.max_window)?,
-        parse_approvals(&a.approvals)?,
+        a.max_window,
+        a.approvals,
         a.orgs
             .as_deref()
             .map(parse_orgs)
@@ -298,7 +286,7 @@ fn device_from_args(a: DeviceAdd) -> anyhow::Result<Device> {
     Ok(Device {
         name: DeviceName::parse(&a.name)?,
         address: NetworkAddress::parse(&a.address)?,
-        criticality: a.criticality.parse::<Criticality>()?,
+        criticality: a.criticality,
         profile,
         policy,
     })
@@ -309,14 +297,8 @@ fn merge_policy(current: &DevicePolicy, a: &PolicyArgs) -> anyhow::Result<Device
         Some(p) => Port::parse_list(p)?,
         None => current.allowed_ports.clone(),
     };
-    let max_window: Duration = match &a.max_window {
-        Some(w) => parse_window_length(w)?,
-        None => current.max_window,
-    };
-    let approvals = match &a.approvals {
-        Some(n) => parse_approvals(n)?,
-        None => current.approvals_required,
-    };
+    let max_window = a.max_window.unwrap_or(current.max_window);
+    let approvals = a.approvals.unwrap_or(current.approvals_required);
     let orgs = match &a.orgs {
         Some(o) => parse_orgs(o)?,
         None => current.allowed_orgs.clone(),

@@ -91,8 +91,6 @@ pub fn web_part(
         .clone()
         .unwrap_or_else(|| format!("https://{bound}"));
     let tls = tls::https_server_config(tls_material.certs.clone(), tls_material.key.clone_key())?;
-    portcullis_web::pages::check_time_zone(&args.time_zone)
-        .map_err(|e| anyhow::anyhow!("--time-zone: {e}"))?;
     let mut config = WebConfig::new(public.clone(), relay_addr);
     if let Some(ca) = &tls_material.dev_ca {
         config.relay_ca_pem = Some(
