@@ -140,6 +140,8 @@ pub enum Criticality {
 }
 
 impl Criticality {
+    pub const ALL: [Criticality; 3] = [Criticality::Low, Criticality::Medium, Criticality::High];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Criticality::Low => "low",

@@ -123,7 +123,10 @@ impl IntoResponse for ApiError {
             | ApiError::TooManyRequests { retry_after_secs } => Some(*retry_after_secs),
             _ => None,
         };
-        let body = serde_json::json!({ "error": self.to_string(), "code": self.code() });
+        let body = portcullis_api_types::ErrorBody {
+            error: self.to_string(),
+            code: self.code().to_owned(),
+        };
         let mut resp = (self.status(), Json(body)).into_response();
         if let Some(secs) = retry
             && let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string())

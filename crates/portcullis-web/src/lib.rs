@@ -2,8 +2,6 @@
 //! use) and, beside it, the web pages. `router(state)` builds the whole service; tests drive it
 //! without a socket (`tower::ServiceExt::oneshot`), the binary serves it over HTTPS.
 #![forbid(unsafe_code)]
-// The OpenAPI document is one large `json!` literal.
-#![recursion_limit = "512"]
 
 pub mod api;
 mod body;

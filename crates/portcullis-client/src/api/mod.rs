@@ -9,6 +9,8 @@ mod types;
 
 use std::time::Duration;
 
+use portcullis_api_types::access::{DeviceList, RequestList};
+use portcullis_api_types::auth::SessionsEnded;
 use reqwest::header::RETRY_AFTER;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -17,7 +19,8 @@ use time::format_description::well_known::Rfc3339;
 
 pub use error::ApiError;
 pub use types::{
-    Created, Device, LoggedIn, NewRequest, PendingMfa, RelayTicket, Request, WindowView,
+    Created, Device, DeviceEntry, LoggedIn, NewRequest, OrUnknown, PendingMfa, RelayTicket,
+    Request, WindowView,
 };
 
 use crate::config::StoredSession;
@@ -238,34 +241,24 @@ impl ApiClient {
     /// relay tokens issued so far and ends the account's live relay sessions. Returns how many
     /// web and CLI sessions ended.
     pub async fn logout_everywhere(&self) -> Result<u64, ApiError> {
-        let v: serde_json::Value = self
+        let ended: SessionsEnded = self
             .json(Method::POST, "/auth/logout-everywhere", None, "the logout")
             .await?;
-        v["sessions_ended"].as_u64().ok_or(ApiError::BadAnswer {
-            what: "the logout",
-            detail: "no `sessions_ended` count".into(),
-        })
+        Ok(ended.sessions_ended)
     }
 
-    /// The devices this account may request.
+    /// The devices this account may request (as a vendor is offered them, also when another
+    /// role asks and the broker answers with the inventory).
     pub async fn devices(&self) -> Result<Vec<Device>, ApiError> {
-        let v: serde_json::Value = self
+        let list: DeviceList = self
             .json(Method::GET, "/devices", None, "the device list")
             .await?;
-        let list = v["devices"].as_array().ok_or(ApiError::BadAnswer {
-            what: "the device list",
-            detail: "no `devices` list".into(),
-        })?;
-        Ok(list.iter().filter_map(Device::from_json).collect())
+        Ok(list.devices.into_iter().map(DeviceEntry::offered).collect())
     }
 
     /// The account's requests and grants (a vendor sees only their own).
     pub async fn requests(&self) -> Result<Vec<Request>, ApiError> {
-        #[derive(serde::Deserialize)]
-        struct List {
-            requests: Vec<Request>,
-        }
-        let list: List = self
+        let list: RequestList = self
             .json(Method::GET, "/requests", None, "the request list")
             .await?;
         Ok(list.requests)

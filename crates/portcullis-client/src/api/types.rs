@@ -1,114 +1,22 @@
-//! The API's answers as the client reads them. Fields the broker may add later are ignored
-//! (the OpenAPI document promises the named fields, not that there are no others).
+//! The API's answers as the client reads them: the broker's own types, from
+//! `portcullis-api-types`, so the client cannot drift from what the broker sends. Fields the
+//! broker may add later are ignored (the OpenAPI document promises the named fields, not that
+//! there are no others).
+//!
+//! Enum fields (`state`, `role`, `criticality`) are [`OrUnknown`]: a word from a newer broker
+//! is kept and shown as it came instead of failing the whole answer, and it never matches a
+//! known value, so nothing acts on a state it does not understand. A value that is no enum word
+//! at all (too long, control characters, not a string) is [`super::ApiError::BadAnswer`], as is
+//! an answer missing a field the document requires.
 
-use std::fmt;
+use serde::Serialize;
 
-use serde::{Deserialize, Serialize};
-
-/// The answer to the password step: a token good only for the TOTP step.
-#[derive(Deserialize)]
-pub struct PendingMfa {
-    pub(crate) mfa_token: String,
-}
-
-impl fmt::Debug for PendingMfa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PendingMfa(<redacted>)")
-    }
-}
-
-/// The answer to the TOTP step: the session.
-#[derive(Deserialize)]
-pub struct LoggedIn {
-    pub session_token: String,
-    pub expires_at: String,
-    pub username: String,
-    pub role: String,
-}
-
-impl fmt::Debug for LoggedIn {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LoggedIn")
-            .field("session_token", &"<redacted>")
-            .field("expires_at", &self.expires_at)
-            .field("username", &self.username)
-            .field("role", &self.role)
-            .finish()
-    }
-}
-
-/// A device the vendor may request, as `GET /api/v1/devices` lists it. Vendors see the flat
-/// form; other roles see the inventory record, whose policy fields are nested (both are read).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Device {
-    pub name: String,
-    pub device_type: String,
-    pub site: String,
-    pub criticality: String,
-    pub ports: Vec<u16>,
-    pub max_window_secs: Option<u64>,
-    pub approvals_required: Option<u64>,
-}
-
-impl Device {
-    pub(crate) fn from_json(v: &serde_json::Value) -> Option<Self> {
-        let text = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
-        let policy = &v["policy"];
-        let ports = v
-            .get("ports")
-            .or_else(|| policy.get("allowed_ports"))
-            .and_then(|p| p.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|p| p.as_u64().and_then(|p| u16::try_from(p).ok()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        Some(Device {
-            name: v["name"].as_str()?.to_owned(),
-            device_type: text("device_type"),
-            site: text("site"),
-            criticality: text("criticality"),
-            ports,
-            max_window_secs: v["max_window_secs"]
-                .as_u64()
-                .or_else(|| policy["max_window"].as_u64()),
-            approvals_required: v["approvals_required"]
-                .as_u64()
-                .or_else(|| policy["approvals_required"].as_u64()),
-        })
-    }
-}
-
-/// A request's window, RFC 3339 in UTC.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WindowView {
-    pub start: String,
-    pub end: String,
-}
-
-/// A request or grant, as `GET /api/v1/requests` lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    pub id: i64,
-    pub device: String,
-    pub ports: Vec<u16>,
-    pub window: WindowView,
-    /// `requested`, `approved`, `denied`, `active`, `expired` or `revoked`.
-    pub state: String,
-    #[serde(default)]
-    pub reason: String,
-    #[serde(default)]
-    pub ticket: Option<String>,
-    #[serde(default)]
-    pub requester: String,
-    /// Time left in the window, for an active grant only.
-    #[serde(default)]
-    pub seconds_left: Option<u64>,
-    /// Why it was denied or revoked.
-    #[serde(default)]
-    pub closing_reason: Option<String>,
-}
+pub use portcullis_api_types::OrUnknown;
+pub use portcullis_api_types::access::{
+    Created, DeviceEntry, OfferedDevice as Device, RelayToken as RelayTicket, Request,
+    Window as WindowView,
+};
+pub use portcullis_api_types::auth::{PendingMfa, Session as LoggedIn};
 
 /// What the vendor asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -124,71 +32,75 @@ pub struct NewRequest {
     pub ticket: Option<String>,
 }
 
-/// The answer to `POST /api/v1/requests`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Created {
-    pub id: i64,
-    pub state: String,
-}
-
-/// A relay token and where to use it: the answer to `POST /api/v1/grants/{id}/token`.
-#[derive(Clone, Deserialize)]
-pub struct RelayTicket {
-    /// The JWT for `Hello`. Bound to one client certificate; still not for logs.
-    pub token: String,
-    pub expires_at: String,
-    /// The relay's UDP address, `host:port`.
-    pub relay: String,
-    /// PEM of the CA that signs the relay's certificate, when the broker says (its development
-    /// CA); trusted for this connection besides the CA kept at login. The answer comes over the
-    /// broker's authenticated HTTPS, so this extends trust no further than the broker itself.
-    #[serde(default)]
-    pub relay_ca: Option<String>,
-}
-
-impl fmt::Debug for RelayTicket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RelayTicket")
-            .field(
-                "token",
-                &format_args!("<redacted, {} bytes>", self.token.len()),
-            )
-            .field("expires_at", &self.expires_at)
-            .field("relay", &self.relay)
-            .field("relay_ca", &self.relay_ca.as_ref().map(String::len))
-            .finish()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use portcullis_api_types::access::DeviceList;
+    use portcullis_core::{Criticality, RequestState, Timestamp};
     use serde_json::json;
 
     #[test]
     fn devices_read_in_the_vendor_and_the_inventory_shape() {
-        let vendor = json!({ "name": "plc-7", "device_type": "PLC", "site": "Plant 2",
-            "criticality": "high", "ports": [502, 80], "max_window_secs": 28800,
-            "approvals_required": 1 });
-        let d = Device::from_json(&vendor).unwrap();
-        assert_eq!(d.ports, vec![502, 80]);
-        assert_eq!(d.max_window_secs, Some(28800));
-        let inventory = json!({ "name": "plc-7", "address": "10.0.0.7", "criticality": "low",
-            "device_type": "", "policy": { "allowed_ports": [22], "max_window": 3600,
-            "approvals_required": 2, "allowed_orgs": [] } });
-        let d = Device::from_json(&inventory).unwrap();
-        assert_eq!((d.ports, d.approvals_required), (vec![22], Some(2)));
-        assert!(Device::from_json(&json!({ "nameless": true })).is_none());
+        let list = json!({ "devices": [
+            { "name": "plc-7", "device_type": "PLC", "site": "Plant 2",
+              "criticality": "high", "ports": [502, 80], "max_window_secs": 28800,
+              "approvals_required": 1 },
+            { "name": "plc-8", "address": "10.0.0.7", "criticality": "low",
+              "device_type": "", "site": "", "owner": "", "vendor": "", "purpose": "",
+              "data_handled": "", "access_method": "", "firmware": "", "support_contact": "",
+              "policy": { "allowed_ports": [22], "max_window": 3600,
+              "approvals_required": 2, "allowed_orgs": [] } },
+        ] });
+        let list: DeviceList = serde_json::from_value(list).unwrap();
+        let d: Vec<Device> = list.devices.into_iter().map(DeviceEntry::offered).collect();
+        let ports: Vec<u16> = d[0].ports.iter().map(|p| p.get()).collect();
+        assert_eq!(ports, vec![80, 502]);
+        assert_eq!(d[0].max_window_secs, 28800);
+        assert!(d[0].criticality.is(Criticality::High));
+        assert_eq!((d[1].approvals_required, d[1].max_window_secs), (2, 3600));
+        assert!(
+            serde_json::from_value::<DeviceList>(json!({ "devices": [{ "nameless": true }] }))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_state_from_a_newer_broker_is_kept_not_fatal() {
+        let r = json!({ "id": 7, "requester": "vera", "org": "acme", "device": "plc-7",
+            "ports": [502], "window": { "start": "2026-05-01T08:00:00Z", "end": "2026-05-01T10:00:00Z" },
+            "reason": "r", "ticket": null, "created_at": "2026-05-01T07:00:00Z",
+            "state": "suspended", "approvals": [], "closing_reason": null, "closed_by": null,
+            "ended_at": null, "seconds_left": null, "added_later": 1 });
+        let r: Request = serde_json::from_value(r).unwrap();
+        assert_eq!(r.state, OrUnknown::Unknown("suspended".into()));
+        assert!(!r.state.is(RequestState::Active));
+        assert_eq!(
+            r.window.start,
+            Timestamp::parse_rfc3339("2026-05-01T08:00:00Z").unwrap()
+        );
     }
 
     #[test]
     fn tickets_and_sessions_hide_their_secrets_in_debug() {
         let t = RelayTicket {
             token: "eyJsecret".into(),
-            expires_at: String::new(),
+            expires_at: Timestamp::from_unix_micros(0).unwrap(),
             relay: "r:1".into(),
             relay_ca: None,
         };
         assert!(!format!("{t:?}").contains("eyJsecret"));
+        let s: LoggedIn = serde_json::from_value(json!({ "session_token": "sess-secret",
+            "expires_at": "2026-05-01T08:00:00Z", "csrf_token": "csrf-secret",
+            "username": "vera", "role": "vendor" }))
+        .unwrap();
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("sess-secret") && !shown.contains("csrf-secret"),
+            "{shown}"
+        );
+        let p: PendingMfa = serde_json::from_value(json!({ "mfa_token": "mfa-secret",
+            "expires_at": "2026-05-01T08:00:00Z" }))
+        .unwrap();
+        assert!(!format!("{p:?}").contains("mfa-secret"));
     }
 }

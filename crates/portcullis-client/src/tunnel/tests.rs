@@ -38,7 +38,7 @@ impl TokenSource for FakeTokens {
         issued.push((token.clone(), cert_sha256.to_owned()));
         Ok(RelayTicket {
             token,
-            expires_at: String::new(),
+            expires_at: portcullis_core::Timestamp::from_unix_micros(0).unwrap(),
             relay: self.relay.clone(),
             relay_ca: self.relay_ca.clone(),
         })

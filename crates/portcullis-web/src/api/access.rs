@@ -5,6 +5,12 @@ use std::collections::BTreeSet;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use portcullis_api_types::State as StateName;
+use portcullis_api_types::access::{
+    Created, DeviceEntry, DeviceList, InventoryDevice, OfferedDevice, RelayToken, Request,
+    RequestList,
+};
+use portcullis_api_types::schema::{Name, Ports, Reason, Time};
 use portcullis_auth::token::parse_thumbprint;
 use portcullis_core::liveness;
 use portcullis_core::request::Narrowing;
@@ -18,38 +24,49 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery, Authed, OptionalJson};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
+    #[schema(value_type = Name)]
     pub(crate) device: String,
+    #[schema(value_type = Ports)]
     pub(crate) ports: Vec<u32>,
+    #[schema(value_type = Time)]
     pub(crate) start: String,
+    #[schema(value_type = Time)]
     pub(crate) end: String,
+    #[schema(value_type = Reason)]
     pub(crate) reason: String,
     #[serde(default)]
+    #[schema(max_length = 100)]
     pub(crate) ticket: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApproveBody {
     #[serde(default)]
+    #[schema(value_type = Option<Ports>)]
     pub(crate) ports: Option<Vec<u32>>,
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub(crate) start: Option<String>,
     #[serde(default)]
+    #[schema(format = DateTime)]
     pub(crate) end: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReasonBody {
+    #[schema(value_type = Reason)]
     pub(crate) reason: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenBody {
+    /// SHA-256 of the client certificate: 64 hex digits, colon-separated hex or base64url
     client_cert_sha256: String,
 }
 
@@ -115,50 +132,51 @@ impl ApproveBody {
     }
 }
 
-/// The JSON shape of a request, with the time left for a live grant.
-fn view(rec: &RequestRecord, now: Timestamp) -> serde_json::Value {
-    let mut v = serde_json::to_value(rec).unwrap_or_default();
-    let r = &rec.request;
-    v["seconds_left"] = match r.state {
-        RequestState::Active => r.window.remaining(now).as_secs().into(),
-        _ => serde_json::Value::Null,
+/// A request as the API shows it, with the time left for a live grant.
+fn view(rec: &RequestRecord, now: Timestamp) -> Request {
+    let RequestRecord {
+        id,
+        request: r,
+        ended_at,
+    } = rec;
+    let seconds_left = match r.state {
+        RequestState::Active => Some(r.window.remaining(now).as_secs()),
+        _ => None,
     };
-    v
+    Request::from_core(*id, r, *ended_at, seconds_left)
 }
 
-pub async fn devices(
-    State(state): State<AppState>,
-    authed: Authed,
-) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(get, path = "/api/v1/devices",
+    summary = "Devices the caller may see (vendors: only what they may request, without addresses)",
+    responses((status = 200, description = "devices", body = DeviceList)),
+    security(("bearer" = [])))]
+pub async fn devices(State(state): State<AppState>, authed: Authed) -> ApiResult<Json<DeviceList>> {
     let all = state.0.store.list_devices().await?;
-    let out: Vec<serde_json::Value> = match (authed.user.role, &authed.user.org) {
+    let devices = match (authed.user.role, &authed.user.org) {
         (Role::Vendor, Some(org)) => all
             .iter()
             .filter(|d| d.policy.allowed_orgs.contains(org))
             // Vendors learn what they may ask for, not the plant's addressing.
-            .map(|d| {
-                serde_json::json!({
-                    "name": d.name, "device_type": d.profile.device_type, "site": d.profile.site,
-                    "criticality": d.criticality, "ports": d.policy.allowed_ports,
-                    "max_window_secs": d.policy.max_window.as_secs(),
-                    "approvals_required": d.policy.approvals_required,
-                })
-            })
+            .map(|d| DeviceEntry::Offered(OfferedDevice::from_core(d)))
             .collect(),
         (Role::Vendor, None) => Vec::new(),
         _ => all
             .iter()
-            .map(|d| serde_json::to_value(d).unwrap_or_default())
+            .map(|d| DeviceEntry::Inventory(Box::new(InventoryDevice::from(d))))
             .collect(),
     };
-    Ok(Json(serde_json::json!({ "devices": out })))
+    Ok(Json(DeviceList { devices }))
 }
 
+#[utoipa::path(post, path = "/api/v1/requests", summary = "Request access",
+    request_body = CreateBody,
+    responses((status = 201, description = "The new request", body = Created)),
+    security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     authed: Authed,
     ApiJson(body): ApiJson<CreateBody>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<Created>)> {
     authed.require(&[Role::Vendor])?;
     let new = body.new_request()?;
     let rec = state
@@ -168,15 +186,22 @@ pub async fn create(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({ "id": rec.id, "state": rec.request.state })),
+        Json(Created {
+            id: rec.id,
+            state: rec.request.state.into(),
+        }),
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/requests", summary = "Requests and grants (vendors: their own)",
+    params(("state" = Option<StateName>, Query)),
+    responses((status = 200, description = "requests", body = RequestList)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     authed: Authed,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<RequestList>> {
     authed.require(&[Role::Vendor, Role::Supervisor, Role::Auditor])?;
     let state_filter = q
         .state
@@ -189,9 +214,9 @@ pub async fn list(
     };
     let now = state.0.clock.now();
     let list = state.0.store.list_requests(&filter).await?;
-    Ok(Json(
-        serde_json::json!({ "requests": list.iter().map(|r| view(r, now)).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(RequestList {
+        requests: list.iter().map(|r| view(r, now)).collect(),
+    }))
 }
 
 /// The request, if the caller may see it; vendors see only their own (others are "not found").
@@ -207,22 +232,32 @@ async fn visible(state: &AppState, authed: &Authed, id: i64) -> ApiResult<Reques
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/requests/{id}", summary = "One request",
+    params(("id" = i64, Path)),
+    responses((status = 200, description = "The request", body = Request)),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     authed: Authed,
     ApiPath(id): ApiPath<i64>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Request>> {
     authed.require(&[Role::Vendor, Role::Supervisor, Role::Auditor])?;
     let rec = visible(&state, &authed, id).await?;
     Ok(Json(view(&rec, state.0.clock.now())))
 }
 
+#[utoipa::path(post, path = "/api/v1/requests/{id}/approve",
+    summary = "Approve (after a step-up), optionally narrowing ports or window",
+    params(("id" = i64, Path)),
+    request_body = Option<ApproveBody>,
+    responses((status = 200, description = "The request", body = Request)),
+    security(("bearer" = [])))]
 pub async fn approve(
     State(state): State<AppState>,
     authed: Authed,
     ApiPath(id): ApiPath<i64>,
     OptionalJson(body): OptionalJson<ApproveBody>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Request>> {
     authed.require(&[Role::Supervisor])?;
     let now = state.0.clock.now();
     if !authed.mfa_fresh(now, state.0.config.step_up_max_age) {
@@ -238,12 +273,17 @@ pub async fn approve(
     Ok(Json(view(&rec, now)))
 }
 
+#[utoipa::path(post, path = "/api/v1/requests/{id}/deny", summary = "Deny with a reason",
+    params(("id" = i64, Path)),
+    request_body = ReasonBody,
+    responses((status = 200, description = "The request", body = Request)),
+    security(("bearer" = [])))]
 pub async fn deny(
     State(state): State<AppState>,
     authed: Authed,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<ReasonBody>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Request>> {
     authed.require(&[Role::Supervisor])?;
     let rec = state
         .0
@@ -253,12 +293,17 @@ pub async fn deny(
     Ok(Json(view(&rec, state.0.clock.now())))
 }
 
+#[utoipa::path(post, path = "/api/v1/grants/{id}/revoke", summary = "Revoke a grant",
+    params(("id" = i64, Path)),
+    request_body = ReasonBody,
+    responses((status = 200, description = "The request", body = Request)),
+    security(("bearer" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,
     authed: Authed,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<ReasonBody>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Request>> {
     authed.require(&[Role::Supervisor, Role::Admin])?;
     let rec = state
         .0
@@ -270,13 +315,19 @@ pub async fn revoke(
 
 /// Mints a relay token: only the grant's vendor, only inside the window, only after a recent
 /// MFA, bound to the client's certificate, and audited before it is handed out.
+#[utoipa::path(post, path = "/api/v1/grants/{id}/token",
+    summary = "Mint a relay token bound to a client certificate",
+    params(("id" = i64, Path)),
+    request_body = TokenBody,
+    responses((status = 200, description = "The relay token", body = RelayToken)),
+    security(("bearer" = [])))]
 #[tracing::instrument(name = "relay_token", skip_all, fields(grant = id, user = %authed.user.username))]
 pub async fn token(
     State(state): State<AppState>,
     authed: Authed,
     ApiPath(id): ApiPath<i64>,
     ApiJson(body): ApiJson<TokenBody>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<RelayToken>> {
     authed.require(&[Role::Vendor])?;
     let cfg = &state.0.config;
     let now = state.0.clock.now();
@@ -335,8 +386,10 @@ pub async fn token(
         .details(serde_json::json!({ "jti": claims.jti, "exp": claims.exp, "cnf": thumb }));
     state.0.store.append(draft).await?;
     let expires_at = claims.expires_at();
-    Ok(Json(serde_json::json!({
-        "token": token, "expires_at": expires_at, "relay": cfg.relay_addr,
-        "relay_ca": cfg.relay_ca_pem,
-    })))
+    Ok(Json(RelayToken {
+        token,
+        expires_at,
+        relay: cfg.relay_addr.clone(),
+        relay_ca: cfg.relay_ca_pem.clone(),
+    }))
 }

@@ -6,72 +6,103 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
+use portcullis_api_types::admin::{
+    EnrollmentReset, NewUser as NewUserView, Org, OrgList, User, UserAction, UserList,
+};
+use portcullis_api_types::schema::{Name, Ports, UserActionName};
+use portcullis_api_types::{CriticalityName, RoleName};
 use portcullis_core::{
     Criticality, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName, Port,
     Role, Username, ValidationError,
 };
-use portcullis_store::NewUser;
+use portcullis_store::{EnrollmentCode, NewUser, UserRecord};
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, Authed};
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgBody {
+    #[schema(value_type = Name)]
     pub(crate) name: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
+    #[schema(value_type = Name)]
     pub(crate) username: String,
+    #[schema(value_type = RoleName)]
     pub(crate) role: String,
     #[serde(default)]
+    #[schema(value_type = Option<String>, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub(crate) org: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+// The bounds of `DevicePolicy::new` and `DeviceProfile::validate` (`portcullis-core`).
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceBody {
+    #[schema(value_type = Name)]
     pub(crate) name: String,
     pub(crate) address: String,
+    #[schema(value_type = Ports)]
     pub(crate) ports: Vec<u32>,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub(crate) device_type: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub(crate) site: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub(crate) owner: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub(crate) vendor: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub(crate) purpose: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub(crate) data_handled: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub(crate) access_method: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub(crate) firmware: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     pub(crate) support_contact: String,
     #[serde(default)]
+    #[schema(value_type = Option<CriticalityName>)]
     pub(crate) criticality: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 2, nullable = false)]
     pub(crate) approvals_required: Option<u8>,
+    /// at most a week
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 604_800, nullable = false)]
     pub(crate) max_window_secs: Option<u64>,
     #[serde(default)]
+    #[schema(value_type = Vec<Name>)]
     pub(crate) orgs: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
+    #[schema(value_type = Ports)]
     pub(crate) ports: Vec<u32>,
+    #[schema(minimum = 1, maximum = 2)]
     pub(crate) approvals_required: u8,
+    /// at most a week
+    #[schema(minimum = 1, maximum = 604_800)]
     pub(crate) max_window_secs: u64,
+    #[schema(value_type = Vec<Name>)]
     pub(crate) orgs: Vec<String>,
 }
 
@@ -154,19 +185,60 @@ impl PolicyBody {
     }
 }
 
-pub async fn orgs(
-    State(state): State<AppState>,
-    authed: Authed,
-) -> ApiResult<Json<serde_json::Value>> {
-    authed.require(&[Role::Admin])?;
-    let orgs = state.0.store.list_orgs().await?;
-    let list: Vec<_> = orgs
-        .iter()
-        .map(|(n, c)| serde_json::json!({ "name": n, "created_at": c }))
-        .collect();
-    Ok(Json(serde_json::json!({ "orgs": list })))
+/// A user as the API shows it; `status` only where lists show it.
+fn user_view(u: UserRecord, status: Option<&str>) -> User {
+    // Destructured without `..`: a new column is not shown until someone decides it may be.
+    let UserRecord {
+        id,
+        username,
+        role,
+        org,
+        enrolled,
+        failed_logins,
+        locked_until,
+        disabled_at,
+        created_at,
+    } = u;
+    User {
+        id,
+        username,
+        role: role.into(),
+        org,
+        enrolled,
+        failed_logins,
+        locked_until,
+        disabled_at,
+        created_at,
+        status: status.map(str::to_owned),
+    }
 }
 
+fn reset_view(username: Username, code: EnrollmentCode) -> EnrollmentReset {
+    EnrollmentReset {
+        username,
+        enrollment_code: code.code.clone(),
+        expires_at: code.expires_at,
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/orgs", summary = "Vendor organisations",
+    responses((status = 200, description = "orgs", body = OrgList)),
+    security(("bearer" = [])))]
+pub async fn orgs(State(state): State<AppState>, authed: Authed) -> ApiResult<Json<OrgList>> {
+    authed.require(&[Role::Admin])?;
+    let orgs = state.0.store.list_orgs().await?;
+    Ok(Json(OrgList {
+        orgs: orgs
+            .into_iter()
+            .map(|(name, created_at)| Org { name, created_at })
+            .collect(),
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/orgs", summary = "Add an organisation",
+    request_body = OrgBody,
+    responses((status = 201, description = "created")),
+    security(("bearer" = [])))]
 pub async fn add_org(
     State(state): State<AppState>,
     authed: Authed,
@@ -181,29 +253,34 @@ pub async fn add_org(
     Ok(StatusCode::CREATED)
 }
 
-pub async fn users(
-    State(state): State<AppState>,
-    authed: Authed,
-) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(get, path = "/api/v1/admin/users", summary = "Users",
+    responses((status = 200, description = "users", body = UserList)),
+    security(("bearer" = [])))]
+pub async fn users(State(state): State<AppState>, authed: Authed) -> ApiResult<Json<UserList>> {
     authed.require(&[Role::Admin])?;
     let now = state.0.clock.now();
     let users = state.0.store.list_users().await?;
-    let list: Vec<_> = users
-        .iter()
-        .map(|u| {
-            let mut v = serde_json::to_value(u).unwrap_or_default();
-            v["status"] = u.status(now).into();
-            v
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "users": list })))
+    Ok(Json(UserList {
+        users: users
+            .into_iter()
+            .map(|u| {
+                let status = u.status(now);
+                user_view(u, Some(status))
+            })
+            .collect(),
+    }))
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/users",
+    summary = "Add a user (returns the one-time enrollment code)",
+    request_body = UserBody,
+    responses((status = 201, description = "The user and the enrollment code", body = NewUserView)),
+    security(("bearer" = [])))]
 pub async fn add_user(
     State(state): State<AppState>,
     authed: Authed,
     ApiJson(b): ApiJson<UserBody>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<NewUserView>)> {
     authed.require(&[Role::Admin])?;
     let (rec, code) = state
         .0
@@ -212,42 +289,54 @@ pub async fn add_user(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({
-            "username": rec.username, "role": rec.role, "org": rec.org,
-            "enrollment_code": code.code, "expires_at": code.expires_at,
-        })),
+        Json(NewUserView {
+            username: rec.username,
+            role: rec.role.into(),
+            org: rec.org,
+            enrollment_code: code.code.clone(),
+            expires_at: code.expires_at,
+        }),
     ))
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/users/{name}/{action}",
+    summary = "disable, unlock, reset (password, TOTP, sessions and relay tokens; returns a new enrollment code) or reset-enrollment",
+    params(
+        ("name" = Name, Path),
+        ("action" = UserActionName, Path),
+    ),
+    responses((status = 200, description = "The user, or the new enrollment code", body = UserAction)),
+    security(("bearer" = [])))]
 pub async fn user_action(
     State(state): State<AppState>,
     authed: Authed,
     ApiPath((name, action)): ApiPath<(String, String)>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<UserAction>> {
     authed.require(&[Role::Admin])?;
     let name = Username::parse(&name)?;
     let store = &state.0.store;
     let by = authed.actor();
     let out = match action.as_str() {
-        "disable" => serde_json::to_value(store.disable_user(&by, &name).await?),
-        "unlock" => serde_json::to_value(store.unlock_user(&by, &name).await?),
+        "disable" => UserAction::User(user_view(store.disable_user(&by, &name).await?, None)),
+        "unlock" => UserAction::User(user_view(store.unlock_user(&by, &name).await?, None)),
         "reset" => {
             let code = store.reset_user(&by, &name).await?;
-            Ok(
-                serde_json::json!({ "username": name, "enrollment_code": code.code, "expires_at": code.expires_at }),
-            )
+            UserAction::Reset(reset_view(name, code))
         }
         "reset-enrollment" => {
             let code = store.reset_enrollment(&by, &name).await?;
-            Ok(
-                serde_json::json!({ "username": name, "enrollment_code": code.code, "expires_at": code.expires_at }),
-            )
+            UserAction::Reset(reset_view(name, code))
         }
+        // The document lists these as `UserActionName`.
         other => return Err(ApiError::NotFound(format!("no user action '{other}'"))),
     };
-    Ok(Json(out.map_err(|_| ApiError::Internal)?))
+    Ok(Json(out))
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/devices", summary = "Add a device",
+    request_body = DeviceBody,
+    responses((status = 201, description = "created")),
+    security(("bearer" = [])))]
 pub async fn add_device(
     State(state): State<AppState>,
     authed: Authed,
@@ -259,6 +348,12 @@ pub async fn add_device(
     Ok(StatusCode::CREATED)
 }
 
+#[utoipa::path(post, path = "/api/v1/admin/devices/{name}/policy",
+    summary = "Replace a device's policy",
+    params(("name" = Name, Path)),
+    request_body = PolicyBody,
+    responses((status = 204, description = "done")),
+    security(("bearer" = [])))]
 pub async fn set_policy(
     State(state): State<AppState>,
     authed: Authed,

@@ -5,6 +5,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use portcullis_api_types::audit::{AuditEvent, AuditPage, ChainCheck};
+use portcullis_api_types::schema::{ExportFormat, Time};
 use portcullis_core::Role;
 use portcullis_core::audit::ExportRecord;
 use portcullis_core::{Timestamp, ValidationError};
@@ -84,23 +86,44 @@ impl AuditParams {
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/audit", summary = "Audit events, filtered and paged",
+    params(
+        ("since" = Option<Time>, Query), ("until" = Option<Time>, Query),
+        ("actor" = Option<String>, Query), ("device" = Option<String>, Query),
+        ("action" = Option<String>, Query), ("grant" = Option<i64>, Query),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000),
+        ("after" = Option<i64>, Query),
+    ),
+    responses((status = 200, description = "events", body = AuditPage)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     authed: Authed,
     ApiQuery(p): ApiQuery<AuditParams>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<AuditPage>> {
     authed.require(&[Role::Auditor])?;
     let q = p.query()?;
     let events = state.0.store.audit_events(&q).await?;
     let next = (events.len() as i64 == q.limit.unwrap_or(0))
         .then(|| events.last().map(|e| e.seq))
         .flatten();
-    let records: Vec<ExportRecord> = events.iter().map(ExportRecord::from).collect();
-    Ok(Json(
-        serde_json::json!({ "events": records, "next_after": next }),
-    ))
+    Ok(Json(AuditPage {
+        events: events
+            .iter()
+            .map(|e| AuditEvent::from(ExportRecord::from(e)))
+            .collect(),
+        next_after: next,
+    }))
 }
 
+#[utoipa::path(get, path = "/api/v1/audit/export", summary = "Export as CSV or JSON Lines",
+    params(
+        ("format" = ExportFormat, Query),
+        ("since" = Option<Time>, Query), ("until" = Option<Time>, Query),
+    ),
+    responses((status = 200, description = "The events as a file",
+        content((String = "text/csv"), (String = "application/x-ndjson")))),
+    security(("bearer" = [])))]
 pub async fn export(
     State(state): State<AppState>,
     authed: Authed,
@@ -185,10 +208,11 @@ fn csv_writer() -> csv::Writer<Vec<u8>> {
     w
 }
 
-pub async fn verify(
-    State(state): State<AppState>,
-    authed: Authed,
-) -> ApiResult<Json<serde_json::Value>> {
+#[utoipa::path(get, path = "/api/v1/audit/verify",
+    summary = "Verify the hash chain and the append-only guards",
+    responses((status = 200, description = "result", body = ChainCheck)),
+    security(("bearer" = [])))]
+pub async fn verify(State(state): State<AppState>, authed: Authed) -> ApiResult<Json<ChainCheck>> {
     authed.require(&[Role::Auditor])?;
     let outcome = state
         .0
@@ -198,12 +222,28 @@ pub async fn verify(
     let guards = state.0.store.check_guards().await;
     let guard_ok = guards.is_ok();
     Ok(Json(match outcome {
-        Ok(v) => serde_json::json!({
-            "intact": guard_ok, "events": v.events, "head_seq": v.head.seq, "head_hash": v.head.hash.to_hex(),
-            "guards": guard_ok, "first_bad_seq": null, "message": if guard_ok { "audit log intact".to_owned() } else { "append-only guard missing".to_owned() },
-        }),
-        Err(b) => serde_json::json!({
-            "intact": false, "first_bad_seq": b.seq, "message": b.to_string(), "guards": guard_ok,
-        }),
+        Ok(v) => ChainCheck {
+            intact: guard_ok,
+            first_bad_seq: None,
+            message: if guard_ok {
+                "audit log intact"
+            } else {
+                "append-only guard missing"
+            }
+            .to_owned(),
+            guards: guard_ok,
+            events: Some(v.events),
+            head_seq: Some(v.head.seq),
+            head_hash: Some(v.head.hash.to_hex()),
+        },
+        Err(b) => ChainCheck {
+            intact: false,
+            first_bad_seq: Some(b.seq),
+            message: b.to_string(),
+            guards: guard_ok,
+            events: None,
+            head_seq: None,
+            head_hash: None,
+        },
     }))
 }

@@ -6,6 +6,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use portcullis_api_types::auth::{PendingMfa, Session, SessionsEnded, TotpEnrollment};
+use portcullis_api_types::schema::Totp;
 use portcullis_auth::password::HashPool;
 use portcullis_auth::{password, totp};
 use portcullis_core::audit::{ActorRole, AuditDraft};
@@ -17,37 +19,41 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, Authed, ClientAddr, SESSION_COOKIE};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollBody {
     pub(crate) code: String,
+    #[schema(min_length = 15, max_length = 256)]
     pub(crate) password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollConfirmBody {
     pub(crate) code: String,
+    #[schema(value_type = Totp)]
     pub(crate) totp: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     pub(crate) username: String,
     pub(crate) password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MfaBody {
     mfa_token: String,
+    #[schema(value_type = Totp)]
     totp: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StepUpBody {
+    #[schema(value_type = Totp)]
     pub(crate) totp: String,
 }
 
@@ -280,20 +286,28 @@ impl Enrollment {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/enroll", summary = "Set a password and get a TOTP secret",
+    request_body = EnrollBody,
+    responses((status = 200, description = "The TOTP secret, shown this once", body = TotpEnrollment)))]
 pub async fn enroll(
     State(state): State<AppState>,
     addr: ClientAddr,
     ApiJson(body): ApiJson<EnrollBody>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<TotpEnrollment>> {
     let enrollment = Enrollment::find(&state, &addr, &body.code).await?;
     let secret = enrollment.set_password(&state, &body.password).await?;
     let uri = secret.otpauth_uri("Portcullis", enrollment.username());
     let qr = totp::qr_svg(&uri).unwrap_or_default();
-    Ok(Json(
-        serde_json::json!({ "otpauth_uri": uri, "secret": secret.base32(), "qr_svg": qr }),
-    ))
+    Ok(Json(TotpEnrollment {
+        otpauth_uri: uri,
+        secret: secret.base32(),
+        qr_svg: qr,
+    }))
 }
 
+#[utoipa::path(post, path = "/api/v1/enroll/confirm", summary = "Confirm the TOTP secret with a code",
+    request_body = EnrollConfirmBody,
+    responses((status = 204, description = "enrolled")))]
 pub async fn enroll_confirm(
     State(state): State<AppState>,
     addr: ClientAddr,
@@ -444,15 +458,19 @@ pub(crate) async fn password_stage(
         .await?)
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/login", summary = "Password step of login",
+    request_body = LoginBody,
+    responses((status = 200, description = "A token good only for the TOTP step", body = PendingMfa)))]
 pub async fn login(
     State(state): State<AppState>,
     addr: ClientAddr,
     ApiJson(body): ApiJson<LoginBody>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<PendingMfa>> {
     let s = password_stage(&state, &addr, &body.username, &body.password).await?;
-    Ok(Json(
-        serde_json::json!({ "mfa_token": s.token, "expires_at": s.session.expires_at }),
-    ))
+    Ok(Json(PendingMfa {
+        mfa_token: s.token.clone(),
+        expires_at: s.session.expires_at,
+    }))
 }
 
 /// Checks a TOTP code for `user` and marks its step used; the replay guard is atomic.
@@ -523,6 +541,9 @@ pub(crate) async fn totp_stage(
     Ok(s)
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/mfa", summary = "TOTP step of login",
+    request_body = MfaBody,
+    responses((status = 200, description = "The session", body = Session)))]
 pub async fn mfa(
     State(state): State<AppState>,
     addr: ClientAddr,
@@ -530,13 +551,13 @@ pub async fn mfa(
 ) -> ApiResult<Response> {
     let s = totp_stage(&state, &addr, &body.mfa_token, &body.totp).await?;
     let user = state.0.store.user_by_id(s.session.user_id).await?;
-    let body = Json(serde_json::json!({
-        "session_token": s.token,
-        "expires_at": s.session.expires_at,
-        "csrf_token": s.session.csrf_token,
-        "username": user.username,
-        "role": user.role,
-    }));
+    let body = Json(Session {
+        session_token: s.token.clone(),
+        expires_at: s.session.expires_at,
+        csrf_token: s.session.csrf_token.clone(),
+        username: user.username,
+        role: user.role.into(),
+    });
     let mut resp = body.into_response();
     if let Ok(v) =
         HeaderValue::from_str(&session_cookie(&s.token, state.0.config.sessions.absolute))
@@ -562,6 +583,10 @@ pub(crate) async fn step_up_with(state: &AppState, who: &Authed, code: &str) -> 
     audit(state, user_draft(&who.user, &who.addr, "auth.step_up")).await
 }
 
+#[utoipa::path(post, path = "/api/v1/auth/step-up", summary = "Fresh TOTP for approvals and tokens",
+    request_body = StepUpBody,
+    responses((status = 204, description = "done")),
+    security(("bearer" = [])))]
 pub async fn step_up(
     State(state): State<AppState>,
     authed: Authed,
@@ -573,6 +598,10 @@ pub async fn step_up(
 
 /// Ends this session and refuses the relay tokens the user was issued until now (a live
 /// `portcullis connect` goes on; "log out everywhere" ends it too).
+#[utoipa::path(post, path = "/api/v1/auth/logout",
+    summary = "End the session; relay tokens issued before are refused",
+    responses((status = 204, description = "done")),
+    security(("bearer" = [])))]
 pub async fn logout(State(state): State<AppState>, authed: Authed) -> ApiResult<Response> {
     state
         .0
@@ -593,6 +622,10 @@ fn with_expired_cookie(mut resp: Response) -> Response {
 
 /// "Log out everywhere": ends every web and CLI session of the user, refuses the relay tokens
 /// issued until now and ends the user's live relay sessions.
+#[utoipa::path(post, path = "/api/v1/auth/logout-everywhere",
+    summary = "End every session of the caller: web and CLI sessions, relay tokens issued before, live relay sessions",
+    responses((status = 200, description = "How many web and CLI sessions ended", body = SessionsEnded)),
+    security(("bearer" = [])))]
 pub async fn logout_everywhere(
     State(state): State<AppState>,
     authed: Authed,
@@ -602,7 +635,9 @@ pub async fn logout_everywhere(
         .store
         .logout_everywhere(&authed.actor(), &authed.user)
         .await?;
-    let body = Json(serde_json::json!({ "sessions_ended": ended }));
+    let body = Json(SessionsEnded {
+        sessions_ended: ended,
+    });
     Ok(with_expired_cookie(body.into_response()))
 }
 

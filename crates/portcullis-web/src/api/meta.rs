@@ -8,7 +8,10 @@ use crate::error::ApiError;
 use crate::extract::ClientAddr;
 use crate::state::AppState;
 
-/// The relay-token verification keys (JWKS), public.
+/// The relay-token verification keys (JWKS), public. Built once by `portcullis-auth`
+/// (`KeyRing::jwks`, RFC 7517), served as it is; the document names the members every key has.
+#[utoipa::path(get, path = "/api/v1/keys", summary = "Relay-token verification keys (JWKS)",
+    responses((status = 200, description = "JWKS", body = portcullis_api_types::Jwks)))]
 pub async fn keys(State(state): State<AppState>) -> Json<serde_json::Value> {
     Json(state.0.keys.jwks.clone())
 }

@@ -2,9 +2,12 @@
 
 use std::process::ExitCode;
 
+use std::collections::BTreeSet;
+
 use portcullis_client::api::ApiClient;
 use portcullis_client::config::ConfigDir;
 use portcullis_client::when;
+use portcullis_core::Port;
 
 use crate::cli::{Format, ListArgs};
 use crate::output::table;
@@ -24,17 +27,13 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|d| {
             vec![
-                d.name.clone(),
+                d.name.to_string(),
                 d.device_type.clone(),
                 d.site.clone(),
-                d.criticality.clone(),
+                d.criticality.to_string(),
                 join_ports(&d.ports),
-                d.max_window_secs
-                    .map(|s| when::left(std::time::Duration::from_secs(s)))
-                    .unwrap_or_default(),
-                d.approvals_required
-                    .map(|n| n.to_string())
-                    .unwrap_or_default(),
+                when::left(std::time::Duration::from_secs(d.max_window_secs)),
+                d.approvals_required.to_string(),
             ]
         })
         .collect();
@@ -56,10 +55,6 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn join_ports(ports: &[u16]) -> String {
-    ports
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+pub fn join_ports(ports: &BTreeSet<Port>) -> String {
+    Port::join(ports)
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use portcullis_client::api::{ApiClient, Request};
 use portcullis_client::config::ConfigDir;
 use portcullis_client::when;
+use portcullis_core::RequestState;
 
 use crate::cli::{Format, ListArgs};
 use crate::commands::devices::join_ports;
@@ -35,20 +36,24 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn row(r: &Request) -> Vec<String> {
-    let left = match (r.state.as_str(), r.seconds_left) {
-        ("active", Some(s)) => when::left(Duration::from_secs(s)),
+    let left = match (r.state.known(), r.seconds_left) {
+        (Some(RequestState::Active), Some(s)) => when::left(Duration::from_secs(s)),
         _ => String::new(),
     };
     let state = match &r.closing_reason {
         Some(why) if !why.is_empty() => format!("{} ({why})", r.state),
-        _ => r.state.clone(),
+        _ => r.state.to_string(),
     };
     vec![
         r.id.to_string(),
-        r.device.clone(),
+        r.device.to_string(),
         join_ports(&r.ports),
         state,
-        format!("{} to {}", short(&r.window.start), short(&r.window.end)),
+        format!(
+            "{} to {}",
+            short(&r.window.start.to_rfc3339()),
+            short(&r.window.end.to_rfc3339())
+        ),
         left,
     ]
 }

@@ -11,6 +11,7 @@ use portcullis_client::api::ApiClient;
 use portcullis_client::config::{ConfigDir, StoredSession};
 use portcullis_client::prompt::{Prompt, totp_code};
 use portcullis_client::trust;
+use portcullis_core::Role;
 
 use crate::cli::LoginArgs;
 
@@ -36,10 +37,10 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<ExitCode> {
 
     let stored = StoredSession {
         broker_url: api.base_url(),
-        username: session.username.clone(),
-        role: session.role.clone(),
+        username: session.username.to_string(),
+        role: session.role.to_string(),
         session_token: session.session_token.clone(),
-        expires_at: session.expires_at.clone(),
+        expires_at: session.expires_at.to_rfc3339(),
         ca_pem,
     };
     let path = dir.save_session(&stored)?;
@@ -51,7 +52,7 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<ExitCode> {
         path.display(),
         session.expires_at
     );
-    if session.role != "vendor" {
+    if !session.role.is(Role::Vendor) {
         eprintln!(
             "note: {} is a {} account; requests and connections are for vendor accounts",
             session.username, session.role
