@@ -4,8 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis_net::quic::{CONNECTION_WINDOW, MAX_PACKET_PAYLOAD, MAX_STREAMS, STREAM_WINDOW};
-use quinn::{IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
+use quinn::TransportConfig;
 
 /// How fast the connector notices trouble and comes back. Tests shorten these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,28 +50,11 @@ impl Default for ConnectorConfig {
 }
 
 impl ConnectorConfig {
-    /// `portcullis_net::quic::transport_config()` (same windows, stream limits and MTU bounds,
-    /// so memory per connection is what docs/BENCHMARKS.md describes) with this config's
-    /// keep-alive and idle timeout. quinn's `TransportConfig` cannot be cloned, so the shared
-    /// settings are applied again from the same constants; a test checks the result.
+    /// The shared transport (same windows, stream limits and MTU bounds, so memory per
+    /// connection is what docs/BENCHMARKS.md describes) with this config's keep-alive and idle
+    /// timeout.
     pub fn transport(&self) -> Arc<TransportConfig> {
-        let mut t = TransportConfig::default();
-        t.max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS));
-        t.max_concurrent_uni_streams(VarInt::from_u32(0));
-        t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
-        t.receive_window(VarInt::from_u32(CONNECTION_WINDOW));
-        t.send_window(u64::from(CONNECTION_WINDOW));
-        t.datagram_receive_buffer_size(None);
-        let mut mtu = MtuDiscoveryConfig::default();
-        mtu.upper_bound(MAX_PACKET_PAYLOAD);
-        t.mtu_discovery_config(Some(mtu));
-        // An idle timeout beyond QUIC's range (~146 years in ms) cannot be meant; fall back to
-        // the default rather than to no timeout at all.
-        let idle = IdleTimeout::try_from(self.idle_timeout)
-            .unwrap_or(IdleTimeout::from(VarInt::from_u32(5_000)));
-        t.max_idle_timeout(Some(idle));
-        t.keep_alive_interval(Some(self.keep_alive));
-        Arc::new(t)
+        portcullis_net::quic::transport_config_with(self.idle_timeout, self.keep_alive)
     }
 }
 

@@ -45,16 +45,22 @@ pub const MAX_STREAMS: u32 = 4096;
 /// throughput was unchanged (docs/BENCHMARKS.md). The windows are limits, not allocations: an
 /// idle stream holds no buffer.
 pub fn transport_config() -> Arc<TransportConfig> {
+    transport_config_with(IDLE_TIMEOUT, KEEP_ALIVE)
+}
+
+/// [`transport_config`] with another idle timeout and keep-alive (the site connector notices a
+/// dead link faster). An idle timeout beyond QUIC's range (~146 years in ms) cannot be meant:
+/// it becomes [`IDLE_TIMEOUT`] rather than no timeout at all.
+pub fn transport_config_with(idle: Duration, keep_alive: Duration) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
     t.max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
     t.receive_window(VarInt::from_u32(CONNECTION_WINDOW));
     t.send_window(u64::from(CONNECTION_WINDOW));
-    t.max_idle_timeout(Some(
-        IdleTimeout::try_from(IDLE_TIMEOUT).unwrap_or(IdleTimeout::from(VarInt::from_u32(30_000))),
-    ));
-    t.keep_alive_interval(Some(KEEP_ALIVE));
+    let fallback = IdleTimeout::from(VarInt::from_u32(30_000));
+    t.max_idle_timeout(Some(IdleTimeout::try_from(idle).unwrap_or(fallback)));
+    t.keep_alive_interval(Some(keep_alive));
     t.datagram_receive_buffer_size(None);
     let mut mtu = MtuDiscoveryConfig::default();
     mtu.upper_bound(MAX_PACKET_PAYLOAD);
