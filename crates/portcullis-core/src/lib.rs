@@ -14,6 +14,7 @@ pub mod disk;
 pub mod error;
 pub mod ids;
 pub mod liveness;
+pub mod modbus;
 pub mod names;
 pub mod policy;
 pub mod request;

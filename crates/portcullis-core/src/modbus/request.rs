@@ -1,0 +1,137 @@
+//! What a request ADU asks for, read from its PDU by function code (Modbus Application Protocol
+//! V1.1b3, section 6), and the exception response a filter answers with.
+
+use super::{Adu, ModbusError};
+
+/// A request's function and, where its function has them, the first address, the quantity, the
+/// diagnostics sub-function (FC 8) and the MEI type (FC 43).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    pub unit: u8,
+    pub function: u8,
+    pub address: Option<u16>,
+    pub quantity: Option<u16>,
+    pub sub_function: Option<u16>,
+    pub mei_type: Option<u8>,
+}
+
+impl Request {
+    /// Reads `adu` as a client's request. A standard function code whose data has the wrong
+    /// shape (a short read, a byte count that does not match its quantity) is malformed; other
+    /// codes (user-defined, reserved) carry no known fields and are only named.
+    pub fn parse(adu: &Adu) -> Result<Self, ModbusError> {
+        let function = adu.function();
+        let data = adu.pdu.get(1..).unwrap_or_default();
+        let mut r = Request {
+            unit: adu.unit,
+            function,
+            address: None,
+            quantity: None,
+            sub_function: None,
+            mei_type: None,
+        };
+        let bad = |reason| ModbusError::Malformed { function, reason };
+        let word = |at: usize| -> Option<u16> {
+            Some(u16::from_be_bytes([*data.get(at)?, *data.get(at + 1)?]))
+        };
+        match function {
+            // Read coils / discrete inputs / holding / input registers: address, quantity.
+            1..=4 => {
+                exact(data, 4).ok_or(bad("a read is an address and a quantity (4 bytes)"))?;
+                r.address = word(0);
+                r.quantity = word(2);
+            }
+            // Write single coil / register: address, value.
+            5 | 6 => {
+                exact(data, 4).ok_or(bad("a single write is an address and a value (4 bytes)"))?;
+                r.address = word(0);
+                r.quantity = Some(1);
+            }
+            // Read exception status, get comm event counter / log, report server id: no data.
+            7 | 11 | 12 | 17 => {
+                exact(data, 0).ok_or(bad("this request carries no data"))?;
+            }
+            // Diagnostics: a sub-function and its data.
+            8 => {
+                r.sub_function = Some(word(0).ok_or(bad("diagnostics need a sub-function"))?);
+            }
+            // Write multiple coils / registers: address, quantity, byte count, values.
+            15 | 16 => {
+                let (Some(address), Some(quantity), Some(&count)) = (word(0), word(2), data.get(4))
+                else {
+                    return Err(bad(
+                        "a multiple write is an address, a quantity and a byte count",
+                    ));
+                };
+                let needed = if function == 15 {
+                    usize::from(quantity).div_ceil(8)
+                } else {
+                    usize::from(quantity) * 2
+                };
+                if usize::from(count) != needed || data.len() != 5 + needed {
+                    return Err(bad(
+                        "the byte count does not match the quantity and the data",
+                    ));
+                }
+                r.address = Some(address);
+                r.quantity = Some(quantity);
+            }
+            // Read / write file record: a byte count, then sub-requests of at least 7 bytes.
+            20 | 21 => {
+                let count = usize::from(*data.first().ok_or(bad("a byte count is missing"))?);
+                if data.len() != 1 + count || count < 7 {
+                    return Err(bad("the byte count does not match the sub-requests"));
+                }
+            }
+            // Mask write register: address, AND mask, OR mask.
+            22 => {
+                exact(data, 6).ok_or(bad("a mask write is an address and two masks (6 bytes)"))?;
+                r.address = word(0);
+                r.quantity = Some(1);
+            }
+            // Read/write multiple registers: the write part is what changes the device.
+            23 => {
+                let (Some(write_at), Some(write_qty), Some(&count)) =
+                    (word(4), word(6), data.get(8))
+                else {
+                    return Err(bad(
+                        "a read/write is two addresses, two quantities and a byte count",
+                    ));
+                };
+                let needed = usize::from(write_qty) * 2;
+                if usize::from(count) != needed || data.len() != 9 + needed {
+                    return Err(bad(
+                        "the byte count does not match the write quantity and the data",
+                    ));
+                }
+                r.address = Some(write_at);
+                r.quantity = Some(write_qty);
+            }
+            // Read FIFO queue: the pointer address.
+            24 => {
+                exact(data, 2).ok_or(bad("a FIFO read is one address (2 bytes)"))?;
+                r.address = word(0);
+            }
+            // Encapsulated interface transport: the MEI type, then its data.
+            43 => {
+                r.mei_type = Some(*data.first().ok_or(bad("the MEI type is missing"))?);
+            }
+            _ => {}
+        }
+        Ok(r)
+    }
+}
+
+fn exact(data: &[u8], len: usize) -> Option<()> {
+    (data.len() == len).then_some(())
+}
+
+/// The exception response to `request` with `code` (01: illegal function): the same transaction
+/// and unit, the function code with its high bit set.
+pub fn exception_response(request: &Adu, code: u8) -> Adu {
+    Adu {
+        transaction: request.transaction,
+        unit: request.unit,
+        pdu: vec![request.function() | 0x80, code],
+    }
+}
