@@ -106,11 +106,14 @@ fn check_header(buf: &[u8]) -> Result<usize, ModbusError> {
     Ok(0)
 }
 
-/// ADUs out of a byte stream cut anywhere. Holds at most one incomplete ADU (260 bytes) beyond
-/// what [`AduDecoder::push`] was given since the last complete one.
+/// ADUs out of a byte stream cut anywhere. Holds what [`AduDecoder::push`] gave it until
+/// [`AduDecoder::next_adu`] has taken it, so at most one incomplete ADU (260 bytes) once every
+/// whole one is taken. Taking an ADU copies only its PDU.
 #[derive(Debug, Default)]
 pub struct AduDecoder {
     buf: Vec<u8>,
+    /// Bytes of `buf` already taken.
+    start: usize,
     /// Set once the stream broke the protocol: every later call says so again.
     broken: Option<ModbusError>,
 }
@@ -121,9 +124,13 @@ impl AduDecoder {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.broken.is_none() {
-            self.buf.extend_from_slice(bytes);
+        if self.broken.is_some() {
+            return;
         }
+        // What was taken goes before new bytes are added: the buffer never grows by it.
+        self.buf.drain(..self.start);
+        self.start = 0;
+        self.buf.extend_from_slice(bytes);
     }
 
     /// The next whole ADU, `None` until one is complete.
@@ -131,14 +138,15 @@ impl AduDecoder {
         if let Some(e) = &self.broken {
             return Err(e.clone());
         }
-        match decode(&self.buf) {
+        match decode(&self.buf[self.start..]) {
             Ok(Some((adu, used))) => {
-                self.buf.drain(..used);
+                self.start += used;
                 Ok(Some(adu))
             }
             Ok(None) => Ok(None),
             Err(e) => {
                 self.buf = Vec::new();
+                self.start = 0;
                 self.broken = Some(e.clone());
                 Err(e)
             }
@@ -147,6 +155,6 @@ impl AduDecoder {
 
     /// Bytes held that are not yet a whole ADU.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 }
