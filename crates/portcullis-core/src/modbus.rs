@@ -11,7 +11,7 @@ mod request;
 #[cfg(test)]
 mod tests;
 
-pub use request::{Request, exception_response};
+pub use request::{READ_FUNCTIONS, Request, exception_response};
 
 /// Bytes of the MBAP header, the unit id included.
 pub const MBAP_LEN: usize = 7;

@@ -122,6 +122,34 @@ impl Request {
     }
 }
 
+/// Function codes that only read (Modbus Application Protocol V1.1b3, section 5): read coils
+/// (1), discrete inputs (2), holding registers (3), input registers (4), exception status (7),
+/// comm event counter (11) and log (12), report server id (17), read file record (20), read FIFO
+/// queue (24). Diagnostics (8) and encapsulated transport (43) read only with one sub-function
+/// each ([`Request::only_reads`]).
+pub const READ_FUNCTIONS: [u8; 10] = [1, 2, 3, 4, 7, 11, 12, 17, 20, 24];
+
+/// FC 8's one sub-function that changes nothing: return query data (echo). Others do (4 forces
+/// listen-only mode until a restart, 10 clears the counters, 1 restarts communications).
+const DIAGNOSTICS_ECHO: u16 = 0;
+/// FC 43's MEI type "read device identification". Type 13 (CANopen general reference) carries
+/// arbitrary requests.
+const MEI_READ_DEVICE_ID: u8 = 14;
+
+impl Request {
+    /// Whether the request only reads: what `read` access lets through. Everything else is
+    /// refused under it: the writes (5, 6, 15, 16, 21, 22, 23), programming and vendor codes (40,
+    /// 42, 90, 125, 126), FC 8 but echo, FC 43 but device identification, and every reserved or
+    /// user-defined code.
+    pub fn only_reads(&self) -> bool {
+        match self.function {
+            8 => self.sub_function == Some(DIAGNOSTICS_ECHO),
+            43 => self.mei_type == Some(MEI_READ_DEVICE_ID),
+            f => READ_FUNCTIONS.contains(&f),
+        }
+    }
+}
+
 fn exact(data: &[u8], len: usize) -> Option<()> {
     (data.len() == len).then_some(())
 }

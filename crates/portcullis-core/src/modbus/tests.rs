@@ -144,6 +144,47 @@ fn every_function_code_parses_or_is_malformed_never_panics() {
     }
 }
 
+#[test]
+fn read_access_lets_exactly_the_reading_functions_through() {
+    let request = |function: u8, sub_function, mei_type| Request {
+        unit: 1,
+        function,
+        address: None,
+        quantity: None,
+        sub_function,
+        mei_type,
+    };
+    let mut passed = Vec::new();
+    for function in 0..=255u8 {
+        if request(function, None, None).only_reads() {
+            passed.push(function);
+        }
+    }
+    assert_eq!(passed, [1, 2, 3, 4, 7, 11, 12, 17, 20, 24]);
+    // Diagnostics: only echo; "force listen only" (4), "clear counters" (10), restart (1) not.
+    assert!(request(8, Some(0), None).only_reads());
+    for sub in [1, 4, 10, 0xffff] {
+        assert!(!request(8, Some(sub), None).only_reads(), "FC 8/{sub}");
+    }
+    // Encapsulated transport: only read device identification.
+    assert!(request(43, None, Some(14)).only_reads());
+    assert!(!request(43, None, Some(13)).only_reads());
+    for write in [5, 6, 15, 16, 21, 22, 23, 40, 42, 90, 125, 126] {
+        assert!(!request(write, None, None).only_reads(), "FC {write}");
+    }
+    // Parsed from the wire, too.
+    let listen_only = decode(&hex("0001 0000 0006 01 08 0004 0000"))
+        .unwrap()
+        .unwrap()
+        .0;
+    assert!(!Request::parse(&listen_only).unwrap().only_reads());
+    let read = decode(&hex("0001 0000 0006 01 03 006b 0003"))
+        .unwrap()
+        .unwrap()
+        .0;
+    assert!(Request::parse(&read).unwrap().only_reads());
+}
+
 fn adu() -> impl Strategy<Value = Adu> {
     (
         any::<u16>(),
