@@ -23,6 +23,18 @@ use crate::state::AppState;
 /// The name of the hidden field that carries the session's anti-CSRF token.
 pub(crate) const CSRF_FIELD: &str = "csrf";
 
+/// The inputs a vendor's request and a supervisor's approval share: the targets, the window and
+/// the reason, labelled the same on both forms.
+pub(crate) mod access_inputs {
+    use super::Input;
+
+    pub(crate) const PORTS: Input = Input::new("ports", "Ports");
+    pub(crate) const WINDOW: Input = Input::new("window", "Window");
+    pub(crate) const START: Input = Input::new("start", "Start");
+    pub(crate) const END: Input = Input::new("end", "End");
+    pub(crate) const REASON: Input = Input::new("reason", "Reason");
+}
+
 /// An input of a form: the `name` it posts under and the label people read. Messages about it
 /// start with the label, so they speak of what is on the screen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,6 +14,7 @@ use portcullis_store::{RequestFilter, RequestRecord};
 use serde::Deserialize;
 
 use super::error::{PageResult, rerender};
+use super::form::access_inputs::{END, PORTS, REASON, START, WINDOW};
 use super::form::{FormError, Input, Posted, Problem, field, field_error, list};
 use super::layout::{Flash, csrf, error_box, page};
 use super::session::Browser;
@@ -25,12 +26,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::Authed;
 use crate::state::AppState;
 
-const PORTS: Input = Input::new("ports", "Ports");
-const WINDOW: Input = Input::new("window", "Window");
-const START: Input = Input::new("start", "Start");
-const END: Input = Input::new("end", "End");
 const TOTP: Input = Input::new("totp", "Your authenticator code");
-const REASON: Input = Input::new("reason", "Reason");
 
 /// Core's field names for an approval, at the approve form's inputs.
 const APPROVE_FIELDS: &[(&str, Input)] = &[

@@ -12,6 +12,7 @@ use portcullis_store::{NewRequest, RequestFilter};
 use serde::Deserialize;
 
 use super::error::{PageResult, rerender};
+use super::form::access_inputs::{END, PORTS, REASON, START, WINDOW};
 use super::form::{FormError, Input, Posted, Problem, field, field_error, list};
 use super::layout::{Flash, csrf, error_box, page};
 use super::session::Browser;
@@ -22,11 +23,6 @@ use crate::error::ApiResult;
 use crate::state::AppState;
 
 const DEVICE: Input = Input::new("device", "Device");
-const PORTS: Input = Input::new("ports", "Ports");
-const WINDOW: Input = Input::new("window", "Window");
-const START: Input = Input::new("start", "Start");
-const END: Input = Input::new("end", "End");
-const REASON: Input = Input::new("reason", "Reason");
 const TICKET: Input = Input::new("ticket", "Ticket");
 
 /// Core's field names for a request, at the request form's inputs.
