@@ -21,6 +21,7 @@
 //! stream -> via -> connectors; none imports one that imports it back.
 #![forbid(unsafe_code)]
 
+mod activity;
 mod auditor;
 mod budget;
 mod conn;

@@ -10,6 +10,7 @@ use portcullis_core::wire::EndReason;
 use portcullis_core::{GrantId, Timestamp};
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::ModbusActivity;
 use crate::budget::AuditBudget;
 use crate::grant::LiveGrant;
 
@@ -32,6 +33,8 @@ pub(crate) struct LiveSession {
     /// Streams refused, and how many of those are audited one by one.
     pub refused: AtomicU64,
     pub refusal_audits: AuditBudget,
+    /// Decoded Modbus requests of its streams, for the live view.
+    pub modbus: ModbusActivity,
     /// Site-connector connections that carried its streams, in first-use order.
     connectors: Mutex<Vec<String>>,
 }
@@ -56,6 +59,7 @@ impl LiveSession {
             streams: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             refusal_audits: AuditBudget::new(refusal_audits),
+            modbus: ModbusActivity::default(),
             connectors: Mutex::new(Vec::new()),
         }
     }
