@@ -1,17 +1,34 @@
 //! Devices a vendor may request, requests and grants, relay tokens.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use portcullis_core::{
-    AccessRequest, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName, Port,
-    Timestamp, Username,
+    Access, AccessRequest, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress,
+    OrgName, Port, Protocol, Timestamp, Username, WritePolicy, WriteScope,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::schema::{self, Time};
-use crate::{CriticalityName, Redacted, State};
+use crate::{AccessName, CriticalityName, ProtocolName, Redacted, State, WritesName};
+
+/// `{"502": "modbus"}`: the ports decoded as something other than raw TCP.
+pub type Protocols = BTreeMap<Port, ProtocolName>;
+
+fn protocols(p: &BTreeMap<Port, Protocol>) -> Protocols {
+    p.iter()
+        .map(|(port, proto)| (*port, (*proto).into()))
+        .collect()
+}
+
+fn writes_allowed() -> WritesName {
+    WritePolicy::Allowed.into()
+}
+
+fn read_access() -> AccessName {
+    Access::Read.into()
+}
 
 /// `GET /api/v1/devices`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -53,6 +70,15 @@ pub struct OfferedDevice {
     pub max_window_secs: u64,
     /// 1, or 2 for dual approval.
     pub approvals_required: u8,
+    /// Ports that speak Modbus/TCP, where `read` access (the default) is enforced; the other
+    /// ports are raw TCP.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, ProtocolName>)]
+    pub protocols: Protocols,
+    /// Whether `write` access may be asked for on the Modbus ports.
+    #[serde(default = "writes_allowed")]
+    #[schema(value_type = WritesName)]
+    pub writes: WritesName,
 }
 
 impl OfferedDevice {
@@ -66,6 +92,8 @@ impl OfferedDevice {
             ports: p.allowed_ports.clone(),
             max_window_secs: p.max_window.as_secs(),
             approvals_required: p.approvals_required,
+            protocols: protocols(&p.protocols),
+            writes: p.writes.into(),
         }
     }
 }
@@ -80,6 +108,8 @@ impl From<InventoryDevice> for OfferedDevice {
             ports: d.policy.allowed_ports,
             max_window_secs: d.policy.max_window,
             approvals_required: d.policy.approvals_required,
+            protocols: d.policy.protocols,
+            writes: d.policy.writes,
         }
     }
 }
@@ -114,6 +144,20 @@ pub struct Policy {
     pub approvals_required: u8,
     #[schema(value_type = Vec<String>)]
     pub allowed_orgs: BTreeSet<OrgName>,
+    /// Ports decoded as Modbus/TCP (`{"502": "modbus"}`); the others are raw TCP.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, ProtocolName>)]
+    pub protocols: Protocols,
+    /// Whether `write` access may be granted on the Modbus ports.
+    #[serde(default = "writes_allowed")]
+    #[schema(value_type = WritesName)]
+    pub writes: WritesName,
+    /// Unit ids writes may go to; empty: any.
+    #[serde(default)]
+    pub write_units: Vec<u8>,
+    /// Holding registers writes may go to (`"100-199"`, `"300"`); empty: any.
+    #[serde(default)]
+    pub write_registers: Vec<String>,
 }
 
 impl From<&Device> for InventoryDevice {
@@ -143,7 +187,11 @@ impl From<&Device> for InventoryDevice {
             max_window,
             approvals_required,
             allowed_orgs,
+            protocols: decoded,
+            writes,
+            write_scope,
         } = policy;
+        let WriteScope { units, registers } = write_scope;
         Self {
             name: name.clone(),
             address: address.clone(),
@@ -162,6 +210,19 @@ impl From<&Device> for InventoryDevice {
                 max_window: max_window.as_secs(),
                 approvals_required: *approvals_required,
                 allowed_orgs: allowed_orgs.clone(),
+                protocols: protocols(decoded),
+                writes: (*writes).into(),
+                write_units: units.iter().copied().collect(),
+                write_registers: registers
+                    .iter()
+                    .map(|r| {
+                        WriteScope {
+                            units: BTreeSet::new(),
+                            registers: vec![r.clone()],
+                        }
+                        .join_registers()
+                    })
+                    .collect(),
             },
         }
     }
@@ -185,6 +246,11 @@ pub struct Request {
     pub device: DeviceName,
     #[schema(value_type = Vec<schema::Port>)]
     pub ports: BTreeSet<Port>,
+    /// What the grant allows on its Modbus ports: `read` (the default) or `write`. Raw TCP
+    /// ports are not filtered.
+    #[serde(default = "read_access")]
+    #[schema(value_type = AccessName)]
+    pub access: AccessName,
     pub window: Window,
     pub reason: String,
     #[schema(required = true)]
@@ -221,6 +287,7 @@ impl Request {
             org,
             device,
             ports,
+            access,
             window,
             reason,
             ticket,
@@ -236,6 +303,7 @@ impl Request {
             org: org.clone(),
             device: device.clone(),
             ports: ports.clone(),
+            access: (*access).into(),
             window: Window {
                 start: window.start,
                 end: window.end,
@@ -298,6 +366,12 @@ pub struct RelayToken {
     /// the broker itself.
     #[serde(default)]
     pub relay_ca: Option<String>,
+    /// What the decoded ports run under, by the relay's rules: `{"502": "modbus-read"}`
+    /// (`modbus-read` or `modbus-write`). Ports not listed are raw TCP. For display: the relay
+    /// enforces its own reading of the grant.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
+    pub modes: BTreeMap<Port, String>,
 }
 
 impl fmt::Debug for RelayToken {
@@ -307,6 +381,7 @@ impl fmt::Debug for RelayToken {
             .field("expires_at", &self.expires_at)
             .field("relay", &self.relay)
             .field("relay_ca", &self.relay_ca.as_ref().map(String::len))
+            .field("modes", &self.modes)
             .finish()
     }
 }

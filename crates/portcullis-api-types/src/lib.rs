@@ -29,7 +29,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{ToResponse, ToSchema};
 
-pub use open_enum::{CriticalityName, OrUnknown, RoleName, State, WireEnum};
+pub use open_enum::{
+    AccessName, CriticalityName, OrUnknown, ProtocolName, RoleName, State, WireEnum, WritesName,
+};
 
 /// Every error answer: a sentence a person can act on, and a stable code for programs
 /// (`portcullis-web` error.rs). In the document as the response `Error`, which every operation

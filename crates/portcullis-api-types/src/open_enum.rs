@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use portcullis_core::{Criticality, RequestState, Role};
+use portcullis_core::{Access, Criticality, Protocol, RequestState, Role, WritePolicy};
 use serde::de::{Deserializer, Error as _};
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
@@ -47,6 +47,36 @@ impl WireEnum for Criticality {
     }
     fn as_str(self) -> &'static str {
         Criticality::as_str(self)
+    }
+}
+
+impl WireEnum for Access {
+    const SCHEMA_NAME: &'static str = "Access";
+    fn all() -> &'static [Self] {
+        Access::ALL
+    }
+    fn as_str(self) -> &'static str {
+        Access::as_str(self)
+    }
+}
+
+impl WireEnum for Protocol {
+    const SCHEMA_NAME: &'static str = "Protocol";
+    fn all() -> &'static [Self] {
+        Protocol::ALL
+    }
+    fn as_str(self) -> &'static str {
+        Protocol::as_str(self)
+    }
+}
+
+impl WireEnum for WritePolicy {
+    const SCHEMA_NAME: &'static str = "Writes";
+    fn all() -> &'static [Self] {
+        WritePolicy::ALL
+    }
+    fn as_str(self) -> &'static str {
+        WritePolicy::as_str(self)
     }
 }
 
@@ -202,3 +232,9 @@ mod tests {
         assert_eq!(RoleName::name(), "Role");
     }
 }
+/// What a grant allows on its Modbus ports, on the wire.
+pub type AccessName = OrUnknown<Access>;
+/// What a port speaks, on the wire.
+pub type ProtocolName = OrUnknown<Protocol>;
+/// Whether a device grants writes, on the wire.
+pub type WritesName = OrUnknown<WritePolicy>;

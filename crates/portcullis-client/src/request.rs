@@ -16,6 +16,8 @@ pub struct RequestInput<'a> {
     pub until: &'a str,
     pub reason: &'a str,
     pub ticket: Option<&'a str>,
+    /// `read` or `write`, already checked by the command line.
+    pub access: Option<&'a str>,
 }
 
 /// `502` or `502,80` (spaces allowed, duplicates dropped, order kept).
@@ -71,6 +73,7 @@ pub fn build(input: &RequestInput<'_>, now: OffsetDateTime) -> Result<NewRequest
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .map(str::to_owned),
+        access: input.access.map(str::to_owned),
     })
 }
 
@@ -89,6 +92,7 @@ mod tests {
             until,
             reason: " firmware update ",
             ticket: Some("CHG-1"),
+            access: None,
         }
     }
 

@@ -15,6 +15,11 @@
 //! [[allow]]
 //! host = "hmi-3.line2.plant"
 //! ports = [443]
+//!
+//! [[allow]]
+//! host = "10.20.0.7"
+//! ports = [502]
+//! modbus = "read-only"      # this connector passes Modbus reads only, whatever was granted
 //! ```
 //!
 //! Rules:
@@ -32,6 +37,15 @@
 //!   dialing them reaches the connector's own machine.
 //! - `ports` is a non-empty list of port numbers (1-65535) and ranges `"first-last"` (both ends
 //!   included).
+//! - `modbus` (optional) makes the connector filter Modbus/TCP itself on those ports, as a
+//!   second line behind the relay's filter (issue 14):
+//!   - `"read-only"`: reading function codes only, whatever the grant allows; other requests are
+//!     answered with exception 01 and never reach the device;
+//!   - `"as-granted"`: what the relay's `Dial` says the grant allows (read-only when it says
+//!     nothing, as a relay that does not know the device speaks Modbus would).
+//!
+//!   Left out, the connector passes the bytes and the relay's filter is the only one. When
+//!   several rules match a dial, the strictest `modbus` wins.
 //! - Unknown keys are errors, so a misspelt `ports` cannot silently permit nothing or everything.
 //!
 //! A missing file permits nothing (the connector starts and refuses every dial, with a warning
@@ -82,6 +96,17 @@ pub struct Allowlist {
 struct Rule {
     host: HostRule,
     ports: Vec<RangeInclusive<u16>>,
+    modbus: Option<ModbusRule>,
+}
+
+/// What a rule demands of Modbus traffic on its ports; ordered from the least strict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModbusRule {
+    /// Filter by the mode the relay's `Dial` carries (read-only when it carries none).
+    AsGranted,
+    /// Reads only, whatever the grant allows.
+    ReadOnly,
 }
 
 /// What one rule's `host` matches.
@@ -147,6 +172,7 @@ impl Allowlist {
                 .map(|e| Rule {
                     host: e.host,
                     ports: e.ports.0,
+                    modbus: e.modbus,
                 })
                 .collect(),
             missing: false,
@@ -157,6 +183,16 @@ impl Allowlist {
     /// relay's `Dial`: an address is matched against address and CIDR rules, anything else
     /// against name rules only.
     pub fn permits(&self, host: &str, port: u16) -> bool {
+        self.matching(host, port).next().is_some()
+    }
+
+    /// The strictest `modbus` demand of the rules that permit `host:port`; `None`: the bytes
+    /// pass unfiltered here.
+    pub fn modbus(&self, host: &str, port: u16) -> Option<ModbusRule> {
+        self.matching(host, port).filter_map(|r| r.modbus).max()
+    }
+
+    fn matching<'a>(&'a self, host: &'a str, port: u16) -> impl Iterator<Item = &'a Rule> + 'a {
         let bare = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
@@ -164,16 +200,16 @@ impl Allowlist {
         let target = match bare.parse::<IpAddr>() {
             Ok(ip) => {
                 let ip = canonical(ip);
-                if ip.is_unspecified() {
-                    return false;
-                }
-                Target::Addr(ip)
+                // Dialing the unspecified address reaches the connector's own machine.
+                (!ip.is_unspecified()).then_some(Target::Addr(ip))
             }
-            Err(_) => Target::Name(host.strip_suffix('.').unwrap_or(host)),
+            Err(_) => Some(Target::Name(host.strip_suffix('.').unwrap_or(host))),
         };
-        self.rules
-            .iter()
-            .any(|r| r.host.matches(&target) && r.ports.iter().any(|p| p.contains(&port)))
+        self.rules.iter().filter(move |r| {
+            target
+                .as_ref()
+                .is_some_and(|t| r.host.matches(t) && r.ports.iter().any(|p| p.contains(&port)))
+        })
     }
 
     /// The file did not exist (so nothing is permitted).
@@ -269,6 +305,8 @@ struct File {
 struct Entry {
     host: HostRule,
     ports: Ports,
+    #[serde(default)]
+    modbus: Option<ModbusRule>,
 }
 
 impl<'de> Deserialize<'de> for HostRule {
@@ -444,6 +482,31 @@ mod tests {
 
     fn one(host: &str, ports: &str) -> Allowlist {
         list(&format!("[[allow]]\nhost = \"{host}\"\nports = {ports}\n"))
+    }
+
+    #[test]
+    fn the_strictest_modbus_demand_of_the_matching_rules_wins() {
+        let a = list(
+            r#"
+[[allow]]
+host = "10.20.0.0/24"
+ports = [502, 80]
+modbus = "as-granted"
+
+[[allow]]
+host = "10.20.0.7"
+ports = [502]
+modbus = "read-only"
+"#,
+        );
+        assert_eq!(a.modbus("10.20.0.7", 502), Some(ModbusRule::ReadOnly));
+        assert_eq!(a.modbus("10.20.0.8", 502), Some(ModbusRule::AsGranted));
+        assert_eq!(a.modbus("10.20.0.7", 80), Some(ModbusRule::AsGranted));
+        assert_eq!(one("10.20.0.7", "[502]").modbus("10.20.0.7", 502), None);
+        assert_eq!(a.modbus("10.30.0.1", 502), None, "not permitted at all");
+        let (_, problem) =
+            error("[[allow]]\nhost = \"10.0.0.1\"\nports = [502]\nmodbus = \"rw\"\n");
+        assert!(problem.contains("read-only"), "{problem}");
     }
 
     #[test]

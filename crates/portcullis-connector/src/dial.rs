@@ -13,14 +13,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis_core::modbus::{Judgement, Request, Rules};
 use portcullis_core::wire::{Frame, FrameDecoder, RefusalCode};
+use portcullis_core::{Access, Mode, WriteScope};
+use portcullis_net::modbus_filter::{ModbusFilter, ModbusObserver, PendingWrite, WriteAnswer};
 use portcullis_net::splice::{CUT, Peer, Splice, SpliceEnd};
 use quinn::{RecvStream, SendStream};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use crate::allowlist::Allowlist;
+use crate::allowlist::{Allowlist, ModbusRule};
 use crate::printable;
 use portcullis_net::frames::{read_frame, write_frame};
 
@@ -32,6 +35,7 @@ pub(crate) struct DialContext {
 }
 
 /// The relay's words, made safe for a log line and bounded.
+#[derive(Clone)]
 struct Shown {
     session: String,
     device: String,
@@ -50,13 +54,14 @@ pub(crate) async fn handle(
         () = cancel.cancelled() => return,
         f = timeout(ctx.dial_timeout, read_frame(&mut recv, &mut dec)) => f,
     };
-    let (session, device, host, port) = match first {
+    let (session, device, host, port, mode) = match first {
         Ok(Ok(Some(Frame::Dial {
             session_id,
             device,
             host,
             port,
-        }))) => (session_id, device, host, port),
+            mode,
+        }))) => (session_id, device, host, port, mode),
         Ok(Ok(None)) => return,
         other => {
             let what = match other {
@@ -127,9 +132,18 @@ pub(crate) async fn handle(
         shown.target
     );
     let relay = Peer::quic(send, recv, dec.into_remainder());
-    let spliced = Splice::new(relay, Peer::Tcp(tcp))
-        .run(cancel.cancelled())
-        .await;
+    let filter = ctx
+        .allowlist
+        .modbus(&host, port)
+        .map(|demand| ModbusFilter::new(rules(demand, mode), Arc::new(Logged(shown.clone()))));
+    let mut splice = Splice::new(relay, Peer::Tcp(tcp));
+    if let Some(f) = &filter {
+        splice = f.attach(splice);
+    }
+    let spliced = splice.run(cancel.cancelled()).await;
+    if let Some(f) = filter {
+        f.finish();
+    }
     let how = match &spliced.end {
         SpliceEnd::Closed { .. } => "closed".to_owned(),
         SpliceEnd::Cancelled => "cut (the relay connection ended)".to_owned(),
@@ -143,6 +157,41 @@ pub(crate) async fn handle(
         "{how} {}",
         shown.target
     );
+}
+
+/// What this connector lets through on a Modbus port its allowlist filters: read-only when it
+/// demands so, else what the relay's `Dial` says (read-only when it says nothing).
+fn rules(demand: ModbusRule, mode: Mode) -> Rules {
+    match (demand, mode) {
+        (ModbusRule::AsGranted, Mode::Modbus(Access::Write)) => Rules {
+            access: Access::Write,
+            scope: WriteScope::default(),
+        },
+        _ => Rules::read_only(),
+    }
+}
+
+/// The connector's record of a filtered stream: its log (the relay audits).
+struct Logged(Shown);
+
+impl ModbusObserver for Logged {
+    fn request(&self, r: &Request, judgement: Judgement, values: &[u16]) {
+        match judgement {
+            Judgement::Read => {}
+            Judgement::Write => tracing::info!(
+                session = %self.0.session, device = %self.0.device,
+                "Modbus write to {}: unit {} function {} address {:?} values {values:?}",
+                self.0.target, r.unit, r.function, r.address
+            ),
+            Judgement::Refused(why) => tracing::warn!(
+                session = %self.0.session, device = %self.0.device,
+                "refused a Modbus request to {} ({}): unit {} function {} address {:?}",
+                self.0.target, why.as_str(), r.unit, r.function, r.address
+            ),
+        }
+    }
+
+    fn write_answered(&self, _: &PendingWrite, _: WriteAnswer) {}
 }
 
 /// Closes `tcp` with an RST, the way the splice cuts a device (before any byte moved).

@@ -260,6 +260,7 @@ impl Accepted {
             device: device.into(),
             host: host.into(),
             port,
+            mode: portcullis_core::Mode::Raw,
         }
         .to_vec()
         .unwrap();

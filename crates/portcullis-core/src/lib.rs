@@ -6,6 +6,7 @@
 //! [`wire`] holds the relay protocol's frames and their byte encoding (docs/wire-protocol.md).
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod audit;
 pub mod clock;
 pub mod clockwatch;
@@ -23,6 +24,7 @@ pub mod timestamp;
 pub mod window;
 pub mod wire;
 
+pub use access::{Access, Mode, Protocol, WritePolicy, WriteScope};
 pub use clock::Clock;
 pub use device::{Criticality, Device, DeviceProfile, NetworkAddress, Port, Target};
 pub use error::ValidationError;

@@ -3,8 +3,9 @@
 //! token and by the relay at every handshake and re-check. No I/O here: every reason a grant is
 //! refused is unit-tested below without sockets.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use crate::access::{Mode, WriteScope};
 use crate::device::{Device, Port};
 use crate::request::{AccessRequest, RequestState};
 use crate::timestamp::Timestamp;
@@ -47,6 +48,11 @@ pub struct Allowed {
     pub address: String,
     /// Granted ports the device's current policy still allows (never empty).
     pub ports: BTreeSet<Port>,
+    /// What each of `ports` runs under, by the current policy and the grant's access. Ports not
+    /// in it are raw TCP.
+    pub modes: BTreeMap<Port, Mode>,
+    /// Where writes may go on the Modbus ports granted `write`.
+    pub write_scope: WriteScope,
     pub window_end: Timestamp,
     /// The registered site whose connector carries the device's streams; `None`: the relay
     /// dials the device itself.
@@ -124,13 +130,27 @@ pub fn decide(s: &GrantSnapshot, now: Timestamp) -> Result<Allowed, Dead> {
     if ports.is_empty() {
         return Err(Dead::PolicyChanged);
     }
+    let modes = ports
+        .iter()
+        .map(|p| (*p, policy.mode(*p, r.access)))
+        .filter(|(_, mode)| *mode != Mode::Raw)
+        .collect();
     Ok(Allowed {
         address: device.address.as_str().to_owned(),
         ports,
+        modes,
+        write_scope: policy.write_scope.clone(),
         window_end: r.window.end,
         site: s.site.clone(),
         not_before: vendor.not_before,
     })
+}
+
+impl Allowed {
+    /// What a stream to `port` runs under.
+    pub fn mode(&self, port: Port) -> Mode {
+        self.modes.get(&port).copied().unwrap_or(Mode::Raw)
+    }
 }
 
 /// Whether a token issued at `iat` (Unix seconds) may have been issued before `not_before`.

@@ -8,10 +8,14 @@
 //! 254: an ADU is at most 260 bytes. Anything else is malformed, and the stream is out of step.
 
 mod request;
+mod rules;
 #[cfg(test)]
 mod tests;
 
-pub use request::{READ_FUNCTIONS, Request, exception_response};
+pub use request::{MAX_AUDITED_VALUES, READ_FUNCTIONS, Request, exception_response};
+pub use rules::{
+    GATEWAY_PATH_UNAVAILABLE, ILLEGAL_DATA_ADDRESS, ILLEGAL_FUNCTION, Judgement, Refusal, Rules,
+};
 
 /// Bytes of the MBAP header, the unit id included.
 pub const MBAP_LEN: usize = 7;

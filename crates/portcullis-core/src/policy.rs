@@ -1,11 +1,12 @@
 //! Per-device access policy: what may be asked for at all. Deny by default: a device with no
 //! allowed organisation can be requested by nobody.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::{Access, Mode, Protocol, WritePolicy, WriteScope};
 use crate::window::format_duration;
 use crate::{OrgName, Port, ValidationError, Window};
 
@@ -39,6 +40,16 @@ pub struct DevicePolicy {
     pub approvals_required: u8,
     /// Vendor organisations whose engineers may request this device.
     pub allowed_orgs: BTreeSet<OrgName>,
+    /// Ports that speak a protocol the relay decodes (Modbus); every other port is raw TCP.
+    /// Only allowed ports, and never `tcp` (that is what an unnamed port is).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub protocols: BTreeMap<Port, Protocol>,
+    /// Whether `write` access may be granted on the Modbus ports.
+    #[serde(default)]
+    pub writes: WritePolicy,
+    /// Where granted writes may go.
+    #[serde(default, skip_serializing_if = "WriteScope::is_unbounded")]
+    pub write_scope: WriteScope,
 }
 
 impl DevicePolicy {
@@ -78,7 +89,78 @@ impl DevicePolicy {
             max_window,
             approvals_required,
             allowed_orgs,
+            protocols: BTreeMap::new(),
+            writes: WritePolicy::default(),
+            write_scope: WriteScope::default(),
         })
+    }
+
+    /// The same policy with these ports decoded as `protocols`, and writes on them allowed or
+    /// not. A protocol on a port the policy does not allow is an error (likely a typo).
+    pub fn with_protocols(
+        mut self,
+        protocols: BTreeMap<Port, Protocol>,
+        writes: WritePolicy,
+        write_scope: WriteScope,
+    ) -> Result<Self, ValidationError> {
+        if let Some(p) = protocols.keys().find(|p| !self.allowed_ports.contains(p)) {
+            return Err(ValidationError::new(
+                "protocol",
+                format!(
+                    "port {p} is not one of the device's ports ({})",
+                    Port::join(&self.allowed_ports)
+                ),
+            ));
+        }
+        self.protocols = protocols
+            .into_iter()
+            .filter(|(_, proto)| *proto != Protocol::Tcp)
+            .collect();
+        self.writes = writes;
+        self.write_scope = write_scope;
+        Ok(self)
+    }
+
+    pub fn protocol(&self, port: Port) -> Protocol {
+        self.protocols.get(&port).copied().unwrap_or(Protocol::Tcp)
+    }
+
+    /// What a stream to `port` runs under for a grant of `access`: raw TCP unless the port
+    /// speaks Modbus; read-only whatever was granted when the policy now says `never`.
+    pub fn mode(&self, port: Port, access: Access) -> Mode {
+        match self.protocol(port) {
+            Protocol::Tcp => Mode::Raw,
+            Protocol::Modbus if self.writes == WritePolicy::Never => Mode::Modbus(Access::Read),
+            Protocol::Modbus => Mode::Modbus(access),
+        }
+    }
+
+    /// Checks the access asked for (or approved) on `ports`: `write` needs a Modbus port among
+    /// them and a policy that allows writes.
+    pub fn check_access(
+        &self,
+        ports: &BTreeSet<Port>,
+        access: Access,
+    ) -> Result<(), ValidationError> {
+        if access == Access::Read {
+            return Ok(());
+        }
+        if !ports.iter().any(|p| self.protocol(*p) == Protocol::Modbus) {
+            return Err(ValidationError::new(
+                "access",
+                format!(
+                    "write access applies to Modbus ports, and none of {} speaks Modbus on this device; leave access out",
+                    Port::join(ports)
+                ),
+            ));
+        }
+        if self.writes == WritePolicy::Never {
+            return Err(ValidationError::new(
+                "access",
+                "this device's policy never grants writes; ask for read access",
+            ));
+        }
+        Ok(())
     }
 
     /// Checks a request (or a narrowed approval) against the policy.

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::access::Access;
 use crate::{
     DeviceName, DevicePolicy, OrgName, Port, Role, Timestamp, Username, ValidationError, Window,
 };
@@ -98,11 +99,13 @@ pub struct Approval {
     pub at: Timestamp,
 }
 
-/// A supervisor's narrowing of what was asked for: fewer ports, a shorter window.
+/// A supervisor's narrowing of what was asked for: fewer ports, a shorter window, `read` for
+/// `write`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Narrowing {
     pub ports: Option<BTreeSet<Port>>,
     pub window: Option<Window>,
+    pub access: Option<Access>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -126,6 +129,9 @@ pub struct AccessRequest {
     pub org: OrgName,
     pub device: DeviceName,
     pub ports: BTreeSet<Port>,
+    /// What the grant allows on the Modbus ports among `ports` (raw TCP ports pass bytes).
+    #[serde(default)]
+    pub access: Access,
     pub window: Window,
     pub reason: String,
     pub ticket: Option<String>,
@@ -163,7 +169,7 @@ fn check_text(
 }
 
 impl AccessRequest {
-    /// A vendor asks for `ports` of `device` during `window`.
+    /// A vendor asks for `ports` of `device` with `access` (read unless said) during `window`.
     #[allow(clippy::too_many_arguments)]
     pub fn submit(
         actor: &Actor,
@@ -171,6 +177,7 @@ impl AccessRequest {
         device: &DeviceName,
         policy: &DevicePolicy,
         ports: BTreeSet<Port>,
+        access: Option<Access>,
         window: Window,
         reason: &str,
         ticket: Option<&str>,
@@ -197,6 +204,8 @@ impl AccessRequest {
         // A window that started a moment ago starts now: elapsed time is not granted.
         let window = Window::new(window.start.max(now), window.end)?;
         policy.check(org, &ports, &window)?;
+        let access = access.unwrap_or_default();
+        policy.check_access(&ports, access)?;
         let reason = check_text("reason", reason, MAX_REASON_CHARS, true)?;
         let ticket = match ticket {
             Some(t) if !t.trim().is_empty() => {
@@ -209,6 +218,7 @@ impl AccessRequest {
             org: org.clone(),
             device: device.clone(),
             ports,
+            access,
             window,
             reason,
             ticket,
@@ -320,8 +330,21 @@ impl AccessRequest {
             Some(w) => w,
             None => self.window,
         };
+        let access = match narrowing.access {
+            Some(Access::Write) if self.access == Access::Read => {
+                return Err(ValidationError::new(
+                    "access",
+                    "approval may only narrow access (write to read); the vendor asked for read",
+                )
+                .into());
+            }
+            Some(a) => a,
+            None => self.access,
+        };
         policy.check(&self.org, &ports, &window)?;
+        policy.check_access(&ports, access)?;
         self.ports = ports;
+        self.access = access;
         self.window = window;
         self.approvals.push(Approval {
             by: actor.username.clone(),

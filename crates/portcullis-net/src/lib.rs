@@ -24,6 +24,7 @@ use std::path::PathBuf;
 pub mod addr;
 pub mod devca;
 pub mod frames;
+pub mod modbus_filter;
 pub mod quic;
 pub mod siteca;
 pub mod splice;

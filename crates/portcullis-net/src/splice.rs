@@ -221,6 +221,10 @@ pub enum Verdict {
     /// Do not forward the chunk; send these bytes back to the side it came from instead. They
     /// go out between the chunks the other direction is carrying.
     Answer(Bytes),
+    /// Forward `forward` instead of the chunk (some of it, or bytes held from earlier chunks)
+    /// and send `answer` back; either may be empty. A filter that passes some requests of a
+    /// chunk and answers others itself says this.
+    Split { forward: Bytes, answer: Bytes },
     /// End the connection ([`SpliceEnd::Dropped`]).
     Drop(String),
 }
@@ -444,6 +448,16 @@ async fn both(
     }
 }
 
+/// Sends an inspector's answer back to the side its chunk came from.
+async fn send_back(back: Option<&mpsc::Sender<Bytes>>, answer: Bytes, activity: &Activity) {
+    activity.touch();
+    if let Some(back) = back {
+        // The other direction has finished writing: the answer has nowhere to go, as a reply
+        // to a closed connection would not.
+        let _ = back.send(answer).await;
+    }
+}
+
 /// One direction: bytes read from `from`'s side, written to the other.
 struct Direction<'a> {
     from: Side,
@@ -467,7 +481,7 @@ impl Direction<'_> {
     ) -> Result<Flow, SpliceEnd> {
         let to = self.from.other();
         loop {
-            let chunk = match self.next_input().await? {
+            let mut chunk = match self.next_input().await? {
                 Input::Chunk(c) => c,
                 Input::Answer(a) => {
                     // An answer goes back to the side this direction writes to.
@@ -488,13 +502,17 @@ impl Direction<'_> {
                         });
                     }
                     Verdict::Answer(answer) => {
-                        activity.touch();
-                        if let Some(back) = &self.answer_back {
-                            // The other direction has finished writing: the answer has
-                            // nowhere to go, as a reply to a closed connection would not.
-                            let _ = back.send(answer).await;
-                        }
+                        send_back(self.answer_back.as_ref(), answer, activity).await;
                         continue;
+                    }
+                    Verdict::Split { forward, answer } => {
+                        if !answer.is_empty() {
+                            send_back(self.answer_back.as_ref(), answer, activity).await;
+                        }
+                        if forward.is_empty() {
+                            continue;
+                        }
+                        chunk = forward;
                     }
                 }
             }

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 
 use portcullis_core::Timestamp;
 
+use crate::budget::{self, AuditBudget};
+
 /// How many operations the live view keeps per session.
 pub(crate) const LAST_OPS: usize = 8;
 
@@ -38,9 +40,23 @@ pub(crate) struct Op {
     pub quantity: Option<u16>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ModbusActivity {
     inner: Mutex<Inner>,
+    /// How many refused requests and answered writes are audited one by one
+    /// ([`crate::modbus`]).
+    pub refusal_budget: AuditBudget,
+    pub write_budget: AuditBudget,
+}
+
+impl Default for ModbusActivity {
+    fn default() -> Self {
+        Self {
+            inner: Mutex::default(),
+            refusal_budget: AuditBudget::new(budget::PER_SESSION),
+            write_budget: AuditBudget::new(budget::MODBUS_WRITES),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -108,8 +124,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn counts_every_kind_and_keeps_only_the_last_operations() {
+    #[tokio::test]
+    async fn counts_every_kind_and_keeps_only_the_last_operations() {
         let a = ModbusActivity::default();
         assert_eq!(a.to_json(), serde_json::Value::Null);
         for i in 0..10 {

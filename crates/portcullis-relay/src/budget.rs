@@ -15,8 +15,11 @@ use tokio::time::Instant;
 
 /// Unauthenticated handshake refusals (no token that verified), for the whole relay.
 pub(crate) const ANONYMOUS: (u32, Duration) = (20, Duration::from_secs(1));
-/// Stream refusals, per session.
+/// Stream refusals, per session; also refused Modbus requests, per session.
 pub(crate) const PER_SESSION: (u32, Duration) = (32, Duration::from_secs(1));
+/// Answered Modbus writes, per session: a recipe download of a few hundred single-register
+/// writes is recorded one by one; a loop writing as fast as it can is counted past this.
+pub(crate) const MODBUS_WRITES: (u32, Duration) = (256, Duration::from_millis(100));
 
 #[derive(Debug)]
 pub(crate) struct AuditBudget {

@@ -70,7 +70,9 @@ fn affected(shared: &Shared, change: &GrantChange) -> Vec<Arc<LiveSession>> {
 }
 
 /// Re-reads each affected grant once and ends the sessions it no longer allows, or whose
-/// allowed ports shrank (the vendor reconnects and gets the narrower set).
+/// allowed ports shrank or whose ports' modes changed (a port now decoded as Modbus, writes no
+/// longer allowed, a new write scope): the vendor reconnects and gets what the policy now says.
+/// Open streams are never re-judged under a new mode midway.
 pub(crate) async fn recheck(shared: &Shared, sessions: Vec<Arc<LiveSession>>) {
     let mut by_grant: BTreeMap<GrantId, Vec<Arc<LiveSession>>> = BTreeMap::new();
     for s in sessions {
@@ -85,6 +87,8 @@ pub(crate) async fn recheck(shared: &Shared, sessions: Vec<Arc<LiveSession>>) {
                     } else if !live.ports.is_superset(&s.grant.ports)
                         || live.address != s.grant.address
                         || live.site != s.grant.site
+                        || live.modes != s.grant.modes
+                        || live.write_scope != s.grant.write_scope
                     {
                         s.end(portcullis_core::wire::EndReason::PolicyChanged);
                     }

@@ -3,12 +3,13 @@
 //! its site) and the one decision in `portcullis_core::liveness` that the web service's token
 //! endpoint makes too.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 pub(crate) use portcullis_core::liveness::Dead;
 use portcullis_core::liveness::{decide, issued_before};
-use portcullis_core::{GrantId, Port, Timestamp, Username};
+use portcullis_core::modbus::Rules;
+use portcullis_core::{Access, GrantId, Mode, Port, Timestamp, Username, WriteScope};
 use portcullis_store::{NotBefore, Store, StoreError};
 
 /// What a live grant allows right now.
@@ -21,6 +22,10 @@ pub(crate) struct LiveGrant {
     pub address: String,
     /// Granted ports still allowed by the device's current policy.
     pub ports: BTreeSet<Port>,
+    /// What each decoded port runs under (the rest are raw TCP).
+    pub modes: BTreeMap<Port, Mode>,
+    /// Where writes may go on the Modbus ports granted `write`.
+    pub write_scope: WriteScope,
     pub window_end: Timestamp,
     /// The registered site whose connector carries the device's streams; `None`: the relay
     /// dials the device itself (its `site` field names no registered site).
@@ -43,6 +48,23 @@ impl LiveGrant {
     pub fn session_revoked(&self, started: Timestamp, iat: u64) -> bool {
         self.not_before.sessions.is_some_and(|nb| started < nb)
             || issued_before(iat, self.not_before.sessions)
+    }
+
+    /// What a stream to `port` runs under.
+    pub fn mode(&self, port: Port) -> Mode {
+        self.modes.get(&port).copied().unwrap_or(Mode::Raw)
+    }
+
+    /// The Modbus filter's rules for a stream to `port`; `None` for raw TCP.
+    pub fn modbus_rules(&self, port: Port) -> Option<Rules> {
+        match self.mode(port) {
+            Mode::Raw => None,
+            Mode::Modbus(Access::Read) => Some(Rules::read_only()),
+            Mode::Modbus(Access::Write) => Some(Rules {
+                access: Access::Write,
+                scope: self.write_scope.clone(),
+            }),
+        }
     }
 
     pub fn remaining(&self, now: Timestamp) -> Duration {
@@ -75,6 +97,8 @@ pub(crate) async fn check(
         device: r.device.as_str().to_owned(),
         address: allowed.address,
         ports: allowed.ports,
+        modes: allowed.modes,
+        write_scope: allowed.write_scope,
         window_end: allowed.window_end,
         site: allowed.site,
         not_before: allowed.not_before,

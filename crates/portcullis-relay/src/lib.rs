@@ -30,6 +30,7 @@ mod connectors;
 mod enforce;
 mod grant;
 pub mod metrics;
+mod modbus;
 mod refusal;
 mod registry;
 mod session;

@@ -4,8 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use portcullis_core::Port;
 use portcullis_core::audit::{ActorRole, AuditDraft};
 use portcullis_core::wire::{Frame, FrameDecoder, RefusalCode};
+use portcullis_net::modbus_filter::ModbusFilter;
 use portcullis_net::splice::{CUT, Meter, Peer, Side, Splice, SpliceEnd};
 use quinn::{RecvStream, SendStream};
 use tokio::net::TcpStream;
@@ -13,6 +15,7 @@ use tokio::time::timeout;
 
 use crate::Shared;
 use crate::connectors::ConnectorEnd;
+use crate::modbus::{self, StreamRecord};
 use crate::registry::{LiveSession, StreamSlot};
 use crate::via::{self, ConnectorStream};
 use portcullis_net::frames::{read_frame, refuse, write_frame};
@@ -123,11 +126,25 @@ pub(crate) async fn handle(
         shared: &shared,
     };
     let client = Peer::quic(send, recv, dec.into_remainder());
-    let spliced = Splice::new(client, upstream.into_peer())
+    // A Modbus port gets the filter: the grant's access decides what reaches the device.
+    let modbus = Port::new(u32::from(port))
+        .ok()
+        .and_then(|p| s.grant.modbus_rules(p))
+        .map(|rules| {
+            let (record, writer) = StreamRecord::start(&shared, s.clone(), port);
+            (ModbusFilter::new(rules, record.clone()), record, writer)
+        });
+    let mut splice = Splice::new(client, upstream.into_peer())
         .idle_timeout(idle)
-        .meter(&meter)
-        .run(until)
-        .await;
+        .meter(&meter);
+    if let Some((filter, ..)) = &modbus {
+        splice = filter.attach(splice);
+    }
+    let spliced = splice.run(until).await;
+    if let Some((filter, record, writer)) = modbus {
+        filter.finish();
+        modbus::finish(&shared, record, writer, &spliced.end).await;
+    }
     tracing::debug!(
         end = %spliced.end,
         to_device = spliced.to_device,
@@ -203,7 +220,10 @@ async fn dial(
 ) -> Result<Upstream, (RefusalCode, String)> {
     let address = s.grant.address.as_str();
     if let Some(site) = &s.grant.site {
-        return via::dial(shared, s, site, device, address, port)
+        let mode = Port::new(u32::from(port))
+            .map(|p| s.grant.mode(p))
+            .unwrap_or_default();
+        return via::dial(shared, s, site, device, address, port, mode)
             .await
             .map(Upstream::Connector);
     }

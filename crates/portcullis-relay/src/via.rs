@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use portcullis_core::Mode;
 use portcullis_core::wire::{Frame, FrameDecoder, RefusalCode};
 use quinn::{RecvStream, SendStream};
 use tokio::time::timeout;
@@ -22,8 +23,9 @@ pub(crate) struct ConnectorStream {
     pub via: Arc<LiveConnector>,
 }
 
-/// Asks `site`'s connector to dial `host:port` for device `device`. A refusal carries the
-/// connector's own message (which names what its allowlist or the device said).
+/// Asks `site`'s connector to dial `host:port` for device `device`, under `mode` (which a
+/// connector whose allowlist filters Modbus enforces too). A refusal carries the connector's own
+/// message (which names what its allowlist or the device said).
 pub(crate) async fn dial(
     shared: &Shared,
     s: &LiveSession,
@@ -31,6 +33,7 @@ pub(crate) async fn dial(
     device: &str,
     host: &str,
     port: u16,
+    mode: Mode,
 ) -> Result<ConnectorStream, (RefusalCode, String)> {
     let offline = || {
         (
@@ -47,6 +50,7 @@ pub(crate) async fn dial(
         device: device.to_owned(),
         host: host.to_owned(),
         port,
+        mode,
     };
     write_frame(&mut send, &frame)
         .await

@@ -141,6 +141,7 @@ async fn serve_dial(
         device,
         host,
         port,
+        ..
     }) = read_frame(&mut recv, &mut dec).await
     else {
         return;

@@ -3,8 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use portcullis_core::access::{join_protocols, parse_protocols};
 use portcullis_core::{
     Criticality, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName, Port,
+    WritePolicy, WriteScope,
 };
 use sqlx::AssertSqlSafe;
 use sqlx::any::AnyRow;
@@ -16,7 +18,7 @@ use crate::{AuditActor, Store, StoreError};
 
 const DEVICE_COLUMNS: &str = "id, name, address, criticality, device_type, site, owner, vendor, \
     purpose, data_handled, access_method, firmware, support_contact, allowed_ports, \
-    max_window_secs, approvals_required";
+    max_window_secs, approvals_required, protocols, writes, write_units, write_registers";
 
 impl Store {
     pub async fn add_device(&self, by: &AuditActor, device: &Device) -> Result<(), StoreError> {
@@ -34,9 +36,10 @@ impl Store {
         let row = sqlx::query(
             "INSERT INTO devices (name, address, criticality, device_type, site, owner, vendor, \
              purpose, data_handled, access_method, firmware, support_contact, allowed_ports, \
-             max_window_secs, approvals_required, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
-             RETURNING id",
+             max_window_secs, approvals_required, created_at, updated_at, protocols, writes, \
+             write_units, write_registers) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, \
+             $17, $18, $19, $20) RETURNING id",
         )
         .bind(device.name.as_str().to_owned())
         .bind(device.address.as_str().to_owned())
@@ -54,6 +57,10 @@ impl Store {
         .bind(secs(device.policy.max_window))
         .bind(i64::from(device.policy.approvals_required))
         .bind(now)
+        .bind(join_protocols(&device.policy.protocols))
+        .bind(device.policy.writes.as_str())
+        .bind(device.policy.write_scope.join_units())
+        .bind(device.policy.write_scope.join_registers())
         .fetch_one(tx.conn())
         .await?;
         let id: i64 = row.try_get("id")?;
@@ -85,12 +92,17 @@ impl Store {
         let org_ids = org_ids(tx.conn(), &policy.allowed_orgs).await?;
         sqlx::query(
             "UPDATE devices SET allowed_ports = $1, max_window_secs = $2, approvals_required = $3, \
-             updated_at = $4 WHERE id = $5",
+             updated_at = $4, protocols = $5, writes = $6, write_units = $7, \
+             write_registers = $8 WHERE id = $9",
         )
         .bind(Port::join(&policy.allowed_ports))
         .bind(secs(policy.max_window))
         .bind(i64::from(policy.approvals_required))
         .bind(tx.now().to_rfc3339())
+        .bind(join_protocols(&policy.protocols))
+        .bind(policy.writes.as_str())
+        .bind(policy.write_scope.join_units())
+        .bind(policy.write_scope.join_registers())
         .bind(id)
         .execute(tx.conn())
         .await?;
@@ -226,6 +238,14 @@ fn device_from_row(r: &AnyRow, orgs: BTreeSet<OrgName>) -> Result<Device, StoreE
         Duration::from_secs(u64::try_from(max_window).unwrap_or(0)),
         u8::try_from(approvals).unwrap_or(0),
         orgs,
+    )?
+    .with_protocols(
+        parse_protocols(&text("protocols")?)?,
+        text("writes")?.parse::<WritePolicy>()?,
+        WriteScope {
+            units: WriteScope::parse_units(&text("write_units")?)?,
+            registers: WriteScope::parse_registers(&text("write_registers")?)?,
+        },
     )?;
     Ok(Device {
         name: DeviceName::parse(&text("name")?)?,

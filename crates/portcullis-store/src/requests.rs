@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 
 use portcullis_core::request::{Actor, Narrowing, TransitionError};
 use portcullis_core::{
-    AccessRequest, Approval, DeviceName, GrantId, OrgName, Port, RequestState, Timestamp, Username,
-    Window,
+    Access, AccessRequest, Approval, DeviceName, DevicePolicy, GrantId, Mode, OrgName, Port,
+    RequestState, Timestamp, Username, Window,
 };
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
@@ -41,6 +41,8 @@ pub struct RequestFilter {
 pub struct NewRequest {
     pub device: DeviceName,
     pub ports: BTreeSet<Port>,
+    /// `None`: read, the default.
+    pub access: Option<Access>,
     pub window: Window,
     pub reason: String,
     pub ticket: Option<String>,
@@ -65,7 +67,7 @@ fn actor(user: &UserRecord) -> Actor {
 }
 
 const REQUEST_COLUMNS: &str = "r.id, u.username AS requester, o.name AS org, d.name AS device, \
-    r.ports, r.window_start, r.window_end, r.reason, r.ticket, r.state, r.closing_reason, \
+    r.ports, r.access, r.window_start, r.window_end, r.reason, r.ticket, r.state, r.closing_reason, \
     c.username AS closed_by, r.created_at, r.ended_at";
 const REQUEST_FROM: &str = "FROM access_requests r JOIN users u ON u.id = r.requester_id \
     JOIN orgs o ON o.id = r.org_id JOIN devices d ON d.id = r.device_id \
@@ -91,6 +93,7 @@ impl Store {
             &new.device,
             &device.policy,
             new.ports.clone(),
+            new.access,
             new.window,
             &new.reason,
             new.ticket.as_deref(),
@@ -105,8 +108,8 @@ impl Store {
         let now = tx.now().to_rfc3339();
         let row = sqlx::query(
             "INSERT INTO access_requests (requester_id, org_id, device_id, ports, window_start, window_end, \
-             reason, ticket, state, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
+             reason, ticket, state, created_at, updated_at, access) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING id",
         )
         .bind(requester.id)
         .bind(org_id)
@@ -118,12 +121,14 @@ impl Store {
         .bind(req.ticket.clone())
         .bind(req.state.as_str())
         .bind(now)
+        .bind(req.access.as_str())
         .fetch_one(tx.conn())
         .await?;
         let id: i64 = row.try_get("id")?;
         let details = serde_json::json!({
             "device": req.device, "ports": req.ports, "start": req.window.start, "end": req.window.end,
-            "reason": req.reason, "ticket": req.ticket,
+            "reason": req.reason, "ticket": req.ticket, "access": req.access,
+            "modes": modes(&device.policy, &req),
         });
         tx.audit(
             &by.draft("request.create")
@@ -157,6 +162,7 @@ impl Store {
             .await?
             .ok_or_else(|| not_found(id))?;
         let required = device.policy.approvals_required;
+        let asked = rec.request.access;
         rec.request
             .approve(&actor(approver), &device.policy, narrowing, tx.now())?;
         sqlx::query(
@@ -171,11 +177,15 @@ impl Store {
         let r = &rec.request;
         // The requester and org are named so that an auditor reading this one event knows who
         // was given access to what, without joining it to the `request.create` event.
-        let details = serde_json::json!({
+        let mut details = serde_json::json!({
             "requester": r.requester, "org": r.org,
             "device": r.device, "ports": r.ports, "start": r.window.start, "end": r.window.end,
             "approvals": r.approvals.len(), "approvals_required": required, "state": r.state,
+            "access": r.access, "modes": modes(&device.policy, r),
         });
+        if asked != r.access {
+            details["access_requested"] = asked.as_str().into();
+        }
         tx.audit(
             &by.draft("request.approve")
                 .target(format!("device:{}", r.device))
@@ -355,6 +365,18 @@ enum Closing {
     Revoke,
 }
 
+/// `{"502": "modbus-read"}`: what each decoded port of the request runs under, for the audit
+/// record (raw TCP ports are not listed).
+fn modes(policy: &DevicePolicy, r: &AccessRequest) -> serde_json::Value {
+    r.ports
+        .iter()
+        .map(|p| (p.to_string(), policy.mode(*p, r.access)))
+        .filter(|(_, m)| *m != Mode::Raw)
+        .map(|(p, m)| (p, serde_json::Value::from(m.as_str())))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 fn not_found(id: i64) -> StoreError {
     StoreError::NotFound(format!("request {id} does not exist"))
 }
@@ -368,7 +390,8 @@ async fn save(
     let now = tx.now().to_rfc3339();
     sqlx::query(
         "UPDATE access_requests SET ports = $1, window_start = $2, window_end = $3, state = $4, \
-         closing_reason = $5, closed_by = COALESCE($6, closed_by), updated_at = $7 WHERE id = $8",
+         closing_reason = $5, closed_by = COALESCE($6, closed_by), updated_at = $7, access = $9 \
+         WHERE id = $8",
     )
     .bind(Port::join(&r.ports))
     .bind(r.window.start.to_rfc3339())
@@ -378,6 +401,7 @@ async fn save(
     .bind(closed_by)
     .bind(now)
     .bind(rec.id)
+    .bind(r.access.as_str())
     .execute(tx.conn())
     .await?;
     Ok(())
@@ -461,6 +485,7 @@ fn request_from_row(r: &AnyRow) -> Result<RequestRecord, StoreError> {
             org: OrgName::parse(&text("org")?)?,
             device: DeviceName::parse(&text("device")?)?,
             ports: Port::parse_list(&text("ports")?)?,
+            access: text("access")?.parse()?,
             window: Window::new(ts("window_start")?, ts("window_end")?)?,
             reason: text("reason")?,
             ticket: r.try_get("ticket")?,

@@ -110,6 +110,7 @@ impl World {
             window: Window::new(self.at(start), self.at(end)).unwrap(),
             reason: "replace the filler's recipe".into(),
             ticket: Some("CHG-1234".into()),
+            access: None,
         }
     }
 }
@@ -412,6 +413,7 @@ async fn requests_follow_the_state_machine_with_audit_events(db: TestDb) {
     let wider = Narrowing {
         ports: Some(Port::parse_list("22").unwrap()),
         window: None,
+        access: None,
     };
     let e = w
         .store
@@ -422,6 +424,7 @@ async fn requests_follow_the_state_machine_with_audit_events(db: TestDb) {
     let narrow = Narrowing {
         ports: Some(Port::parse_list("502").unwrap()),
         window: Some(Window::new(w.at(20), w.at(50)).unwrap()),
+        access: None,
     };
     let ok = w
         .store

@@ -106,6 +106,7 @@ impl World {
                 .unwrap(),
             reason: "replace the filler's recipe".into(),
             ticket: None,
+            access: None,
         };
         let rec = self
             .store

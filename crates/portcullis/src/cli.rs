@@ -8,7 +8,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use portcullis_core::policy::parse_approvals;
 use portcullis_core::window::parse_window_length;
-use portcullis_core::{Criticality, Role};
+use portcullis_core::{Access, Criticality, Role, WritePolicy};
 
 /// A core type from one of `names`: `--help` and a wrong value list the choices, and the value
 /// reaches the command already parsed.
@@ -147,6 +147,10 @@ pub struct RequestArgs {
     /// The plant's ticket or work-order reference.
     #[arg(long)]
     pub ticket: Option<String>,
+    /// On the device's Modbus ports: `read` (the default; reading function codes only) or
+    /// `write` (writes too, each one recorded with its values).
+    #[arg(long, value_parser = one_of::<Access>(&["read", "write"]))]
+    pub access: Option<Access>,
     #[arg(long, value_enum, default_value_t = OutFormat::Text)]
     pub format: OutFormat,
 }
@@ -420,6 +424,19 @@ pub struct DeviceAdd {
     /// Vendor organisations allowed to request it (default: none, deny all).
     #[arg(long)]
     pub orgs: Option<String>,
+    /// A port that speaks Modbus/TCP, as PORT=modbus (repeatable, or comma-separated); the
+    /// relay enforces each grant's read or write access on it. Other ports stay raw TCP.
+    #[arg(long = "protocol", value_name = "PORT=PROTO")]
+    pub protocols: Vec<String>,
+    /// Whether `write` access may be granted on the Modbus ports: allowed or never.
+    #[arg(long, value_parser = one_of::<WritePolicy>(&["allowed", "never"]))]
+    pub writes: Option<WritePolicy>,
+    /// Unit ids granted writes may go to, e.g. 1 or 1,2 (default: any).
+    #[arg(long, value_name = "UNITS")]
+    pub write_units: Option<String>,
+    /// Holding registers granted writes may go to, e.g. 100-199,300 (default: any).
+    #[arg(long, value_name = "RANGES")]
+    pub write_registers: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -434,6 +451,19 @@ pub struct PolicyArgs {
     /// Comma-separated organisations; an empty string allows none.
     #[arg(long)]
     pub orgs: Option<String>,
+    /// A port that speaks Modbus/TCP, as PORT=modbus (repeatable, or comma-separated); the
+    /// relay enforces each grant's read or write access on it. Other ports stay raw TCP.
+    #[arg(long = "protocol", value_name = "PORT=PROTO")]
+    pub protocols: Vec<String>,
+    /// Whether `write` access may be granted on the Modbus ports: allowed or never.
+    #[arg(long, value_parser = one_of::<WritePolicy>(&["allowed", "never"]))]
+    pub writes: Option<WritePolicy>,
+    /// Unit ids granted writes may go to, e.g. 1 or 1,2 (an empty string: any).
+    #[arg(long, value_name = "UNITS")]
+    pub write_units: Option<String>,
+    /// Holding registers granted writes may go to, e.g. 100-199,300 (an empty string: any).
+    #[arg(long, value_name = "RANGES")]
+    pub write_registers: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -30,6 +30,9 @@ pub struct NewRequest {
     pub reason: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ticket: Option<String>,
+    /// `read` or `write`; left out, the broker's default (`read`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
 }
 
 #[cfg(test)]
@@ -87,6 +90,7 @@ mod tests {
             expires_at: Timestamp::from_unix_micros(0).unwrap(),
             relay: "r:1".into(),
             relay_ca: None,
+            modes: Default::default(),
         };
         assert!(!format!("{t:?}").contains("eyJsecret"));
         let s: LoggedIn = serde_json::from_value(json!({ "session_token": "sess-secret",

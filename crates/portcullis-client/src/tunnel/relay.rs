@@ -34,6 +34,9 @@ pub struct Welcome {
     pub window_end: Option<OffsetDateTime>,
     /// Time left when the relay sent `Welcome`: the countdown, on the local monotonic clock.
     pub remaining: Duration,
+    /// What the decoded ports run under (`modbus-read`, `modbus-write`), as the broker said
+    /// with the token; ports not listed are raw TCP. For display only.
+    pub modes: std::collections::BTreeMap<u16, String>,
 }
 
 /// An established session: the connection, its control stream, and what was granted.
@@ -136,6 +139,11 @@ impl Dialer {
             .await
             .map_err(EstablishError::Token)?;
         let relay = ticket.relay.clone();
+        let modes = ticket
+            .modes
+            .iter()
+            .map(|(port, mode)| (port.get(), mode.clone()))
+            .collect();
         let mut roots = self.roots.clone();
         if let Some(pem) = &ticket.relay_ca {
             let extra = crate::trust::roots_from_pem(pem, "the relay CA the broker sent")
@@ -195,6 +203,7 @@ impl Dialer {
                 )
                 .ok(),
                 remaining: Duration::from_millis(remaining_ms),
+                modes,
             },
             Ok(Frame::Refused { code, message }) => {
                 return Err(EstablishError::Refused {

@@ -41,6 +41,7 @@ impl TokenSource for FakeTokens {
             expires_at: portcullis_core::Timestamp::from_unix_micros(0).unwrap(),
             relay: self.relay.clone(),
             relay_ca: self.relay_ca.clone(),
+            modes: Default::default(),
         })
     }
 }

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::access::{Access, Protocol, WritePolicy};
 use crate::device::{Criticality, DeviceProfile, NetworkAddress};
 use crate::names::{DeviceName, OrgName, Username};
 use crate::policy::DevicePolicy;
@@ -42,6 +43,7 @@ fn snapshot() -> GrantSnapshot {
             org: org("acme"),
             device: DeviceName::parse("plc-7").unwrap(),
             ports: ports(&[22, 502]),
+            access: Access::Write,
             window: Window::new(ts(100), ts(200)).unwrap(),
             reason: "firmware update".into(),
             ticket: None,
@@ -129,6 +131,42 @@ fn a_narrowed_policy_keeps_only_the_ports_it_still_allows() {
     let mut s = snapshot();
     s.device = Some(device(&[502, 80], &["acme"]));
     assert_eq!(decide(&s, ts(150)).unwrap().ports, ports(&[502]));
+}
+
+#[test]
+fn the_modes_come_from_the_current_policy_and_the_grants_access() {
+    let mut s = snapshot();
+    let allowed = decide(&s, ts(150)).unwrap();
+    assert!(allowed.modes.is_empty(), "no port is named Modbus: all raw");
+    assert_eq!(allowed.mode(Port::new(502).unwrap()), Mode::Raw);
+    let modbus = |writes| {
+        device(&[22, 502], &["acme"])
+            .policy
+            .with_protocols(
+                [(Port::new(502).unwrap(), Protocol::Modbus)].into(),
+                writes,
+                WriteScope {
+                    units: [1].into(),
+                    registers: Vec::new(),
+                },
+            )
+            .unwrap()
+    };
+    s.device.as_mut().unwrap().policy = modbus(WritePolicy::Allowed);
+    let allowed = decide(&s, ts(150)).unwrap();
+    assert_eq!(
+        allowed.mode(Port::new(502).unwrap()),
+        Mode::Modbus(Access::Write)
+    );
+    assert_eq!(allowed.mode(Port::new(22).unwrap()), Mode::Raw);
+    assert_eq!(allowed.write_scope.units, [1].into());
+    // Writes turned off after the approval: the grant is read-only from now on.
+    s.device.as_mut().unwrap().policy = modbus(WritePolicy::Never);
+    let allowed = decide(&s, ts(150)).unwrap();
+    assert_eq!(
+        allowed.mode(Port::new(502).unwrap()),
+        Mode::Modbus(Access::Read)
+    );
 }
 
 #[test]

@@ -150,6 +150,47 @@ impl Request {
     }
 }
 
+/// Most values a write's audit event lists: FC 16 writes up to 123 registers, FC 15 up to 1968
+/// coils; an auditor needs the first ones and the count.
+pub const MAX_AUDITED_VALUES: usize = 125;
+
+impl Request {
+    /// The values a write carries, as the audit log records them: the register value of FC 6,
+    /// 1 or 0 for FC 5, the registers of FC 16 and the write half of FC 23, the coils of FC 15
+    /// (at most [`MAX_AUDITED_VALUES`]), the AND and OR masks of FC 22. Empty for other codes.
+    /// `adu` is the ADU this request was parsed from.
+    pub fn write_values(&self, adu: &Adu) -> Vec<u16> {
+        let data = adu.pdu.get(1..).unwrap_or_default();
+        let words = |from: usize, count: usize| -> Vec<u16> {
+            data.get(from..)
+                .unwrap_or_default()
+                .chunks_exact(2)
+                .take(count.min(MAX_AUDITED_VALUES))
+                .map(|w| u16::from_be_bytes([w[0], w[1]]))
+                .collect()
+        };
+        let quantity = usize::from(self.quantity.unwrap_or(0));
+        match self.function {
+            5 => words(2, 1)
+                .into_iter()
+                .map(|v| u16::from(v == 0xFF00))
+                .collect(),
+            6 => words(2, 1),
+            16 => words(5, quantity),
+            23 => words(9, quantity),
+            22 => words(2, 2),
+            15 => data
+                .get(5..)
+                .unwrap_or_default()
+                .iter()
+                .flat_map(|byte| (0..8).map(move |bit| u16::from(byte >> bit & 1)))
+                .take(quantity.min(MAX_AUDITED_VALUES))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 fn exact(data: &[u8], len: usize) -> Option<()> {
     (data.len() == len).then_some(())
 }

@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::access::{Access, WriteScope};
 
 fn hex(spaced: &str) -> Vec<u8> {
     hex::decode(spaced.replace(' ', "")).unwrap()
@@ -183,6 +184,95 @@ fn read_access_lets_exactly_the_reading_functions_through() {
         .unwrap()
         .0;
     assert!(Request::parse(&read).unwrap().only_reads());
+}
+
+fn parsed(spaced: &str) -> (Adu, Request) {
+    let adu = decode(&hex(spaced)).unwrap().unwrap().0;
+    let r = Request::parse(&adu).unwrap();
+    (adu, r)
+}
+
+#[test]
+fn writes_carry_their_values_for_the_record() {
+    let (adu, r) = parsed("0002 0000 0006 01 06 0003 1092");
+    assert_eq!(r.write_values(&adu), [4242]);
+    let (adu, r) = parsed("0002 0000 0006 01 05 00ac ff00");
+    assert_eq!(r.write_values(&adu), [1]);
+    let (adu, r) = parsed("0003 0000 000b 01 10 0001 0002 04 000a 0102");
+    assert_eq!(r.write_values(&adu), [10, 258]);
+    // 10 coils from 0xcd 0x01: 1011 0011, then 1 and 0.
+    let (adu, r) = parsed("0004 0000 0009 01 0f 0013 000a 02 cd01");
+    assert_eq!(r.write_values(&adu), [1, 0, 1, 1, 0, 0, 1, 1, 1, 0]);
+    let (adu, r) = parsed("0005 0000 0011 01 17 0003 0006 000e 0003 06 00ff 00fe 00fd");
+    assert_eq!(r.write_values(&adu), [255, 254, 253]);
+    let (adu, r) = parsed("0006 0000 0008 01 16 0004 00f2 0025");
+    assert_eq!(r.write_values(&adu), [0xf2, 0x25]);
+    let (adu, r) = parsed("0001 0000 0006 01 03 006b 0003");
+    assert!(r.write_values(&adu).is_empty(), "a read carries no values");
+}
+
+#[test]
+fn rules_judge_every_function_code_by_access_and_scope() {
+    let request = |function: u8, unit, address, quantity| Request {
+        unit,
+        function,
+        address,
+        quantity,
+        sub_function: Some(4),
+        mei_type: Some(13),
+    };
+    let read = Rules::read_only();
+    let write = Rules {
+        access: Access::Write,
+        scope: WriteScope::default(),
+    };
+    for function in 0..=255u8 {
+        let r = request(function, 1, Some(100), Some(1));
+        let expected_read = if r.only_reads() {
+            Judgement::Read
+        } else {
+            Judgement::Refused(Refusal::ReadOnly)
+        };
+        assert_eq!(read.judge(&r), expected_read, "FC {function}");
+        let expected_write = if r.only_reads() {
+            Judgement::Read
+        } else {
+            Judgement::Write
+        };
+        assert_eq!(write.judge(&r), expected_write, "FC {function}");
+    }
+    assert_eq!(Refusal::ReadOnly.exception_code(), ILLEGAL_FUNCTION);
+
+    // "Writes only to holding registers 100-199 of unit 1."
+    let scoped = Rules {
+        access: Access::Write,
+        scope: WriteScope {
+            units: [1].into(),
+            registers: vec![100..=199],
+        },
+    };
+    let judge = |f, unit, a, q| scoped.judge(&request(f, unit, Some(a), Some(q)));
+    assert_eq!(judge(6, 1, 100, 1), Judgement::Write);
+    assert_eq!(judge(16, 1, 190, 10), Judgement::Write);
+    assert_eq!(judge(3, 2, 0, 10), Judgement::Read, "reads are not bounded");
+    assert_eq!(
+        judge(6, 2, 100, 1),
+        Judgement::Refused(Refusal::UnitOutsideScope)
+    );
+    assert_eq!(
+        judge(16, 1, 195, 10),
+        Judgement::Refused(Refusal::OutsideScope)
+    );
+    assert_eq!(
+        judge(5, 1, 100, 1),
+        Judgement::Refused(Refusal::OutsideScope),
+        "coils"
+    );
+    assert_eq!(
+        scoped.judge(&request(90, 1, None, None)),
+        Judgement::Refused(Refusal::OutsideScope),
+        "a vendor code names no register"
+    );
 }
 
 fn adu() -> impl Strategy<Value = Adu> {

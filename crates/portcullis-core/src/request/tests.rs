@@ -1,4 +1,5 @@
 use super::*;
+use crate::access::{Access, Mode, Protocol, WritePolicy, WriteScope};
 use proptest::prelude::*;
 
 fn ts(s: i64) -> Timestamp {
@@ -32,6 +33,7 @@ fn request(approvals: u8, start: i64, end: i64, now: i64) -> AccessRequest {
         &DeviceName::parse("plc-7").unwrap(),
         &policy(approvals),
         ports(&[22, 502]),
+        None,
         Window::new(ts(start), ts(end)).unwrap(),
         "firmware update",
         Some("T-1"),
@@ -86,6 +88,7 @@ fn only_supervisors_decide_and_only_vendors_request() {
         &DeviceName::parse("plc-7").unwrap(),
         &policy(1),
         ports(&[22]),
+        None,
         Window::new(ts(100), ts(200)).unwrap(),
         "x",
         None,
@@ -137,6 +140,7 @@ fn narrowing_only_narrows() {
     let narrow = Narrowing {
         ports: Some(ports(&[502])),
         window: Some(Window::new(ts(120), ts(150)).unwrap()),
+        access: None,
     };
     r.approve(&sam, &policy(1), &narrow, ts(1)).unwrap();
     assert_eq!(r.ports, ports(&[502]));
@@ -189,6 +193,7 @@ fn submit_checks_policy_window_and_text() {
             &dev,
             &policy(1),
             ports(p),
+            None,
             Window::new(ts(s), ts(e)).unwrap(),
             reason,
             None,
@@ -271,7 +276,7 @@ proptest! {
             let t = ts(now);
             let _ = match op {
                 Op::Approve { by, narrow_end } => {
-                    let n = Narrowing { ports: None, window: narrow_end.map(|e| Window::new(ts(100), ts(e)).unwrap()) };
+                    let n = Narrowing { ports: None, access: None, window: narrow_end.map(|e| Window::new(ts(100), ts(e)).unwrap()) };
                     r.approve(&people[by], &pol, &n, t).map(|_| ())
                 }
                 Op::Deny { by } => r.deny(&people[by], "no", t),
@@ -296,4 +301,128 @@ proptest! {
             }
         }
     }
+}
+
+fn modbus_policy(writes: WritePolicy) -> DevicePolicy {
+    policy(1)
+        .with_protocols(
+            [(Port::new(502).unwrap(), Protocol::Modbus)].into(),
+            writes,
+            WriteScope::default(),
+        )
+        .unwrap()
+}
+
+fn submit_access(
+    policy: &DevicePolicy,
+    p: &[u32],
+    access: Option<Access>,
+) -> Result<AccessRequest, TransitionError> {
+    AccessRequest::submit(
+        &user("vera", Role::Vendor),
+        Some(&acme()),
+        &DeviceName::parse("plc-7").unwrap(),
+        policy,
+        ports(p),
+        access,
+        Window::new(ts(100), ts(200)).unwrap(),
+        "read the counters",
+        None,
+        ts(0),
+    )
+}
+
+#[test]
+fn access_is_read_unless_write_is_asked_and_the_policy_allows_it() {
+    let allowed = modbus_policy(WritePolicy::Allowed);
+    assert_eq!(
+        submit_access(&allowed, &[502], None).unwrap().access,
+        Access::Read
+    );
+    assert_eq!(
+        submit_access(&allowed, &[502, 22], Some(Access::Write))
+            .unwrap()
+            .access,
+        Access::Write
+    );
+    let never = modbus_policy(WritePolicy::Never);
+    let Err(TransitionError::Invalid(e)) = submit_access(&never, &[502], Some(Access::Write))
+    else {
+        panic!("a device that never grants writes took a write request");
+    };
+    assert_eq!(e.field, "access");
+    assert!(e.message.contains("never grants writes"), "{e}");
+    let Err(TransitionError::Invalid(e)) = submit_access(&allowed, &[22], Some(Access::Write))
+    else {
+        panic!("write access on raw ports only was accepted");
+    };
+    assert!(e.message.contains("none of 22 speaks Modbus"), "{e}");
+    assert_eq!(
+        submit_access(&allowed, &[22], Some(Access::Read))
+            .unwrap()
+            .access,
+        Access::Read
+    );
+}
+
+#[test]
+fn approval_narrows_write_to_read_but_never_widens() {
+    let p = modbus_policy(WritePolicy::Allowed);
+    let sam = user("sam", Role::Supervisor);
+    let read_only = Narrowing {
+        access: Some(Access::Read),
+        ..Default::default()
+    };
+    let mut r = submit_access(&p, &[502], Some(Access::Write)).unwrap();
+    r.approve(&sam, &p, &read_only, ts(1)).unwrap();
+    assert_eq!(r.access, Access::Read);
+    assert_eq!(
+        p.mode(Port::new(502).unwrap(), r.access),
+        Mode::Modbus(Access::Read)
+    );
+
+    let widen = Narrowing {
+        access: Some(Access::Write),
+        ..Default::default()
+    };
+    let mut r = submit_access(&p, &[502], None).unwrap();
+    let Err(TransitionError::Invalid(e)) = r.approve(&sam, &p, &widen, ts(1)) else {
+        panic!("approval widened read to write");
+    };
+    assert!(e.message.contains("only narrow access"), "{e}");
+    assert_eq!(
+        r.state,
+        RequestState::Requested,
+        "a refused approval changes nothing"
+    );
+
+    // A policy tightened to `never` after the request was made refuses the write approval.
+    let mut r = submit_access(&p, &[502], Some(Access::Write)).unwrap();
+    let never = modbus_policy(WritePolicy::Never);
+    assert!(
+        r.approve(&sam, &never, &Narrowing::default(), ts(1))
+            .is_err()
+    );
+    assert!(r.approve(&sam, &never, &read_only, ts(1)).is_ok());
+}
+
+#[test]
+fn the_mode_follows_the_current_policy() {
+    let p = modbus_policy(WritePolicy::Allowed);
+    let (modbus, raw) = (Port::new(502).unwrap(), Port::new(22).unwrap());
+    assert_eq!(p.mode(modbus, Access::Write), Mode::Modbus(Access::Write));
+    assert_eq!(p.mode(raw, Access::Write), Mode::Raw);
+    let never = modbus_policy(WritePolicy::Never);
+    assert_eq!(
+        never.mode(modbus, Access::Write),
+        Mode::Modbus(Access::Read)
+    );
+    let e = policy(1)
+        .with_protocols(
+            [(Port::new(503).unwrap(), Protocol::Modbus)].into(),
+            WritePolicy::Allowed,
+            WriteScope::default(),
+        )
+        .unwrap_err();
+    assert!(e.message.contains("not one of the device's ports"), "{e}");
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::GrantId;
+use crate::access::Mode;
 
 use super::{EndReason, HEADER_LEN, MAX_FRAME_LEN, RefusalCode, WireError};
 
@@ -18,6 +19,9 @@ mod kind {
     pub const OPENED: u8 = 0x11;
     pub const DIAL: u8 = 0x20;
     pub const CONNECTOR_HELLO: u8 = 0x21;
+    /// `Dial` with a mode byte at the end: sent for decoded (Modbus) ports only, so a raw dial
+    /// stays byte for byte what version-1 connectors read.
+    pub const DIAL_MODE: u8 = 0x22;
     pub const PING: u8 = 0x30;
     pub const PONG: u8 = 0x31;
 }
@@ -54,12 +58,15 @@ pub enum Frame {
     /// Relay -> client (or connector -> relay): the device is connected; raw bytes follow.
     Opened,
     /// Relay -> connector, first frame of a relay-opened stream: connect to `host:port`. `host`
-    /// comes from the relay's inventory, never from a client.
+    /// comes from the relay's inventory, never from a client. `mode` is what the grant allows on
+    /// the port, for a connector whose allowlist filters Modbus itself; a raw dial is encoded as
+    /// kind `0x20` (no mode byte), any other as `0x22`.
     Dial {
         session_id: String,
         device: String,
         host: String,
         port: u16,
+        mode: Mode,
     },
     /// Connector -> relay, first frame of the connector's control stream.
     ConnectorHello { version: u16, site: String },
@@ -132,7 +139,10 @@ impl Frame {
             Frame::Ending { .. } => kind::ENDING,
             Frame::Open { .. } => kind::OPEN,
             Frame::Opened => kind::OPENED,
-            Frame::Dial { .. } => kind::DIAL,
+            Frame::Dial {
+                mode: Mode::Raw, ..
+            } => kind::DIAL,
+            Frame::Dial { .. } => kind::DIAL_MODE,
             Frame::ConnectorHello { .. } => kind::CONNECTOR_HELLO,
             Frame::Ping { .. } => kind::PING,
             Frame::Pong { .. } => kind::PONG,
@@ -210,11 +220,15 @@ impl Frame {
                 device,
                 host,
                 port,
+                mode,
             } => {
                 w.str("session_id", session_id)?;
                 w.str("device", device)?;
                 w.str("host", host)?;
                 w.u16(*port);
+                if *mode != Mode::Raw {
+                    w.out.push(mode.code());
+                }
             }
             Frame::ConnectorHello { version, site } => {
                 w.u16(*version);
@@ -330,12 +344,35 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
             port: r.u16("port")?,
         },
         kind::OPENED => Frame::Opened,
-        kind::DIAL => Frame::Dial {
-            session_id: r.string("session_id")?,
-            device: r.string("device")?,
-            host: r.string("host")?,
-            port: r.u16("port")?,
-        },
+        kind::DIAL | kind::DIAL_MODE => {
+            let (session_id, device, host, port) = (
+                r.string("session_id")?,
+                r.string("device")?,
+                r.string("host")?,
+                r.u16("port")?,
+            );
+            let mode = if kind == kind::DIAL {
+                Mode::Raw
+            } else {
+                match Mode::from_code(r.u8("mode")?) {
+                    Some(m) if m != Mode::Raw => m,
+                    _ => {
+                        return Err(WireError::BadValue {
+                            frame: "Dial",
+                            field: "mode",
+                            reason: "is not a mode this version knows",
+                        });
+                    }
+                }
+            };
+            Frame::Dial {
+                session_id,
+                device,
+                host,
+                port,
+                mode,
+            }
+        }
         kind::CONNECTOR_HELLO => Frame::ConnectorHello {
             version: r.u16("version")?,
             site: r.string("site")?,
@@ -367,7 +404,7 @@ pub(super) fn kind_name(kind: u8) -> Option<&'static str> {
         kind::ENDING => "Ending",
         kind::OPEN => "Open",
         kind::OPENED => "Opened",
-        kind::DIAL => "Dial",
+        kind::DIAL | kind::DIAL_MODE => "Dial",
         kind::CONNECTOR_HELLO => "ConnectorHello",
         kind::PING => "Ping",
         kind::PONG => "Pong",

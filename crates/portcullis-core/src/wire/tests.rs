@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use crate::GrantId;
+use crate::access::{Access, Mode};
 
 use super::*;
 
@@ -129,9 +130,35 @@ fn dial_layout() {
             device: "d".into(),
             host: "h".into(),
             port: 502,
+            mode: Mode::Raw,
         },
         "0000000c | 20 | 0001 73 | 0001 64 | 0001 68 | 01f6",
     );
+    // A decoded port's dial carries its mode in a trailing byte, under its own kind.
+    golden(
+        Frame::Dial {
+            session_id: "s".into(),
+            device: "d".into(),
+            host: "h".into(),
+            port: 502,
+            mode: Mode::Modbus(Access::Read),
+        },
+        "0000000d | 22 | 0001 73 | 0001 64 | 0001 68 | 01f6 | 01",
+    );
+}
+
+#[test]
+fn a_dial_mode_this_version_does_not_know_is_malformed() {
+    for mode in ["00", "03", "ff"] {
+        let bytes = bytes(&format!("0000000d 22 0001 73 0001 64 0001 68 01f6 {mode}"));
+        assert!(
+            matches!(
+                decode(&bytes),
+                Err(WireError::BadValue { field: "mode", .. })
+            ),
+            "mode {mode}"
+        );
+    }
 }
 
 #[test]
@@ -216,6 +243,7 @@ fn sample_frames() -> Vec<Frame> {
             device: "plc-7".into(),
             host: "10.0.7.7".into(),
             port: 502,
+            mode: Mode::Modbus(Access::Write),
         },
         Frame::ConnectorHello {
             version: VERSION,
@@ -338,7 +366,7 @@ fn zero_length_is_an_error() {
 
 #[test]
 fn unknown_kinds_fail_as_soon_as_the_kind_byte_arrives() {
-    for k in [0x00, 0x06, 0x0f, 0x12, 0x22, 0x32, 0x7f, 0xff] {
+    for k in [0x00, 0x06, 0x0f, 0x12, 0x23, 0x32, 0x7f, 0xff] {
         assert_eq!(
             decode(&[0, 0, 0, 9, k]),
             Err(WireError::UnknownKind(k)),
@@ -687,14 +715,15 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
         }),
         (text(), any::<u16>()).prop_map(|(device, port)| Frame::Open { device, port }),
         Just(Frame::Opened),
-        (text(), text(), text(), any::<u16>()).prop_map(|(session_id, device, host, port)| {
-            Frame::Dial {
+        (text(), text(), text(), any::<u16>(), 0u8..3).prop_map(
+            |(session_id, device, host, port, mode)| Frame::Dial {
                 session_id,
                 device,
                 host,
                 port,
+                mode: Mode::from_code(mode).unwrap_or_default(),
             }
-        }),
+        ),
         (any::<u16>(), text()).prop_map(|(version, site)| Frame::ConnectorHello { version, site }),
         any::<u64>().prop_map(|nonce| Frame::Ping { nonce }),
         any::<u64>().prop_map(|nonce| Frame::Pong { nonce }),

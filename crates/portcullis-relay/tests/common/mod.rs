@@ -174,6 +174,7 @@ impl World {
             window: Window::new(at(start), at(end)).unwrap(),
             reason: "firmware check".into(),
             ticket: None,
+            access: None,
         };
         let as_user = |u: &UserRecord| AuditActor {
             name: u.username.to_string(),

@@ -5,17 +5,17 @@ use std::collections::BTreeSet;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use portcullis_api_types::State as StateName;
 use portcullis_api_types::access::{
     Created, DeviceEntry, DeviceList, InventoryDevice, OfferedDevice, RelayToken, Request,
     RequestList,
 };
 use portcullis_api_types::schema::{Name, Ports, Reason, Time};
+use portcullis_api_types::{AccessName, State as StateName};
 use portcullis_auth::token::parse_thumbprint;
 use portcullis_core::liveness;
 use portcullis_core::request::Narrowing;
 use portcullis_core::{
-    DeviceName, GrantId, Port, RequestState, Role, Timestamp, ValidationError, Window,
+    Access, DeviceName, GrantId, Port, RequestState, Role, Timestamp, ValidationError, Window,
 };
 use portcullis_store::{NewRequest, RequestFilter, RequestRecord};
 use serde::Deserialize;
@@ -40,6 +40,10 @@ pub struct CreateBody {
     #[serde(default)]
     #[schema(max_length = 100)]
     pub(crate) ticket: Option<String>,
+    /// `read` (the default) or `write`: what the grant allows on the device's Modbus ports.
+    #[serde(default)]
+    #[schema(value_type = Option<AccessName>)]
+    pub(crate) access: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -54,6 +58,10 @@ pub struct ApproveBody {
     #[serde(default)]
     #[schema(format = DateTime)]
     pub(crate) end: Option<String>,
+    /// `read` narrows a request for `write`; `write` only keeps what was asked.
+    #[serde(default)]
+    #[schema(value_type = Option<AccessName>)]
+    pub(crate) access: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -86,6 +94,14 @@ fn ports(list: &[u32]) -> Result<BTreeSet<Port>, ValidationError> {
         .collect()
 }
 
+/// An `access` field; absent or empty is `None`.
+pub(crate) fn access(text: Option<&str>) -> Result<Option<Access>, ValidationError> {
+    text.map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::parse)
+        .transpose()
+}
+
 fn time(field: &'static str, text: &str) -> Result<Timestamp, ValidationError> {
     Timestamp::parse_rfc3339(text).map_err(|e| ValidationError::new(field, e.message))
 }
@@ -100,6 +116,7 @@ impl CreateBody {
         Ok(NewRequest {
             device,
             ports: ports(&self.ports)?,
+            access: access(self.access.as_deref())?,
             window,
             reason: self.reason,
             ticket: self.ticket,
@@ -128,6 +145,7 @@ impl ApproveBody {
         Ok(Narrowing {
             ports: self.ports.as_deref().map(ports).transpose()?,
             window,
+            access: access(self.access.as_deref())?,
         })
     }
 }
@@ -346,20 +364,23 @@ pub async fn token(
     // a grant the relay would refuse (a narrowed policy, a disabled account), not only for one
     // outside its window.
     let verdict = match state.0.store.grant_snapshot(id).await? {
-        Some(s) => liveness::decide(&s, now).map(drop),
+        Some(s) => liveness::decide(&s, now),
         None => Err(liveness::Dead::Inactive),
     };
-    if let Err(dead) = verdict {
-        return Err(ApiError::Conflict(match dead {
-            liveness::Dead::UserDisabled | liveness::Dead::PolicyChanged => {
-                format!("grant {id}: {}; no token is issued", dead.refusal().1)
-            }
-            _ => format!(
-                "grant {id} is {}; tokens are issued only inside an approved window ({} to {})",
-                rec.request.state, rec.request.window.start, rec.request.window.end
-            ),
-        }));
-    }
+    let allowed = match verdict {
+        Ok(a) => a,
+        Err(dead) => {
+            return Err(ApiError::Conflict(match dead {
+                liveness::Dead::UserDisabled | liveness::Dead::PolicyChanged => {
+                    format!("grant {id}: {}; no token is issued", dead.refusal().1)
+                }
+                _ => format!(
+                    "grant {id} is {}; tokens are issued only inside an approved window ({} to {})",
+                    rec.request.state, rec.request.window.start, rec.request.window.end
+                ),
+            }));
+        }
+    };
     if !authed.mfa_fresh(now, cfg.token_mfa_max_age) {
         return Err(ApiError::StepUpRequired);
     }
@@ -391,5 +412,10 @@ pub async fn token(
         expires_at,
         relay: cfg.relay_addr.clone(),
         relay_ca: cfg.relay_ca_pem.clone(),
+        modes: allowed
+            .modes
+            .iter()
+            .map(|(port, mode)| (*port, mode.as_str().to_owned()))
+            .collect(),
     }))
 }

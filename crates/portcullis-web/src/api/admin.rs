@@ -1,6 +1,6 @@
 //! Admin endpoints: organisations, users, devices and policies. Admins never approve or audit.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use axum::Json;
@@ -10,10 +10,11 @@ use portcullis_api_types::admin::{
     EnrollmentReset, NewUser as NewUserView, Org, OrgList, User, UserAction, UserList,
 };
 use portcullis_api_types::schema::{Name, Ports, UserActionName};
-use portcullis_api_types::{CriticalityName, RoleName};
+use portcullis_api_types::{CriticalityName, ProtocolName, RoleName, WritesName};
+use portcullis_core::access::parse_protocols;
 use portcullis_core::{
     Criticality, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName, Port,
-    Role, Username, ValidationError,
+    Role, Username, ValidationError, WritePolicy, WriteScope,
 };
 use portcullis_store::{EnrollmentCode, NewUser, UserRecord};
 use serde::Deserialize;
@@ -90,6 +91,20 @@ pub struct DeviceBody {
     #[serde(default)]
     #[schema(value_type = Vec<Name>)]
     pub(crate) orgs: Vec<String>,
+    /// Ports decoded as Modbus/TCP: `{"502": "modbus"}`. Other ports are raw TCP.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, ProtocolName>)]
+    pub(crate) protocols: BTreeMap<String, String>,
+    /// `allowed` (the default) or `never`: whether `write` access may be granted.
+    #[serde(default)]
+    #[schema(value_type = Option<WritesName>)]
+    pub(crate) writes: Option<String>,
+    /// Unit ids granted writes may go to; empty: any.
+    #[serde(default)]
+    pub(crate) write_units: Vec<u8>,
+    /// Holding registers granted writes may go to (`"100-199"`, `"300"`); empty: any.
+    #[serde(default)]
+    pub(crate) write_registers: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -104,6 +119,20 @@ pub struct PolicyBody {
     pub(crate) max_window_secs: u64,
     #[schema(value_type = Vec<Name>)]
     pub(crate) orgs: Vec<String>,
+    /// Ports decoded as Modbus/TCP: `{"502": "modbus"}`. Other ports are raw TCP.
+    #[serde(default)]
+    #[schema(value_type = BTreeMap<String, ProtocolName>)]
+    pub(crate) protocols: BTreeMap<String, String>,
+    /// `allowed` (the default) or `never`: whether `write` access may be granted.
+    #[serde(default)]
+    #[schema(value_type = Option<WritesName>)]
+    pub(crate) writes: Option<String>,
+    /// Unit ids granted writes may go to; empty: any.
+    #[serde(default)]
+    pub(crate) write_units: Vec<u8>,
+    /// Holding registers granted writes may go to (`"100-199"`, `"300"`); empty: any.
+    #[serde(default)]
+    pub(crate) write_registers: Vec<String>,
 }
 
 fn port_set(list: &[u32]) -> Result<BTreeSet<Port>, ValidationError> {
@@ -127,6 +156,32 @@ fn policy(
         Duration::from_secs(max_window_secs),
         approvals,
         org_set(orgs)?,
+    )
+}
+
+/// `policy` with the bodies' Modbus fields: the same spellings as the CLI's `--protocol`,
+/// `--writes`, `--write-units` and `--write-registers`.
+fn with_modbus(
+    policy: DevicePolicy,
+    protocols: &BTreeMap<String, String>,
+    writes: Option<&str>,
+    units: &[u8],
+    registers: &[String],
+) -> Result<DevicePolicy, ValidationError> {
+    let text: Vec<String> = protocols.iter().map(|(p, v)| format!("{p}={v}")).collect();
+    let writes = writes
+        .map(str::trim)
+        .filter(|w| !w.is_empty())
+        .map(str::parse::<WritePolicy>)
+        .transpose()?
+        .unwrap_or_default();
+    policy.with_protocols(
+        parse_protocols(&text.join(","))?,
+        writes,
+        WriteScope {
+            units: units.iter().copied().collect(),
+            registers: WriteScope::parse_registers(&registers.join(","))?,
+        },
     )
 }
 
@@ -164,11 +219,17 @@ impl DeviceBody {
                 firmware: self.firmware,
                 support_contact: self.support_contact,
             },
-            policy: policy(
-                &self.ports,
-                self.approvals_required.unwrap_or(1),
-                self.max_window_secs.unwrap_or(8 * 3600),
-                &self.orgs,
+            policy: with_modbus(
+                policy(
+                    &self.ports,
+                    self.approvals_required.unwrap_or(1),
+                    self.max_window_secs.unwrap_or(8 * 3600),
+                    &self.orgs,
+                )?,
+                &self.protocols,
+                self.writes.as_deref(),
+                &self.write_units,
+                &self.write_registers,
             )?,
         })
     }
@@ -176,11 +237,17 @@ impl DeviceBody {
 
 impl PolicyBody {
     pub(crate) fn policy(&self) -> Result<DevicePolicy, ValidationError> {
-        policy(
-            &self.ports,
-            self.approvals_required,
-            self.max_window_secs,
-            &self.orgs,
+        with_modbus(
+            policy(
+                &self.ports,
+                self.approvals_required,
+                self.max_window_secs,
+                &self.orgs,
+            )?,
+            &self.protocols,
+            self.writes.as_deref(),
+            &self.write_units,
+            &self.write_registers,
         )
     }
 }

@@ -2,6 +2,8 @@
 //! device inventory with each device's policy. Enrollment codes are shown once, in the answer
 //! to the POST that made them (never in a URL).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
@@ -17,7 +19,7 @@ use super::form::{FormError, Input, Posted, Problem, field, field_error, list};
 use super::layout::{Flash, csrf, error_box, page};
 use super::session::Browser;
 use super::time::PlantTime;
-use super::views::ports;
+use super::views::policy_ports;
 use crate::api::admin::{DeviceBody, OrgBody, PolicyBody, UserBody};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -279,6 +281,8 @@ const PORTS: Input = Input::new("ports", "Allowed ports");
 const MAX_WINDOW: Input = Input::new("max_window", "Longest window");
 const APPROVALS: Input = Input::new("approvals", "Approvals needed");
 const ORGS: Input = Input::new("orgs", "Organisations");
+const PROTOCOLS: Input = Input::new("protocols", "Modbus ports");
+const WRITES: Input = Input::new("writes", "Modbus writes");
 const DEVICE_NAME: Input = Input::new("name", "Name");
 const ADDRESS: Input = Input::new("address", "Address");
 const CRITICALITY: Input = Input::new("criticality", "Criticality");
@@ -290,6 +294,8 @@ const POLICY_FIELDS: &[(&str, Input)] = &[
     ("max-window", MAX_WINDOW),
     ("approvals", APPROVALS),
     ("org", ORGS),
+    ("protocol", PROTOCOLS),
+    ("writes", WRITES),
 ];
 
 /// The inventory's free-text fields: the input, its hint, core's name for it, and where a
@@ -364,16 +370,41 @@ pub(crate) struct PolicyForm {
     approvals: String,
     #[serde(default, deserialize_with = "list")]
     orgs: Vec<String>,
+    /// The ports that speak Modbus/TCP: `502` or `502, 5020`.
+    #[serde(default)]
+    protocols: String,
+    #[serde(default)]
+    writes: String,
 }
 
 impl PolicyForm {
     fn of(p: &DevicePolicy) -> Self {
+        let modbus: BTreeSet<Port> = p.protocols.keys().copied().collect();
         Self {
             ports: Port::join(&p.allowed_ports),
             max_window: format_duration(p.max_window),
             approvals: p.approvals_required.to_string(),
             orgs: p.allowed_orgs.iter().map(|o| o.to_string()).collect(),
+            protocols: if modbus.is_empty() {
+                String::new()
+            } else {
+                Port::join(&modbus)
+            },
+            writes: p.writes.as_str().into(),
         }
+    }
+
+    /// `{"502": "modbus"}` from the Modbus ports typed.
+    fn protocols(&self) -> Result<BTreeMap<String, String>, FormError> {
+        if self.protocols.trim().is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let ports = Port::parse_list(&self.protocols)
+            .map_err(|v| FormError::invalid(PROTOCOLS, v.message))?;
+        Ok(ports
+            .iter()
+            .map(|p| (p.to_string(), "modbus".to_owned()))
+            .collect())
     }
 
     /// What `POST /api/v1/admin/devices/{name}/policy` takes, from the text people type.
@@ -392,6 +423,10 @@ impl PolicyForm {
             approvals_required: approvals,
             max_window_secs: window.as_secs(),
             orgs: self.orgs.clone(),
+            protocols: self.protocols()?,
+            writes: Some(self.writes.clone()),
+            write_units: Vec::new(),
+            write_registers: Vec::new(),
         })
     }
 
@@ -438,6 +473,10 @@ pub(crate) struct DeviceForm {
     approvals: String,
     #[serde(default, deserialize_with = "list")]
     orgs: Vec<String>,
+    #[serde(default)]
+    protocols: String,
+    #[serde(default)]
+    writes: String,
 }
 
 impl DeviceForm {
@@ -461,6 +500,8 @@ impl DeviceForm {
             max_window: self.max_window.clone(),
             approvals: self.approvals.clone(),
             orgs: self.orgs.clone(),
+            protocols: self.protocols.clone(),
+            writes: self.writes.clone(),
         }
     }
 
@@ -487,6 +528,10 @@ impl DeviceForm {
             approvals_required: Some(policy.approvals_required),
             max_window_secs: Some(policy.max_window_secs),
             orgs: policy.orgs,
+            protocols: policy.protocols,
+            writes: policy.writes,
+            write_units: policy.write_units,
+            write_registers: policy.write_registers,
         };
         body.device()
             .map_err(|v| FormError::located(v, &device_fields()))
@@ -520,6 +565,15 @@ fn policy_inputs(
             select name=(APPROVALS.name) data-testid="policy-approvals" {
                 option value="1" selected[shown.approvals == "1"] { "1" }
                 option value="2" selected[shown.approvals == "2"] { "2 (dual approval)" }
+            }
+        }, problem))
+        (field(PROTOCOLS, " (ports that speak Modbus/TCP; reads only unless write is granted)", html! {
+            input type="text" name=(PROTOCOLS.name) value=(shown.protocols) data-testid="policy-modbus";
+        }, problem))
+        (field(WRITES, "", html! {
+            select name=(WRITES.name) data-testid="policy-writes" {
+                option value="allowed" selected[shown.writes != "never"] { "may be granted" }
+                option value="never" selected[shown.writes == "never"] { "never (read-only)" }
             }
         }, problem))
         fieldset.field data-field=(ORGS.name) { legend { (ORGS.label) " that may request it" }
@@ -562,7 +616,7 @@ async fn devices_page(
                         td { (d.profile.device_type) }
                         td { (d.profile.site) }
                         td { (d.criticality.as_str()) }
-                        td { (ports(&d.policy.allowed_ports)) }
+                        td { (policy_ports(&d.policy)) }
                         td { (format_duration(d.policy.max_window)) }
                         td { (d.policy.approvals_required) }
                         td { (d.policy.allowed_orgs.iter().map(OrgName::as_str).collect::<Vec<_>>().join(", ")) }

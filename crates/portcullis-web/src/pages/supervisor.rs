@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use portcullis_core::request::Narrowing;
 use portcullis_core::window::format_duration;
-use portcullis_core::{Port, RequestState, Role};
+use portcullis_core::{Access, Port, RequestState, Role};
 use portcullis_store::{RequestFilter, RequestRecord};
 use serde::Deserialize;
 
@@ -20,13 +20,17 @@ use super::layout::{Flash, csrf, error_box, page};
 use super::session::Browser;
 use super::sites::connectors_section;
 use super::time::PlantTime;
-use super::views::{ports, requests_table, state as state_badge, window};
+use super::views::{
+    access as access_badge, policy_ports, port_modes, ports, requests_table, state as state_badge,
+    window,
+};
 use crate::api::access::{ApproveBody, ReasonBody};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Authed;
 use crate::state::AppState;
 
 const TOTP: Input = Input::new("totp", "Your authenticator code");
+const ACCESS: Input = Input::new("access", "Modbus access");
 
 /// Core's field names for an approval, at the approve form's inputs.
 const APPROVE_FIELDS: &[(&str, Input)] = &[
@@ -35,6 +39,7 @@ const APPROVE_FIELDS: &[(&str, Input)] = &[
     ("window", WINDOW),
     ("start", START),
     ("end", END),
+    ("access", ACCESS),
 ];
 
 /// Core's field name for a denial's or a revocation's reason.
@@ -106,7 +111,11 @@ async fn detail_page(
             dl.facts data-testid="request" {
                 dt { "Requester" } dd { (r.requester.as_str()) " (" (r.org.as_str()) ")" }
                 dt { "Device" } dd { (r.device.as_str()) }
-                dt { "Ports" } dd data-testid="ports" { (ports(&r.ports)) }
+                dt { "Ports" } dd data-testid="ports" {
+                    @if let Some(d) = &device { (port_modes(r, &d.policy)) } @else { (ports(&r.ports)) }
+                }
+                dt { "Access" } dd { (access_badge(r.access))
+                    @if r.access == Access::Write { " — writes reach the device, each on the record" } }
                 dt { "Window (" (tz.name()) ")" } dd { (window(&rec, &tz, now)) }
                 dt { "State" } dd { (state_badge(r.state)) }
                 dt { "Reason" } dd data-testid="reason" { (r.reason) }
@@ -141,9 +150,10 @@ async fn detail_page(
                     dt { "Firmware" } dd { (d.profile.firmware) }
                     dt { "Support contact" } dd { (d.profile.support_contact) }
                     dt { "Policy" } dd {
-                        "ports " (ports(&d.policy.allowed_ports)) "; at most "
+                        "ports " (policy_ports(&d.policy)) "; at most "
                         (format_duration(d.policy.max_window)) "; "
                         (d.policy.approvals_required) " approval(s)"
+                        @if !d.policy.protocols.is_empty() { "; Modbus writes " (d.policy.writes) }
                     }
                 }
             }
@@ -174,6 +184,16 @@ async fn detail_page(
                                 value=(typed.map_or_else(|| tz.input(r.window.end), |f| f.end.clone()));
                         }, problem))
                         (field_error(problem, WINDOW))
+                    }
+                    @if r.access == Access::Write {
+                        fieldset.field data-field=(ACCESS.name) { legend { (ACCESS.label) }
+                            @let narrow = typed.is_some_and(|f| f.access == "read");
+                            label { input type="radio" name=(ACCESS.name) value="write" checked[!narrow]
+                                data-testid="approve-access-write"; strong.access-write { "write" } " (as asked)" }
+                            label { input type="radio" name=(ACCESS.name) value="read" checked[narrow]
+                                data-testid="approve-access-read"; "read only (narrow)" }
+                            (field_error(problem, ACCESS))
+                        }
                     }
                     (field(TOTP, " (confirms it is you)", html! {
                         input type="text" name=(TOTP.name) inputmode="numeric" pattern="[0-9]{6}"
@@ -213,6 +233,8 @@ pub(crate) struct ApproveForm {
     #[serde(default)]
     end: String,
     #[serde(default)]
+    access: String,
+    #[serde(default)]
     totp: String,
 }
 
@@ -247,6 +269,9 @@ impl ApproveForm {
             ports: (ticked != r.ports).then(|| ticked.iter().map(|p| u32::from(p.get())).collect()),
             start: at(START, &self.start, r.window.start)?,
             end: at(END, &self.end, r.window.end)?,
+            access: Some(self.access.trim())
+                .filter(|a| !a.is_empty() && *a != r.access.as_str())
+                .map(str::to_owned),
         };
         body.narrowing(&r.window)
             .map_err(|v| FormError::located(v, APPROVE_FIELDS))

@@ -7,7 +7,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use portcullis_core::window::format_duration;
-use portcullis_core::{Device, Port, Role};
+use portcullis_core::{Device, Port, Role, WritePolicy};
 use portcullis_store::{NewRequest, RequestFilter};
 use serde::Deserialize;
 
@@ -24,6 +24,7 @@ use crate::state::AppState;
 
 const DEVICE: Input = Input::new("device", "Device");
 const TICKET: Input = Input::new("ticket", "Ticket");
+const ACCESS: Input = Input::new("access", "Modbus access");
 
 /// Core's field names for a request, at the request form's inputs.
 const REQUEST_FIELDS: &[(&str, Input)] = &[
@@ -35,6 +36,7 @@ const REQUEST_FIELDS: &[(&str, Input)] = &[
     ("end", END),
     ("reason", REASON),
     ("ticket", TICKET),
+    ("access", ACCESS),
 ];
 
 /// The devices this vendor's organisation may request (none without an organisation).
@@ -107,6 +109,8 @@ pub(crate) struct RequestForm {
     reason: String,
     #[serde(default)]
     ticket: String,
+    #[serde(default)]
+    access: String,
 }
 
 impl RequestForm {
@@ -135,6 +139,9 @@ impl RequestForm {
             reason: self.reason.clone(),
             ticket: Some(self.ticket.trim())
                 .filter(|t| !t.is_empty())
+                .map(str::to_owned),
+            access: Some(self.access.trim())
+                .filter(|a| !a.is_empty())
                 .map(str::to_owned),
         };
         body.new_request()
@@ -181,9 +188,20 @@ fn request_form(
                                 checked[d.ports.contains(&p.to_string())]
                                 data-testid={ "port-" (p) };
                             (p)
+                            @if dev.policy.protocols.contains_key(p) { " (modbus)" }
                         }
                     }
                     (field_error(problem, PORTS))
+                }
+                @if !dev.policy.protocols.is_empty() {
+                    (field(ACCESS, " (on the Modbus ports; read passes reading function codes only)", html! {
+                        select name=(ACCESS.name) data-testid="access" {
+                            option value="read" selected[d.access != "write"] { "read" }
+                            @if dev.policy.writes == WritePolicy::Allowed {
+                                option value="write" selected[d.access == "write"] { "write (each write is recorded)" }
+                            }
+                        }
+                    }, problem))
                 }
                 fieldset.field.window data-field=(WINDOW.name) {
                     legend { (WINDOW.label) " (" (tz.name()) ")" }

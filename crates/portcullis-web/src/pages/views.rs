@@ -3,13 +3,55 @@
 use std::collections::BTreeSet;
 
 use maud::{Markup, html};
-use portcullis_core::{Port, RequestState, Timestamp};
+use portcullis_core::{Access, AccessRequest, DevicePolicy, Mode, Port, RequestState, Timestamp};
 use portcullis_store::RequestRecord;
 
 use super::time::{PlantTime, deadline, left};
 
 pub(crate) fn ports(p: &BTreeSet<Port>) -> String {
     Port::join(p).replace(',', ", ")
+}
+
+/// A request's access; `write` stands out, as a supervisor must see it before approving.
+pub(crate) fn access(a: Access) -> Markup {
+    html! {
+        @match a {
+            Access::Write => strong.access-write data-testid="access" { "write" },
+            Access::Read => span data-testid="access" { "read" },
+        }
+    }
+}
+
+/// Each port of a request with what it runs under by the device's policy: `502 (modbus,
+/// read-only), 80 (tcp)`.
+pub(crate) fn port_modes(r: &AccessRequest, policy: &DevicePolicy) -> Markup {
+    html! {
+        @for (i, p) in r.ports.iter().enumerate() {
+            @if i > 0 { ", " }
+            @let mode = policy.mode(*p, r.access);
+            span data-testid="port-mode" data-port=(p) data-mode=(mode.as_str()) {
+                (p) " ("
+                @if mode == Mode::Modbus(Access::Write) {
+                    strong.access-write { (mode.describe()) }
+                } @else {
+                    (mode.describe())
+                }
+                ")"
+            }
+        }
+    }
+}
+
+/// A device's ports with the Modbus ones named: `502 (modbus), 80`.
+pub(crate) fn policy_ports(p: &DevicePolicy) -> String {
+    p.allowed_ports
+        .iter()
+        .map(|port| match p.protocols.get(port) {
+            Some(proto) => format!("{port} ({proto})"),
+            None => port.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 pub(crate) fn state(s: RequestState) -> Markup {
@@ -48,7 +90,7 @@ pub(crate) fn requests_table(
                 thead { tr {
                     th { "#" }
                     @if show_requester { th { "Requester" } }
-                    th { "Device" } th { "Ports" } th { "Window (" (tz.name()) ")" }
+                    th { "Device" } th { "Ports" } th { "Access" } th { "Window (" (tz.name()) ")" }
                     th { "State" } th { "Approvals" } th { "Reason" } th { "Ticket" }
                 } }
                 tbody {
@@ -60,6 +102,7 @@ pub(crate) fn requests_table(
                             }
                             td { (r.request.device.as_str()) }
                             td { (ports(&r.request.ports)) }
+                            td { (access(r.request.access)) }
                             td { (window(r, tz, now)) }
                             td {
                                 (state(r.request.state))

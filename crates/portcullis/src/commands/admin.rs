@@ -6,10 +6,11 @@ mod site;
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
+use portcullis_core::access::{join_protocols, parse_protocols};
 use portcullis_core::window::format_duration;
 use portcullis_core::{
     Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName, Port, Username,
-    ValidationError,
+    ValidationError, WriteScope,
 };
 use portcullis_store::{NewUser, Store};
 
@@ -270,6 +271,14 @@ fn device_from_args(a: DeviceAdd) -> anyhow::Result<Device> {
             .transpose()?
             .unwrap_or_default(),
     )?;
+    let policy = policy.with_protocols(
+        parse_protocols(&a.protocols.join(","))?,
+        a.writes.unwrap_or_default(),
+        WriteScope {
+            units: WriteScope::parse_units(a.write_units.as_deref().unwrap_or(""))?,
+            registers: WriteScope::parse_registers(a.write_registers.as_deref().unwrap_or(""))?,
+        },
+    )?;
     let text = |o: Option<String>| o.unwrap_or_default().trim().to_owned();
     let profile = DeviceProfile {
         device_type: text(a.device_type),
@@ -303,7 +312,34 @@ fn merge_policy(current: &DevicePolicy, a: &PolicyArgs) -> anyhow::Result<Device
         Some(o) => parse_orgs(o)?,
         None => current.allowed_orgs.clone(),
     };
-    Ok(DevicePolicy::new(ports, max_window, approvals, orgs)?)
+    // Protocols not given stay as they were, for the ports that remain.
+    let protocols = if a.protocols.is_empty() {
+        current
+            .protocols
+            .iter()
+            .filter(|(p, _)| ports.contains(p))
+            .map(|(p, proto)| (*p, *proto))
+            .collect()
+    } else {
+        parse_protocols(&a.protocols.join(","))?
+    };
+    let scope = WriteScope {
+        units: match &a.write_units {
+            Some(u) => WriteScope::parse_units(u)?,
+            None => current.write_scope.units.clone(),
+        },
+        registers: match &a.write_registers {
+            Some(r) => WriteScope::parse_registers(r)?,
+            None => current.write_scope.registers.clone(),
+        },
+    };
+    Ok(
+        DevicePolicy::new(ports, max_window, approvals, orgs)?.with_protocols(
+            protocols,
+            a.writes.unwrap_or(current.writes),
+            scope,
+        )?,
+    )
 }
 
 fn join_orgs(orgs: &BTreeSet<OrgName>) -> String {
@@ -348,6 +384,10 @@ fn device_text(d: &Device) -> String {
         ("max window", format_duration(d.policy.max_window)),
         ("approvals", d.policy.approvals_required.to_string()),
         ("orgs", join_orgs(&d.policy.allowed_orgs)),
+        ("protocols", join_protocols(&d.policy.protocols)),
+        ("writes", d.policy.writes.as_str().into()),
+        ("write units", d.policy.write_scope.join_units()),
+        ("write regs", d.policy.write_scope.join_registers()),
     ];
     rows.into_iter()
         .map(|(k, v)| {

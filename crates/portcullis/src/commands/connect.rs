@@ -2,7 +2,8 @@
 //! granted device through the relay, until the window ends.
 //!
 //! Stdout carries the lines scripts read, one per line and flushed:
-//! `window ends <RFC 3339> (<n> min left)`, `listening 127.0.0.1:PORT -> DEVICE:PORT`,
+//! `window ends <RFC 3339> (<n> min left)`, `access PORT: modbus, read-only: ...` (one per
+//! Modbus port), `listening 127.0.0.1:PORT -> DEVICE:PORT`,
 //! `warning: N min left`, `session ended (window_end): ...`. Problems go to stderr.
 //! Exit code: 0 when the window ended or the vendor stopped (Ctrl-C, SIGTERM), 3 when access
 //! was taken away (revoked, account disabled, policy changed, relay shut down), 1 on errors.
@@ -80,6 +81,18 @@ fn print_event(e: &Event) {
                 "window ends {end} ({} min left)",
                 when::minutes_ceil(welcome.remaining)
             ));
+            for (port, mode) in &welcome.modes {
+                let what = match mode.as_str() {
+                    "modbus-read" => {
+                        "modbus, read-only: writes are answered with Modbus exception 01 (illegal function)"
+                    }
+                    "modbus-write" => {
+                        "modbus, read and write: every write is recorded with its values"
+                    }
+                    other => other,
+                };
+                say(&format!("access {port}: {what}"));
+            }
         }
         Event::Listening { local, target, .. } => {
             say(&format!(

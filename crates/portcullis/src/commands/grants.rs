@@ -28,7 +28,15 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
     print!(
         "{}",
         table(
-            &["ID", "DEVICE", "PORTS", "STATE", "WINDOW (UTC)", "LEFT"],
+            &[
+                "ID",
+                "DEVICE",
+                "PORTS",
+                "ACCESS",
+                "STATE",
+                "WINDOW (UTC)",
+                "LEFT"
+            ],
             &rows
         )
     );
@@ -48,6 +56,7 @@ fn row(r: &Request) -> Vec<String> {
         r.id.to_string(),
         r.device.to_string(),
         join_ports(&r.ports),
+        r.access.to_string(),
         state,
         format!(
             "{} to {}",

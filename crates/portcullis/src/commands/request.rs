@@ -18,6 +18,7 @@ pub async fn run(args: RequestArgs) -> anyhow::Result<ExitCode> {
         until: &args.until,
         reason: &args.reason,
         ticket: args.ticket.as_deref(),
+        access: args.access.map(|a| a.as_str()),
     };
     let new = build(&input, OffsetDateTime::now_utc()).map_err(anyhow::Error::msg)?;
     let session = ConfigDir::from_env()?.load_session()?;
@@ -28,7 +29,8 @@ pub async fn run(args: RequestArgs) -> anyhow::Result<ExitCode> {
         OutFormat::Json => println!(
             "{}",
             serde_json::json!({ "id": created.id, "state": created.state,
-                                "start": new.start, "end": new.end })
+                                "start": new.start, "end": new.end,
+                                "access": new.access.as_deref().unwrap_or("read") })
         ),
         OutFormat::Text => println!(
             "request {}: {} ({} to {}); follow it with `portcullis grants`",
