@@ -28,6 +28,8 @@ struct Memory {
     input: Vec<u16>,
     coils: Vec<bool>,
     discrete: Vec<bool>,
+    /// The function code of every request that reached the device, in order.
+    seen: Vec<u8>,
 }
 
 /// The Modbus simulator; derefs to its [`Device`] bookkeeping.
@@ -60,6 +62,7 @@ impl ModbusDevice {
             input: (0..MODBUS_SIZE).map(|i| 1000 + i as u16).collect(),
             coils: vec![false; MODBUS_SIZE],
             discrete: (0..MODBUS_SIZE).map(|i| i % 2 == 1).collect(),
+            seen: Vec::new(),
         }));
         let service = Service(Arc::clone(&memory));
         let device = Device::spawn(listener, move |listener, shared| async move {
@@ -82,6 +85,12 @@ impl ModbusDevice {
     /// The holding registers, all [`MODBUS_SIZE`] of them.
     pub fn registers(&self) -> Vec<u16> {
         self.memory().holding.clone()
+    }
+
+    /// The function code of every request that reached the device, oldest first: what a
+    /// filter in front of it let through.
+    pub fn functions_seen(&self) -> Vec<u8> {
+        self.memory().seen.clone()
     }
 
     /// The coils, all [`MODBUS_SIZE`] of them.
@@ -119,6 +128,7 @@ impl tokio_modbus::server::Service for Service {
 
     fn call(&self, req: Request<'static>) -> Self::Future {
         let mut mem = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        mem.seen.push(req.function_code().value());
         std::future::ready(handle(&mut mem, req))
     }
 }
