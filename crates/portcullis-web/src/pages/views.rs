@@ -22,21 +22,20 @@ pub(crate) fn access(a: Access) -> Markup {
     }
 }
 
-/// Each port of a request with what it runs under by the device's policy: `502 (modbus,
-/// read-only), 80 (tcp)`.
+/// Each port of a request with what it runs under by the device's policy, decoded ports only:
+/// `502 (modbus, read-only), 80`.
 pub(crate) fn port_modes(r: &AccessRequest, policy: &DevicePolicy) -> Markup {
     html! {
         @for (i, p) in r.ports.iter().enumerate() {
             @if i > 0 { ", " }
             @let mode = policy.mode(*p, r.access);
             span data-testid="port-mode" data-port=(p) data-mode=(mode.as_str()) {
-                (p) " ("
-                @if mode == Mode::Modbus(Access::Write) {
-                    strong.access-write { (mode.describe()) }
-                } @else {
-                    (mode.describe())
+                (p)
+                @match mode {
+                    Mode::Raw => {},
+                    Mode::Modbus(Access::Write) => { " (" strong.access-write { (mode.describe()) } ")" },
+                    Mode::Modbus(Access::Read) => { " (" (mode.describe()) ")" },
                 }
-                ")"
             }
         }
     }
