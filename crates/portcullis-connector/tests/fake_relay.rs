@@ -254,13 +254,26 @@ impl Accepted {
     /// Opens a dial stream with `Dial` and, in the same write, `early` bytes for the device.
     /// Returns the connector's answer frame.
     async fn dial(&self, device: &str, host: &str, port: u16, early: &[u8]) -> (Frame, Dialed) {
+        self.dial_in(portcullis_core::Mode::Raw, device, host, port, early)
+            .await
+    }
+
+    /// [`Self::dial`] with the grant's `mode` in the `Dial`.
+    async fn dial_in(
+        &self,
+        mode: portcullis_core::Mode,
+        device: &str,
+        host: &str,
+        port: u16,
+        early: &[u8],
+    ) -> (Frame, Dialed) {
         let (mut send, mut recv) = self.conn.open_bi().await.unwrap();
         let mut bytes = Frame::Dial {
             session_id: "s-1".into(),
             device: device.into(),
             host: host.into(),
             port,
-            mode: portcullis_core::Mode::Raw,
+            mode,
         }
         .to_vec()
         .unwrap();
@@ -432,6 +445,67 @@ async fn dials_are_checked_spliced_and_cut_when_the_relay_goes_away() {
         other => panic!("expected an application close, got {other:?}"),
     }
     assert_eq!(echo.closed(d_peer).await, Closed::Reset);
+    within("the connector to stop", task).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_allowlist_that_demands_it_filters_modbus_at_the_connector_too() {
+    use portcullis_core::{Access, Mode};
+    let echo = Echo::start().await;
+    let allowlist = format!(
+        "[[allow]]\nhost = \"127.0.0.1\"\nports = [{}]\nmodbus = \"as-granted\"\n",
+        echo.addr.port()
+    );
+    let relay = FakeRelay::start(Some(&allowlist));
+    let (stop, task) = relay.run_connector(config());
+    let mut link = relay.accept().await;
+    link.ping(1).await;
+    // FC 3 (read 10 holding registers) and FC 6 (write 4242 to register 3), transaction 1 and 2.
+    let read = [0, 1, 0, 0, 0, 6, 1, 3, 0, 0, 0, 10];
+    let write = [0, 2, 0, 0, 0, 6, 1, 6, 0, 3, 0x10, 0x92];
+    let refusal = [0, 2, 0, 0, 0, 3, 1, 0x86, 0x01];
+
+    // A dial that names no mode (a relay that does not know the port speaks Modbus) is filtered
+    // read-only: the write is answered by the connector and never reaches the device (the echo
+    // would send it back); the read reaches it.
+    let (answer, mut d) = link
+        .dial_in(Mode::Raw, "plc-7", "127.0.0.1", echo.addr.port(), &write)
+        .await;
+    assert_eq!(answer, Frame::Opened);
+    assert_eq!(d.read_exactly(refusal.len()).await, refusal);
+    d.send.write_all(&read).await.unwrap();
+    assert_eq!(
+        d.read_exactly(read.len()).await,
+        read,
+        "the read reached the device"
+    );
+
+    // Write access granted: the write reaches the device.
+    let (answer, mut d) = link
+        .dial_in(
+            Mode::Modbus(Access::Write),
+            "plc-7",
+            "127.0.0.1",
+            echo.addr.port(),
+            &write,
+        )
+        .await;
+    assert_eq!(answer, Frame::Opened);
+    assert_eq!(
+        d.read_exactly(write.len()).await,
+        write,
+        "the write reached the device"
+    );
+
+    // Bytes that are not Modbus/TCP end the stream.
+    let (answer, mut d) = link
+        .dial_in(Mode::Raw, "plc-7", "127.0.0.1", echo.addr.port(), b"")
+        .await;
+    assert_eq!(answer, Frame::Opened);
+    d.send.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let end = within("the stream to end", d.recv.read_chunk(1024, true)).await;
+    assert!(end.is_err(), "a non-Modbus stream was carried: {end:?}");
+    stop.cancel();
     within("the connector to stop", task).await.unwrap();
 }
 

@@ -1437,3 +1437,99 @@ async fn a_form_with_an_unknown_field_is_refused_after_the_csrf_check() {
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
     assert_eq!(app.actions().await, before, "nothing added or audited");
 }
+
+#[tokio::test]
+async fn write_access_is_asked_for_shown_bold_and_narrowed_to_read_in_the_forms() {
+    use portcullis_core::{Access, Port, Protocol, WritePolicy, WriteScope};
+    let app = app().await;
+    let plc = DeviceName::parse("plc-7").unwrap();
+    let policy = app
+        .store
+        .device(&plc)
+        .await
+        .unwrap()
+        .unwrap()
+        .policy
+        .with_protocols(
+            [(Port::new(502).unwrap(), Protocol::Modbus)].into(),
+            WritePolicy::Allowed,
+            WriteScope::default(),
+        )
+        .unwrap();
+    app.store
+        .set_device_policy(&root(), &plc, &policy)
+        .await
+        .unwrap();
+    let vera = app.user("vera", Role::Vendor).await;
+    let sam = app.user("sam", Role::Supervisor).await;
+
+    let form = app
+        .get("/requests/new?device=plc-7", Some(&vera.cookie))
+        .await;
+    assert!(form.body.contains("502 (modbus)"), "{}", form.body);
+    assert!(
+        form.body.contains(r#"name="access""#),
+        "the access choice is offered"
+    );
+    let r = app
+        .submit(
+            &vera,
+            "/requests",
+            &[
+                ("device", "plc-7"),
+                ("ports", "502"),
+                ("ports", "80"),
+                ("start", "2026-11-25T09:30"),
+                ("end", "2026-11-25T10:30"),
+                ("reason", "load recipe 12"),
+                ("access", "write"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let id = app.requests().await[0].id;
+    assert_eq!(app.requests().await[0].request.access, Access::Write);
+
+    // The supervisor sees the write, per port, and may narrow it.
+    let detail = app.get(&format!("/requests/{id}"), Some(&sam.cookie)).await;
+    assert!(
+        detail.body.contains(r#"data-mode="modbus-write""#) && detail.body.contains("access-write"),
+        "{}",
+        detail.body
+    );
+    assert!(
+        detail.body.contains(r#"data-mode="tcp""#),
+        "port 80 is raw TCP"
+    );
+    assert!(detail.body.contains(r#"data-testid="approve-access-read""#));
+    let queue = app.get("/queue", Some(&sam.cookie)).await;
+    assert!(
+        queue.body.contains("access-write"),
+        "the queue shows the write"
+    );
+    let code = app.next_code(&sam.secret);
+    let r = app
+        .submit(
+            &sam,
+            &format!("/requests/{id}/approve"),
+            &[
+                ("ports", "502"),
+                ("ports", "80"),
+                ("access", "read"),
+                ("totp", &code),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let rec = &app.requests().await[0];
+    assert_eq!(rec.request.state, RequestState::Approved);
+    assert_eq!(rec.request.access, Access::Read, "narrowed to read");
+    let page = app
+        .get(&format!("/requests/{id}"), Some(&vera.cookie))
+        .await;
+    assert!(
+        page.body.contains(r#"data-mode="modbus-read""#),
+        "{}",
+        page.body
+    );
+}
