@@ -34,6 +34,7 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
                 join_ports(&d.ports),
                 when::left(std::time::Duration::from_secs(d.max_window_secs)),
                 d.approvals_required.to_string(),
+                modbus(d),
             ]
         })
         .collect();
@@ -47,12 +48,27 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
                 "CRITICALITY",
                 "PORTS",
                 "MAX WINDOW",
-                "APPROVALS"
+                "APPROVALS",
+                "MODBUS"
             ],
             &rows
         )
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Modbus ports (`--access read` by default on them), and `(read only)` when the device
+/// never grants writes; `-` for none.
+fn modbus(d: &portcullis_client::api::Device) -> String {
+    if d.protocols.is_empty() {
+        return "-".into();
+    }
+    let ports: BTreeSet<Port> = d.protocols.keys().copied().collect();
+    if d.writes.is(portcullis_core::WritePolicy::Never) {
+        format!("{} (read only)", join_ports(&ports))
+    } else {
+        join_ports(&ports)
+    }
 }
 
 pub fn join_ports(ports: &BTreeSet<Port>) -> String {
