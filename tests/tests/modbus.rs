@@ -239,6 +239,19 @@ async fn read_access_passes_reads_and_answers_everything_else_itself() {
     );
 }
 
+/// Vera's `portcullis request --access write` for `port` of plc-7, as a script would run it.
+fn request_write(plant: &Plant, port: u16) -> std::process::Output {
+    let port = port.to_string();
+    plant
+        .vera
+        .cmd(&[
+            "request", "--device", "plc-7", "--port", &port, "--access", "write", "--from", "now",
+            "--until", "+1h", "--reason", "recipe CHG-7", "--format", "json",
+        ])
+        .output()
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn write_access_lands_on_the_record_and_narrowing_makes_it_read_only() {
     if !clients_or_skip() {

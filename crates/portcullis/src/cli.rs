@@ -424,17 +424,25 @@ pub struct DeviceAdd {
     /// Vendor organisations allowed to request it (default: none, deny all).
     #[arg(long)]
     pub orgs: Option<String>,
+    #[command(flatten)]
+    pub modbus: ModbusPolicyArgs,
+}
+
+/// The Modbus part of a device's policy, for `device add` and `device set-policy` (issue 14).
+#[derive(Debug, Args)]
+pub struct ModbusPolicyArgs {
     /// A port that speaks Modbus/TCP, as PORT=modbus (repeatable, or comma-separated); the
     /// relay enforces each grant's read or write access on it. Other ports stay raw TCP.
     #[arg(long = "protocol", value_name = "PORT=PROTO")]
     pub protocols: Vec<String>,
-    /// Whether `write` access may be granted on the Modbus ports: allowed or never.
+    /// Whether `write` access may be granted on the Modbus ports: allowed (the default) or
+    /// never.
     #[arg(long, value_parser = one_of::<WritePolicy>(&["allowed", "never"]))]
     pub writes: Option<WritePolicy>,
-    /// Unit ids granted writes may go to, e.g. 1 or 1,2 (default: any).
+    /// Unit ids granted writes may go to, e.g. 1 or 1,2 (empty or left out: any).
     #[arg(long, value_name = "UNITS")]
     pub write_units: Option<String>,
-    /// Holding registers granted writes may go to, e.g. 100-199,300 (default: any).
+    /// Holding registers granted writes may go to, e.g. 100-199,300 (empty or left out: any).
     #[arg(long, value_name = "RANGES")]
     pub write_registers: Option<String>,
 }
@@ -451,19 +459,8 @@ pub struct PolicyArgs {
     /// Comma-separated organisations; an empty string allows none.
     #[arg(long)]
     pub orgs: Option<String>,
-    /// A port that speaks Modbus/TCP, as PORT=modbus (repeatable, or comma-separated); the
-    /// relay enforces each grant's read or write access on it. Other ports stay raw TCP.
-    #[arg(long = "protocol", value_name = "PORT=PROTO")]
-    pub protocols: Vec<String>,
-    /// Whether `write` access may be granted on the Modbus ports: allowed or never.
-    #[arg(long, value_parser = one_of::<WritePolicy>(&["allowed", "never"]))]
-    pub writes: Option<WritePolicy>,
-    /// Unit ids granted writes may go to, e.g. 1 or 1,2 (an empty string: any).
-    #[arg(long, value_name = "UNITS")]
-    pub write_units: Option<String>,
-    /// Holding registers granted writes may go to, e.g. 100-199,300 (an empty string: any).
-    #[arg(long, value_name = "RANGES")]
-    pub write_registers: Option<String>,
+    #[command(flatten)]
+    pub modbus: ModbusPolicyArgs,
 }
 
 #[derive(Debug, Subcommand)]

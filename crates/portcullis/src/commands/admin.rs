@@ -271,12 +271,13 @@ fn device_from_args(a: DeviceAdd) -> anyhow::Result<Device> {
             .transpose()?
             .unwrap_or_default(),
     )?;
+    let m = &a.modbus;
     let policy = policy.with_protocols(
-        parse_protocols(&a.protocols.join(","))?,
-        a.writes.unwrap_or_default(),
+        parse_protocols(&m.protocols.join(","))?,
+        m.writes.unwrap_or_default(),
         WriteScope {
-            units: WriteScope::parse_units(a.write_units.as_deref().unwrap_or(""))?,
-            registers: WriteScope::parse_registers(a.write_registers.as_deref().unwrap_or(""))?,
+            units: WriteScope::parse_units(m.write_units.as_deref().unwrap_or(""))?,
+            registers: WriteScope::parse_registers(m.write_registers.as_deref().unwrap_or(""))?,
         },
     )?;
     let text = |o: Option<String>| o.unwrap_or_default().trim().to_owned();
@@ -313,7 +314,8 @@ fn merge_policy(current: &DevicePolicy, a: &PolicyArgs) -> anyhow::Result<Device
         None => current.allowed_orgs.clone(),
     };
     // Protocols not given stay as they were, for the ports that remain.
-    let protocols = if a.protocols.is_empty() {
+    let m = &a.modbus;
+    let protocols = if m.protocols.is_empty() {
         current
             .protocols
             .iter()
@@ -321,14 +323,14 @@ fn merge_policy(current: &DevicePolicy, a: &PolicyArgs) -> anyhow::Result<Device
             .map(|(p, proto)| (*p, *proto))
             .collect()
     } else {
-        parse_protocols(&a.protocols.join(","))?
+        parse_protocols(&m.protocols.join(","))?
     };
     let scope = WriteScope {
-        units: match &a.write_units {
+        units: match &m.write_units {
             Some(u) => WriteScope::parse_units(u)?,
             None => current.write_scope.units.clone(),
         },
-        registers: match &a.write_registers {
+        registers: match &m.write_registers {
             Some(r) => WriteScope::parse_registers(r)?,
             None => current.write_scope.registers.clone(),
         },
@@ -336,7 +338,7 @@ fn merge_policy(current: &DevicePolicy, a: &PolicyArgs) -> anyhow::Result<Device
     Ok(
         DevicePolicy::new(ports, max_window, approvals, orgs)?.with_protocols(
             protocols,
-            a.writes.unwrap_or(current.writes),
+            m.writes.unwrap_or(current.writes),
             scope,
         )?,
     )
