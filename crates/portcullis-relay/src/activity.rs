@@ -10,6 +10,9 @@ use portcullis_core::Timestamp;
 /// How many operations the live view keeps per session.
 pub(crate) const LAST_OPS: usize = 8;
 
+// Constructed by the Modbus filter (issue 14, point 2), which is not on this branch yet; the live
+// view already reports what it records.
+#[allow(dead_code)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum OpKind {
     Read,
@@ -52,6 +55,7 @@ struct Inner {
 }
 
 impl ModbusActivity {
+    #[allow(dead_code)] // called by the Modbus filter (see `OpKind`)
     pub fn record(&self, op: Op) {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         match op.kind {

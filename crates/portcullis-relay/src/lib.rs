@@ -16,7 +16,8 @@
 //! writes one by one; [`registry`] holds live sessions; [`connector`] serves site connectors'
 //! connections, [`connectors`] holds the live ones, and [`via`] carries a stream through one;
 //! [`conn`] holds what every connection needs (close codes, ALPN, client thumbprint), and
-//! [`refusal`] the one way a connection is refused;
+//! [`refusal`] the one way a connection is refused; [`report`] writes live sessions' counters
+//! for the live view;
 //! [`metrics`] counts. Modules import one way: session -> connector -> connectors -> conn,
 //! stream -> via -> connectors; none imports one that imports it back.
 #![forbid(unsafe_code)]
@@ -32,6 +33,7 @@ mod grant;
 pub mod metrics;
 mod refusal;
 mod registry;
+mod report;
 mod session;
 mod stream;
 mod via;
@@ -89,6 +91,9 @@ pub struct RelayConfig {
     pub connector_timeout: Duration,
     /// A connector's "last seen" is written to the database at most this often.
     pub connector_seen_every: Duration,
+    /// Live sessions' counters (bytes, open streams, Modbus activity) are written to the
+    /// database this often, all in one transaction, for the live view ([`report`]).
+    pub report_every: Duration,
 }
 
 impl Default for RelayConfig {
@@ -106,6 +111,7 @@ impl Default for RelayConfig {
             connector_ping: Duration::from_secs(2),
             connector_timeout: Duration::from_secs(6),
             connector_seen_every: Duration::from_secs(10),
+            report_every: Duration::from_secs(2),
         }
     }
 }
@@ -212,6 +218,7 @@ impl Relay {
             shared.store.grant_changes(),
             stop.clone(),
         ));
+        tasks.spawn(report::run(shared.clone(), stop.clone()));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
