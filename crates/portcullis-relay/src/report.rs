@@ -105,8 +105,9 @@ mod tests {
 
     type Writes = Arc<Mutex<Vec<(Duration, Vec<LiveCounters>)>>>;
 
-    /// Runs the reporter on `registry` in the background, recording each write and when it came.
-    fn start(registry: Arc<Registry>, fail: bool) -> (Writes, CancellationToken) {
+    /// Runs the reporter on `registry` in the background, recording each write and when it came
+    /// (from now: the reporter has started when this returns).
+    async fn start(registry: Arc<Registry>, fail: bool) -> (Writes, CancellationToken) {
         let writes: Writes = Arc::default();
         let stop = CancellationToken::new();
         let (w, s, t0) = (writes.clone(), stop.clone(), Instant::now());
@@ -123,6 +124,7 @@ mod tests {
             })
             .await;
         });
+        tokio::task::yield_now().await;
         (writes, stop)
     }
 
@@ -138,8 +140,7 @@ mod tests {
         let (a, b) = (session("rs_a"), session("rs_b"));
         registry.insert(a.clone());
         registry.insert(b.clone());
-        let (writes, stop) = start(registry.clone(), false);
-        advance(Duration::ZERO).await;
+        let (writes, stop) = start(registry.clone(), false).await;
         a.bytes_up.fetch_add(100, Ordering::Relaxed);
         a.open_streams.fetch_add(1, Ordering::Relaxed);
         advance(Duration::from_millis(1999)).await;
@@ -169,8 +170,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn nothing_is_written_without_live_sessions_and_a_failure_does_not_stop_it() {
         let registry = Arc::new(Registry::default());
-        let (writes, stop) = start(registry.clone(), true);
-        advance(Duration::from_secs(5)).await;
+        let (writes, stop) = start(registry.clone(), true).await;
+        for _ in 0..5 {
+            advance(Duration::from_secs(1)).await;
+        }
         assert!(writes.lock().unwrap().is_empty(), "no sessions, no write");
         registry.insert(session("rs_a"));
         advance(Duration::from_secs(1)).await;
@@ -181,7 +184,9 @@ mod tests {
             "failed writes are tried again at the next period"
         );
         registry.remove("rs_a");
-        advance(Duration::from_secs(4)).await;
+        for _ in 0..4 {
+            advance(Duration::from_secs(1)).await;
+        }
         assert_eq!(writes.lock().unwrap().len(), 2, "an ended session is not reported");
         stop.cancel();
     }
