@@ -22,10 +22,15 @@ use crate::registry::Registry;
 /// The relay's reporter: runs until `stop`.
 pub(crate) async fn run(shared: Arc<Shared>, stop: CancellationToken) {
     let store = shared.store.clone();
-    every(shared.config.report_every, &shared.registry, stop, |batch| {
-        let store = store.clone();
-        async move { store.report_live_sessions(&batch).await }
-    })
+    every(
+        shared.config.report_every,
+        &shared.registry,
+        stop,
+        |batch| {
+            let store = store.clone();
+            async move { store.report_live_sessions(&batch).await }
+        },
+    )
     .await;
 }
 
@@ -144,7 +149,11 @@ mod tests {
         a.bytes_up.fetch_add(100, Ordering::Relaxed);
         a.open_streams.fetch_add(1, Ordering::Relaxed);
         advance(Duration::from_millis(1999)).await;
-        assert_eq!(writes.lock().unwrap().len(), 1, "not before the period is up");
+        assert_eq!(
+            writes.lock().unwrap().len(),
+            1,
+            "not before the period is up"
+        );
         advance(Duration::from_millis(1)).await;
         b.bytes_down.fetch_add(5, Ordering::Relaxed);
         b.refused.fetch_add(2, Ordering::Relaxed);
@@ -160,10 +169,23 @@ mod tests {
         }
         let of = |i: usize, id: &str| w[i].1.iter().find(|c| c.id == id).unwrap().clone();
         assert_eq!((of(0, "rs_a").bytes_up, of(0, "rs_a").open_streams), (0, 0));
-        assert_eq!((of(1, "rs_a").bytes_up, of(1, "rs_a").open_streams), (100, 1));
-        assert_eq!((of(1, "rs_b").bytes_down, of(1, "rs_b").refused_streams), (0, 0));
-        assert_eq!((of(2, "rs_b").bytes_down, of(2, "rs_b").refused_streams), (5, 2));
-        assert_eq!(of(2, "rs_a").modbus, serde_json::Value::Null, "no Modbus yet");
+        assert_eq!(
+            (of(1, "rs_a").bytes_up, of(1, "rs_a").open_streams),
+            (100, 1)
+        );
+        assert_eq!(
+            (of(1, "rs_b").bytes_down, of(1, "rs_b").refused_streams),
+            (0, 0)
+        );
+        assert_eq!(
+            (of(2, "rs_b").bytes_down, of(2, "rs_b").refused_streams),
+            (5, 2)
+        );
+        assert_eq!(
+            of(2, "rs_a").modbus,
+            serde_json::Value::Null,
+            "no Modbus yet"
+        );
         stop.cancel();
     }
 
@@ -187,7 +209,11 @@ mod tests {
         for _ in 0..4 {
             advance(Duration::from_secs(1)).await;
         }
-        assert_eq!(writes.lock().unwrap().len(), 2, "an ended session is not reported");
+        assert_eq!(
+            writes.lock().unwrap().len(),
+            2,
+            "an ended session is not reported"
+        );
         stop.cancel();
     }
 }

@@ -70,7 +70,11 @@ async fn counters_grow_in_the_store_and_a_supervisor_ends_one_session() {
     let later = wait_row(&w, &id, |r| r.bytes_up >= 6000).await;
     assert!(later.bytes_down >= 6000, "{later:?}");
     // The listing the web service reads shows it live.
-    let live = w.store.relay_sessions(&SessionFilter::default()).await.unwrap();
+    let live = w
+        .store
+        .relay_sessions(&SessionFilter::default())
+        .await
+        .unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].id.to_string(), id);
 
@@ -81,7 +85,10 @@ async fn counters_grow_in_the_store_and_a_supervisor_ends_one_session() {
         .unwrap();
     let closed = w.device.next_close().await;
     let took = closed.at.saturating_duration_since(t.into_std());
-    assert!(took < Duration::from_secs(1), "device closed after {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "device closed after {took:?}"
+    );
     let f = read_frame(&mut cr, &mut dec).await.unwrap();
     assert_eq!(
         f,
@@ -93,7 +100,10 @@ async fn counters_grow_in_the_store_and_a_supervisor_ends_one_session() {
     let ends = w.wait_audit("relay.session.end", 1).await;
     let d = &ends[0]["details"];
     assert_eq!(d["reason"], "ended_by_supervisor");
-    assert_eq!((d["supervisor"].as_str(), d["supervisor_reason"].as_str()), (Some("sam"), Some("wrong PLC")));
+    assert_eq!(
+        (d["supervisor"].as_str(), d["supervisor_reason"].as_str()),
+        (Some("sam"), Some("wrong PLC"))
+    );
     assert!(d["bytes_up"].as_u64().unwrap() >= 6000, "{d}");
     let row = wait_row(&w, &id, |r| r.ended_at.is_some()).await;
     assert_eq!(row.end_reason.as_deref(), Some("ended_by_supervisor"));

@@ -380,13 +380,15 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord, StoreError> {
     // rather than failing the whole list, and logged.
     let modbus = row
         .try_get::<Option<String>, _>("modbus")?
-        .and_then(|text| match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                tracing::warn!("session {id}: stored Modbus activity is not JSON: {e}");
-                None
-            }
-        });
+        .and_then(
+            |text| match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    tracing::warn!("session {id}: stored Modbus activity is not JSON: {e}");
+                    None
+                }
+            },
+        );
     let end_request = match ts("end_requested_at")? {
         Some(_) => Some(end_request_from_row(row)?),
         None => None,

@@ -110,8 +110,11 @@ impl World {
         let new = NewRequest {
             device: DeviceName::parse("plc-7").unwrap(),
             ports: Port::parse_list("502").unwrap(),
-            window: Window::new(self.now(), self.now().saturating_add(Duration::from_secs(7200)))
-                .unwrap(),
+            window: Window::new(
+                self.now(),
+                self.now().saturating_add(Duration::from_secs(7200)),
+            )
+            .unwrap(),
             reason: "firmware check".into(),
             ticket: None,
         };
@@ -122,7 +125,12 @@ impl World {
             .unwrap();
         if !pending {
             self.store
-                .approve_request(&as_actor(&self.sam), &self.sam, rec.id, &Narrowing::default())
+                .approve_request(
+                    &as_actor(&self.sam),
+                    &self.sam,
+                    rec.id,
+                    &Narrowing::default(),
+                )
                 .await
                 .unwrap();
         }
@@ -207,7 +215,10 @@ async fn counters_are_reported_in_one_batch_and_the_end_keeps_the_final_ones(db:
         (0, 0, None)
     );
     assert_eq!(fresh.source.as_deref(), Some("192.0.2.7"));
-    assert_eq!((fresh.relay.as_str(), fresh.device.as_str()), ("relay", "plc-7"));
+    assert_eq!(
+        (fresh.relay.as_str(), fresh.device.as_str()),
+        ("relay", "plc-7")
+    );
 
     w.clock.advance(Duration::from_secs(2));
     let modbus = serde_json::json!({
@@ -224,7 +235,12 @@ async fn counters_are_reported_in_one_batch_and_the_end_keeps_the_final_ones(db:
     let now = w.now();
     let a_rec = w.store.relay_session(&a).await.unwrap().unwrap();
     assert_eq!(
-        (a_rec.bytes_up, a_rec.bytes_down, a_rec.open_streams, a_rec.refused_streams),
+        (
+            a_rec.bytes_up,
+            a_rec.bytes_down,
+            a_rec.open_streams,
+            a_rec.refused_streams
+        ),
         (1000, 10_000, 1, 10)
     );
     assert_eq!(a_rec.last_reported_at, Some(now));
@@ -245,7 +261,12 @@ async fn counters_are_reported_in_one_batch_and_the_end_keeps_the_final_ones(db:
     assert_eq!(ended.ended_at, Some(w.now()));
     assert_eq!(ended.end_reason.as_deref(), Some("client_closed"));
     assert_eq!(
-        (ended.bytes_up, ended.bytes_down, ended.open_streams, ended.refused_streams),
+        (
+            ended.bytes_up,
+            ended.bytes_down,
+            ended.open_streams,
+            ended.refused_streams
+        ),
         (5000, 10_000, 0, 1),
         "final numbers kept"
     );
@@ -256,13 +277,23 @@ async fn counters_are_reported_in_one_batch_and_the_end_keeps_the_final_ones(db:
         "the live one took the report"
     );
     // No report when there is nothing to report, and none writes an audit row.
-    let before = w.store.audit_events(&AuditQuery::default()).await.unwrap().len();
+    let before = w
+        .store
+        .audit_events(&AuditQuery::default())
+        .await
+        .unwrap()
+        .len();
     w.store.report_live_sessions(&[]).await.unwrap();
     w.store
         .report_live_sessions(&[counters(&b, 400)])
         .await
         .unwrap();
-    let after = w.store.audit_events(&AuditQuery::default()).await.unwrap().len();
+    let after = w
+        .store
+        .audit_events(&AuditQuery::default())
+        .await
+        .unwrap()
+        .len();
     assert_eq!(before, after, "reports are working state, not audit events");
 
     // A relay that dies leaves B open; its restart closes it with the last report's bytes.
@@ -277,7 +308,10 @@ async fn counters_are_reported_in_one_batch_and_the_end_keeps_the_final_ones(db:
     let d: serde_json::Value = serde_json::from_str(&end.details).unwrap();
     assert_eq!(d["reason"], "relay_restart");
     assert_eq!(d["bytes_up"], 400, "{d}");
-    assert!(d["note"].as_str().unwrap().contains("as last reported"), "{d}");
+    assert!(
+        d["note"].as_str().unwrap().contains("as last reported"),
+        "{d}"
+    );
     let b_rec = w.store.relay_session(&b).await.unwrap().unwrap();
     assert_eq!((b_rec.open_streams, b_rec.bytes_up), (0, 400));
 }
@@ -368,7 +402,10 @@ async fn ending_a_session_is_recorded_audited_and_sent_to_relays_everywhere(db: 
     assert_eq!(request.message(), "ended by sam: wrong PLC, stop now");
     assert_eq!(rec.ended_at, None, "the relay ends it; the store only asks");
 
-    let told = timeout(Duration::from_secs(5), here.recv()).await.unwrap().unwrap();
+    let told = timeout(Duration::from_secs(5), here.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(told, GrantChange::Session(a.clone()));
     let told = timeout(Duration::from_secs(5), elsewhere.recv())
         .await
@@ -404,7 +441,10 @@ async fn ending_a_session_is_recorded_audited_and_sent_to_relays_everywhere(db: 
     assert_eq!(e.session_id.as_deref(), Some(A));
     let d: serde_json::Value = serde_json::from_str(&e.details).unwrap();
     assert_eq!(d["reason"], "wrong PLC, stop now");
-    assert_eq!((d["vendor"].as_str(), d["device"].as_str()), (Some("vera"), Some("plc-7")));
+    assert_eq!(
+        (d["vendor"].as_str(), d["device"].as_str()),
+        (Some("vera"), Some("plc-7"))
+    );
     assert_eq!(d["relay"], "relay");
     let grant = w.store.request(g.get()).await.unwrap().unwrap();
     assert_eq!(grant.request.state, RequestState::Active, "the grant stays");
@@ -414,7 +454,11 @@ async fn ending_a_session_is_recorded_audited_and_sent_to_relays_everywhere(db: 
     assert_eq!(w.store.session_end_request(&a).await.unwrap(), None);
     assert!(w.store.end_requests("relay").await.unwrap().is_empty());
     let listed = w.store.relay_session(&a).await.unwrap().unwrap();
-    assert_eq!(listed.end_request, Some(request), "who asked stays on the row");
+    assert_eq!(
+        listed.end_request,
+        Some(request),
+        "who asked stays on the row"
+    );
 }
 
 async fn a_session_over_or_already_being_ended_is_a_conflict(db: TestDb) {
@@ -434,21 +478,33 @@ async fn a_session_over_or_already_being_ended_is_a_conflict(db: TestDb) {
         w.store.request_session_end(&sam, &unknown, "x").await,
         Err(StoreError::NotFound(m)) if m.contains(C)
     ));
-    w.store.request_session_end(&sam, &a, "first").await.unwrap();
+    w.store
+        .request_session_end(&sam, &a, "first")
+        .await
+        .unwrap();
     match w.store.request_session_end(&sam, &a, "second").await {
         Err(StoreError::Conflict(m)) => {
-            assert!(m.contains("already being ended") && m.contains("sam"), "{m}");
+            assert!(
+                m.contains("already being ended") && m.contains("sam"),
+                "{m}"
+            );
         }
         other => panic!("{other:?}"),
     }
     w.end(&b, g, 1).await;
     match w.store.request_session_end(&sam, &b, "too late").await {
         Err(StoreError::Conflict(m)) => {
-            assert!(m.contains("already over") && m.contains("client_closed"), "{m}");
+            assert!(
+                m.contains("already over") && m.contains("client_closed"),
+                "{m}"
+            );
         }
         other => panic!("{other:?}"),
     }
     let events = w.store.audit_events(&AuditQuery::default()).await.unwrap();
-    let ends: Vec<_> = events.iter().filter(|e| e.action == "session.end").collect();
+    let ends: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "session.end")
+        .collect();
     assert_eq!(ends.len(), 1, "only the request that was taken is audited");
 }

@@ -14,9 +14,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use portcullis_api_types::sessions::{
-    EndRequested, ModbusActivity, RelaySession, SessionList,
-};
+use portcullis_api_types::sessions::{EndRequested, ModbusActivity, RelaySession, SessionList};
 use portcullis_core::{GrantId, Role};
 use portcullis_store::{MAX_SESSION_LIST, RelaySessionId, SessionFilter, SessionRecord};
 use serde::Deserialize;

@@ -112,9 +112,15 @@ pub(crate) fn section(
     list: &[RelaySession],
     failed: Option<(&str, &Problem)>,
 ) -> Markup {
-    // A message about a session no longer listed (it ended meanwhile) goes on top.
-    let listed = failed.is_some_and(|(id, _)| list.iter().any(|s| s.id == id));
-    let on_top = failed.filter(|_| !listed).map(|(_, p)| p.whole());
+    // A message about an input goes to that input of the session's form; anything else (a
+    // conflict, a session no longer listed or no longer showing its form) goes on top.
+    let at_form = failed.filter(|(id, p)| {
+        p.at.is_some()
+            && list
+                .iter()
+                .any(|s| s.id == *id && s.end_requested.is_none())
+    });
+    let on_top = failed.filter(|_| at_form.is_none()).map(|(_, p)| p.whole());
     let can_end = matches!(cx.who.0.user.role, Role::Supervisor | Role::Admin);
     html! {
         section.live data-testid="live-sessions" data-live-src=(cx.src()) {
@@ -135,7 +141,7 @@ pub(crate) fn section(
                 } }
                 tbody data-live-rows {
                     @for s in list {
-                        (row(cx, s, can_end, failed.filter(|(id, _)| *id == s.id).map(|(_, p)| p)))
+                        (row(cx, s, can_end, at_form.filter(|(id, _)| *id == s.id).map(|(_, p)| p)))
                     }
                 }
             }
@@ -252,19 +258,23 @@ fn end_form(cx: &Context<'_>, s: &RelaySession, problem: Option<&Problem>) -> Ma
             form.inline method="post" action={ "/sessions/" (s.id) "/end" } data-testid="end-form" {
                 (csrf(cx.who))
                 input type="hidden" name="back" value=(cx.back.as_str());
-                input type="text" name=(REASON.name) placeholder="reason" required
-                    maxlength="1000" aria-label="Reason for ending the session"
-                    data-testid="end-reason";
+                span data-field=(REASON.name) {
+                    input type="text" name=(REASON.name) placeholder="reason" required
+                        maxlength="1000" aria-label="Reason for ending the session"
+                        data-testid="end-reason";
+                    (field_error(problem, REASON))
+                }
                 // The same step-up as an approval: asked for only when the last one is stale,
                 // and again (at this input) when it went stale since the page was made.
                 @if !cx.fresh || problem.is_some_and(|p| p.is_at(TOTP)) {
-                    input type="text" name=(TOTP.name) placeholder="code" inputmode="numeric"
-                        pattern="[0-9]{6}" maxlength="6" autocomplete="one-time-code" required
-                        aria-label=(TOTP.label) data-testid="end-totp";
+                    span data-field=(TOTP.name) {
+                        input type="text" name=(TOTP.name) placeholder="code" inputmode="numeric"
+                            pattern="[0-9]{6}" maxlength="6" autocomplete="one-time-code" required
+                            aria-label=(TOTP.label) data-testid="end-totp";
+                        (field_error(problem, TOTP))
+                    }
                 }
                 button.danger type="submit" data-testid="end-submit" { "End session" }
-                (field_error(problem, REASON))
-                (field_error(problem, TOTP))
             }
         }
     }
