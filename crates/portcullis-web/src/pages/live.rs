@@ -260,7 +260,7 @@ fn end_form(cx: &Context<'_>, s: &RelaySession, problem: Option<&Problem>) -> Ma
                 input type="hidden" name="back" value=(cx.back.as_str());
                 span data-field=(REASON.name) {
                     input type="text" name=(REASON.name) placeholder="reason" required
-                        maxlength="1000" aria-label="Reason for ending the session"
+                        size="14" maxlength="1000" aria-label="Reason for ending the session"
                         data-testid="end-reason";
                     (field_error(problem, REASON))
                 }
