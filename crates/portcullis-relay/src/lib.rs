@@ -7,7 +7,8 @@
 //! grant; the relay dials the address from the inventory (never one from the client), or has the
 //! device's site connector dial it, and splices bytes both ways. Sessions end at the window end (a monotonic timer armed at the handshake),
 //! on revoke, user disable or policy change (grant-change notifications, re-checked against the
-//! store, with a periodic reconciliation as a safety net), on idle timeout, and on shutdown;
+//! store, with a periodic reconciliation as a safety net), when a supervisor ends one session
+//! (the same way), on idle timeout, and on shutdown;
 //! every end is audited with its reason, bytes each way and duration.
 //!
 //! Layout: [`grant`] reads a grant's live state; [`session`] runs one connection's handshake and
