@@ -3,7 +3,9 @@
 //! byte counts; a supervisor ends it with a reason; the tunnelled TCP connection is cut,
 //! `connect` prints `session ended (ended_by_supervisor): ended by sam: <reason>` and exits 3
 //! (access taken away), and the audit log has the supervisor's `session.end` and the relay's
-//! session end with that reason. The grant stays approved: `connect` works again.
+//! session end with that reason. The grant stays approved: `connect` works again. Once with
+//! `serve` on SQLite, once with `portcullis web` and `portcullis relay` as two processes on
+//! PostgreSQL (the numbers and the end cross only through the database).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -11,6 +13,7 @@ mod common;
 use std::time::Duration;
 
 use common::Plant;
+use portcullis_testkit::TestDb;
 use portcullis_testkit::devices::EchoDevice;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,6 +53,20 @@ async fn a_supervisor_watches_a_live_session_grow_and_ends_it_with_a_reason() {
     let echo_device = EchoDevice::start().await;
     let port = echo_device.addr().port();
     let plant = Plant::new(&[port], &["--live-report-every", "300ms"]).await;
+    watch_and_end(plant, port).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_with_web_and_relay_apart_on_postgresql() {
+    let db = TestDb::postgres().await;
+    let echo_device = EchoDevice::start().await;
+    let port = echo_device.addr().port();
+    // The relay reports at its default period (2 s).
+    let plant = Plant::on(Some(db.url()), true, &[port], &[]).await;
+    watch_and_end(plant, port).await;
+}
+
+async fn watch_and_end(plant: Plant, port: u16) {
     let grant = plant.grant(&port.to_string(), "+1h").await;
     let tunnel = plant.vera.connect(grant, &[], 1).await;
     let mut tcp = TcpStream::connect(tunnel.local(port)).await.unwrap();
