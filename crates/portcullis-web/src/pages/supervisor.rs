@@ -122,7 +122,9 @@ async fn detail_page(
         // Without the forms (decided meanwhile), a message about an input goes on top.
         let problem = problem.map(|m| if forms { m.clone() } else { m.whole() });
         let problem = problem.as_ref();
+        // A refused "End session" is always answered here, even if nothing is live any more.
         let show_live = !sessions.is_empty()
+            || failed_session.is_some()
             || matches!(r.state, RequestState::Approved | RequestState::Active);
         let zone = format!(" ({})", tz.name());
         let body = html! {
