@@ -3,8 +3,11 @@
 //!
 //! A vendor enrolls (the TOTP secret read from the enrollment page, as a person would type it
 //! into an authenticator) and requests access; a supervisor approves it with a TOTP step-up; an
-//! auditor sees both events in the log and verifies the chain. Every page visited is saved as a
-//! PNG under `target/browser-screenshots/`.
+//! auditor sees both events in the log and verifies the chain. Then the vendor connects with
+//! `portcullis connect` and moves bytes; the supervisor's Grants page shows the live session,
+//! its byte count rises without a reload, and the "End session" button ends it (the vendor's
+//! `connect` says who ended it and why). Every page visited is saved as a PNG under
+//! `target/browser-screenshots/`.
 //!
 //! `.ci/run` installs `chromium` and `chromium-driver`. Without them this test fails and says
 //! how to install them; `PORTCULLIS_SKIP_BROWSER=1` skips it explicitly (and says so).
@@ -22,8 +25,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use fantoccini::{Client, ClientBuilder, Locator};
+use portcullis_testkit::devices::EchoDevice;
 use portcullis_testkit::portcullis_bin;
 use sha2::Digest as _;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 mod common;
 use common::{Authenticator, Reaped};
@@ -258,6 +264,24 @@ impl Person {
         self.c.current_url().await.unwrap().path().to_owned()
     }
 
+    /// An attribute of the element with `data-testid` `id`.
+    async fn attr(&self, id: &str, name: &str) -> String {
+        self.find(id)
+            .await
+            .attr(name)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{}: [data-testid={id}] has no {name}", self.name))
+    }
+
+    /// Whether an element with `data-testid` `id` is on the page now (no waiting).
+    async fn has(&self, id: &str) -> bool {
+        self.c
+            .find(Locator::Css(&Self::by_testid(id)))
+            .await
+            .is_ok()
+    }
+
     /// Saves the page as `NN-<person>-<what>.png` and checks it is a PNG.
     async fn screenshot(&self, what: &str) {
         let png = self.c.screenshot().await.unwrap();
@@ -344,6 +368,21 @@ async fn vendor_requests_supervisor_approves_with_step_up_auditor_verifies_in_ch
         "10.1.2.7",
         "--ports",
         "502,80",
+        "--orgs",
+        "acme",
+    ]);
+    // A device the tunnel really reaches, for the live session (named after plc-7, so the
+    // request form still offers plc-7 first).
+    let tank = EchoDevice::start().await;
+    let tank_port = tank.addr().port().to_string();
+    setup.admin(&[
+        "device",
+        "add",
+        "tank-3",
+        "--address",
+        "127.0.0.1",
+        "--ports",
+        &tank_port,
         "--orgs",
         "acme",
     ]);
@@ -465,6 +504,98 @@ async fn vendor_requests_supervisor_approves_with_step_up_auditor_verifies_in_ch
     assert_eq!(ada.title().await, "Verify the audit log");
     ada.screenshot("verify").await;
 
+    // The vendor connects to tank-3 with the command line; the supervisor approves in the
+    // browser, then watches the live session on the Grants page.
+    let mut cli = common::Vendor {
+        config: tempfile::tempdir().unwrap(),
+        person: common::Person {
+            name: "vera".into(),
+            auth: vera_app,
+        },
+        prefix: Vec::new(),
+    };
+    let ca = setup.0.join("tls/ca.pem");
+    cli.login_to(&broker.base, &ca, password).await;
+    let live_grant = cli.request("tank-3", &tank_port, "+1h");
+    sam.open(&format!("/requests/{live_grant}")).await;
+    let step_up = sam_app.next_code().await;
+    sam.fill("approve-totp", &step_up).await;
+    sam.click("approve-submit").await;
+    assert!(sam.text("flash").await.to_lowercase().contains("approved"));
+    let tunnel = cli.connect(live_grant, &[], 1).await;
+    let port: u16 = tank_port.parse().unwrap();
+    let mut tcp = TcpStream::connect(tunnel.local(port)).await.unwrap();
+    echo(&mut tcp, 4096).await;
+
+    sam.open("/grants").await;
+    assert!(sam.text("live-sessions").await.contains("tank-3"));
+    assert!(sam.text("attention").await.contains("1 live"), "top bar");
+    // Marked, to tell a reload (which would lose the mark) from the script's refresh.
+    sam.c
+        .execute("window.portcullisNoReload = true;", vec![])
+        .await
+        .unwrap();
+    let before: u64 = sam.attr("bytes-up", "data-bytes").await.parse().unwrap();
+    sam.screenshot("live-session").await;
+    echo(&mut tcp, 256 * 1024).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now: u64 = sam.attr("bytes-up", "data-bytes").await.parse().unwrap();
+        if now >= before + 256 * 1024 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the byte count stayed at {now} (was {before})"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let same_page = sam
+        .c
+        .execute("return window.portcullisNoReload === true;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        same_page,
+        serde_json::json!(true),
+        "updated without a reload"
+    );
+    sam.screenshot("live-session-grown").await;
+
+    // End session: a reason (and a code, should the step-up have gone stale), then the button.
+    sam.fill("end-reason", "wrong tank").await;
+    if sam.has("end-totp").await {
+        let code = sam_app.next_code().await;
+        sam.fill("end-totp", &code).await;
+    }
+    sam.click("end-submit").await;
+    assert!(
+        sam.text("flash").await.contains("Session ended"),
+        "the end is confirmed"
+    );
+    let (status, lines) = tunnel.exit().await;
+    assert_eq!(status.code(), Some(3), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l == "session ended (ended_by_supervisor): ended by sam: wrong tank"),
+        "{lines:?}"
+    );
+    // The row goes from the page by itself once the relay has ended the session.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sam.has("live-session").await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the ended session stayed on the page"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        sam.find("live-empty").await.is_displayed().await.unwrap(),
+        "says there is none"
+    );
+    sam.screenshot("live-session-ended").await;
+
     for p in [sam, vera, ada] {
         p.c.close().await.unwrap();
     }
@@ -473,4 +604,15 @@ async fn vendor_requests_supervisor_approves_with_step_up_auditor_verifies_in_ch
         saved >= 15,
         "a screenshot of each page: {saved} in {shots:?}"
     );
+}
+
+/// Writes `n` bytes through the tunnel and reads them back from the echo device.
+async fn echo(s: &mut TcpStream, n: usize) {
+    let data = vec![0x42; n];
+    s.write_all(&data).await.unwrap();
+    let mut back = vec![0u8; n];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut back))
+        .await
+        .expect("the echo comes back")
+        .unwrap();
 }

@@ -23,6 +23,7 @@ pub mod auth;
 pub mod clock;
 mod open_enum;
 pub mod schema;
+pub mod sessions;
 pub mod sites;
 
 use serde::{Deserialize, Serialize};

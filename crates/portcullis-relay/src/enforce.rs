@@ -6,13 +6,15 @@
 //! way and the audit log's health is probed, so a lost notification delays a cut by at most one
 //! period. If the store cannot be read, live sessions go on (they still end at their window end
 //! by their own timer) and new ones are refused until it answers again. Site connectors are
-//! re-checked the same way (revoked or re-enrolled sites lose their connection).
+//! re-checked the same way (revoked or re-enrolled sites lose their connection), and so are
+//! supervisors' requests to end one session (`session:<id>`; the reconciliation reads the
+//! outstanding requests of this relay's open sessions).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use portcullis_core::GrantId;
-use portcullis_store::GrantChange;
+use portcullis_store::{GrantChange, RelaySessionId};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -36,13 +38,18 @@ pub(crate) async fn watch(
                 Ok(change) => {
                     match &change {
                         GrantChange::Site(site) => connectors::recheck(&shared, Some(site)).await,
-                        GrantChange::All => connectors::recheck(&shared, None).await,
+                        GrantChange::Session(id) => end_requested(&shared, Some(id)).await,
+                        GrantChange::All => {
+                            connectors::recheck(&shared, None).await;
+                            end_requested(&shared, None).await;
+                        }
                         _ => {}
                     }
                     affected(&shared, &change)
                 }
                 Err(RecvError::Lagged(_)) => {
                     connectors::recheck(&shared, None).await;
+                    end_requested(&shared, None).await;
                     shared.registry.all()
                 }
                 Err(RecvError::Closed) => return,
@@ -50,6 +57,7 @@ pub(crate) async fn watch(
             _ = tick.tick() => {
                 shared.auditor.probe().await;
                 connectors::recheck(&shared, None).await;
+                end_requested(&shared, None).await;
                 shared.registry.all()
             }
         };
@@ -65,7 +73,52 @@ fn affected(shared: &Shared, change: &GrantChange) -> Vec<Arc<LiveSession>> {
         // A site's connector is re-checked by `connectors::recheck`; its sessions are not
         // touched (their streams end with the connector's connection).
         GrantChange::Site(_) => Vec::new(),
+        // Not the grant's business: `end_requested` ends that one session.
+        GrantChange::Session(_) => Vec::new(),
         GrantChange::All => shared.registry.all(),
+    }
+}
+
+/// Ends the sessions a supervisor asked to end: session `id` when told of it (if it is one of
+/// this relay's), else every open session of this relay with a request (the reconciliation).
+/// The request is re-read from the store either way: the notice is only a hint.
+async fn end_requested(shared: &Shared, id: Option<&RelaySessionId>) {
+    let found = match id {
+        Some(id) => {
+            let Some(s) = shared.registry.get(id.as_str()) else {
+                return;
+            };
+            shared
+                .store
+                .session_end_request(id)
+                .await
+                .map(|r| r.map(|r| (s, r)).into_iter().collect::<Vec<_>>())
+        }
+        None => shared
+            .store
+            .end_requests(&shared.config.name)
+            .await
+            .map(|all| {
+                all.into_iter()
+                    .filter_map(|(id, r)| Some((shared.registry.get(&id)?, r)))
+                    .collect()
+            }),
+    };
+    match found {
+        Ok(found) => {
+            for (s, request) in found {
+                tracing::info!(
+                    session = %s.id,
+                    by = %request.by,
+                    "ending the session: a supervisor asked"
+                );
+                s.end_by_supervisor(request);
+            }
+        }
+        Err(e) => {
+            tracing::error!("cannot read supervisors' session end requests: {e}");
+            shared.auditor.mark_unhealthy();
+        }
     }
 }
 

@@ -7,7 +7,8 @@
 //! grant; the relay dials the address from the inventory (never one from the client), or has the
 //! device's site connector dial it, and splices bytes both ways. Sessions end at the window end (a monotonic timer armed at the handshake),
 //! on revoke, user disable or policy change (grant-change notifications, re-checked against the
-//! store, with a periodic reconciliation as a safety net), on idle timeout, and on shutdown;
+//! store, with a periodic reconciliation as a safety net), when a supervisor ends one session
+//! (the same way), on idle timeout, and on shutdown;
 //! every end is audited with its reason, bytes each way and duration.
 //!
 //! Layout: [`grant`] reads a grant's live state; [`session`] runs one connection's handshake and
@@ -16,7 +17,8 @@
 //! writes one by one; [`registry`] holds live sessions; [`connector`] serves site connectors'
 //! connections, [`connectors`] holds the live ones, and [`via`] carries a stream through one;
 //! [`conn`] holds what every connection needs (close codes, ALPN, client thumbprint), and
-//! [`refusal`] the one way a connection is refused;
+//! [`refusal`] the one way a connection is refused; [`report`] writes live sessions' counters
+//! for the live view;
 //! [`metrics`] counts. Modules import one way: session -> connector -> connectors -> conn,
 //! stream -> via -> connectors; none imports one that imports it back.
 #![forbid(unsafe_code)]
@@ -33,6 +35,7 @@ pub mod metrics;
 mod modbus;
 mod refusal;
 mod registry;
+mod report;
 mod session;
 mod stream;
 mod via;
@@ -90,6 +93,9 @@ pub struct RelayConfig {
     pub connector_timeout: Duration,
     /// A connector's "last seen" is written to the database at most this often.
     pub connector_seen_every: Duration,
+    /// Live sessions' counters (bytes, open streams, Modbus activity) are written to the
+    /// database this often, all in one transaction, for the live view ([`report`]).
+    pub report_every: Duration,
 }
 
 impl Default for RelayConfig {
@@ -107,6 +113,7 @@ impl Default for RelayConfig {
             connector_ping: Duration::from_secs(2),
             connector_timeout: Duration::from_secs(6),
             connector_seen_every: Duration::from_secs(10),
+            report_every: Duration::from_secs(2),
         }
     }
 }
@@ -213,6 +220,7 @@ impl Relay {
             shared.store.grant_changes(),
             stop.clone(),
         ));
+        tasks.spawn(report::run(shared.clone(), stop.clone()));
         tokio::pin!(shutdown);
         loop {
             tokio::select! {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use portcullis_core::wire::EndReason;
 use portcullis_core::{GrantId, Timestamp};
+use portcullis_store::{EndRequest, LiveCounters};
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::ModbusActivity;
@@ -26,10 +27,13 @@ pub(crate) struct LiveSession {
     /// Cancelled when the session must end; every stream holds a child token.
     pub cancel: CancellationToken,
     /// The first reason given for ending wins.
-    end: OnceLock<EndReason>,
+    end: OnceLock<Ending>,
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
+    /// Streams opened (spliced to the device) in the session...
     pub streams: AtomicU64,
+    /// ...and those of them open now.
+    pub open_streams: AtomicU64,
     /// Streams refused, and how many of those are audited one by one.
     pub refused: AtomicU64,
     pub refusal_audits: AuditBudget,
@@ -57,6 +61,7 @@ impl LiveSession {
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
             streams: AtomicU64::new(0),
+            open_streams: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             refusal_audits: AuditBudget::new(refusal_audits),
             modbus: ModbusActivity::default(),
@@ -81,17 +86,54 @@ impl LiveSession {
 
     /// Ends the session (and every stream of it) for `reason`, unless it is already ending.
     pub fn end(&self, reason: EndReason) {
-        let _ = self.end.set(reason);
+        self.end_as(Ending { reason, by: None });
+    }
+
+    /// Ends the session because a supervisor asked (`ended_by_supervisor`), unless it is
+    /// already ending for another reason.
+    pub fn end_by_supervisor(&self, request: EndRequest) {
+        self.end_as(Ending {
+            reason: EndReason::EndedBySupervisor,
+            by: Some(request),
+        });
+    }
+
+    fn end_as(&self, ending: Ending) {
+        let _ = self.end.set(ending);
         self.cancel.cancel();
     }
 
     pub fn end_reason(&self) -> Option<EndReason> {
-        self.end.get().copied()
+        self.end.get().map(|e| e.reason)
+    }
+
+    /// The supervisor's request, when that is what ended the session.
+    pub fn ended_by(&self) -> Option<&EndRequest> {
+        self.end.get().and_then(|e| e.by.as_ref())
+    }
+
+    /// Its counters now, for the live view.
+    pub fn counters(&self) -> LiveCounters {
+        LiveCounters {
+            id: self.id.clone(),
+            open_streams: Self::total(&self.open_streams),
+            bytes_up: Self::total(&self.bytes_up),
+            bytes_down: Self::total(&self.bytes_down),
+            refused_streams: Self::total(&self.refused),
+            modbus: self.modbus.to_json(),
+        }
     }
 
     pub fn total(a: &AtomicU64) -> u64 {
         a.load(Ordering::Relaxed)
     }
+}
+
+/// Why a session ends, and who asked when a supervisor did.
+#[derive(Debug)]
+struct Ending {
+    reason: EndReason,
+    by: Option<EndRequest>,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +159,10 @@ impl Registry {
 
     pub fn remove(&self, id: &str) {
         self.lock().sessions.remove(id);
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<LiveSession>> {
+        self.lock().sessions.get(id).cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<LiveSession>> {

@@ -344,7 +344,7 @@ async fn run(shared: Arc<Shared>, conn: Connection, mut control: SendStream, s: 
     if reason != EndReason::ClientClosed {
         let ending = Frame::Ending {
             reason,
-            message: ending_message(reason).into(),
+            message: ending_message(&s, reason),
         };
         if write_frame(&mut control, &ending).await.is_ok() {
             let _ = control.finish();
@@ -371,7 +371,9 @@ async fn run(shared: Arc<Shared>, conn: Connection, mut control: SendStream, s: 
         bytes_down: LiveSession::total(&s.bytes_down),
         streams: LiveSession::total(&s.streams),
         refused_streams: LiveSession::total(&s.refused),
+        modbus: s.modbus.to_json(),
         connectors: s.connectors(),
+        ended_by: s.ended_by().cloned(),
     };
     let path = conn.stats().path;
     tracing::debug!(
@@ -385,7 +387,18 @@ async fn run(shared: Arc<Shared>, conn: Connection, mut control: SendStream, s: 
     shared.auditor.session_end(end).await;
 }
 
-fn ending_message(reason: EndReason) -> &'static str {
+/// What the vendor reads after `session ended (<reason>): `.
+fn ending_message(s: &LiveSession, reason: EndReason) -> String {
+    if reason == EndReason::EndedBySupervisor {
+        return s.ended_by().map_or_else(
+            || "a supervisor ended this session".to_owned(),
+            portcullis_store::EndRequest::message,
+        );
+    }
+    fixed_ending_message(reason).to_owned()
+}
+
+fn fixed_ending_message(reason: EndReason) -> &'static str {
     match reason {
         EndReason::WindowEnd => "the approved time window has ended",
         EndReason::Revoked => "a supervisor revoked the grant",

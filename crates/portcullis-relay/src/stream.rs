@@ -100,6 +100,7 @@ pub(crate) async fn handle(
         .fetch_add(1, Ordering::Relaxed);
     shared.metrics.streams_total.fetch_add(1, Ordering::Relaxed);
     s.streams.fetch_add(1, Ordering::Relaxed);
+    s.open_streams.fetch_add(1, Ordering::Relaxed);
     let via = match &upstream {
         Upstream::Device(_) => None,
         Upstream::Connector(c) => {
@@ -162,6 +163,7 @@ pub(crate) async fn handle(
         .metrics
         .streams_active
         .fetch_sub(1, Ordering::Relaxed);
+    s.open_streams.fetch_sub(1, Ordering::Relaxed);
     drop(slot);
     let target = format!("device:{device}:{port}");
     match (&spliced.end, &via) {

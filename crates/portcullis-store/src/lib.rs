@@ -17,6 +17,7 @@ mod ends;
 mod error;
 mod feed;
 mod health;
+mod live;
 mod liveness;
 mod login;
 mod orgs;
@@ -42,6 +43,10 @@ pub use db::{Backend, redact};
 pub use ends::EndObserver;
 pub use error::StoreError;
 pub use feed::FEED_POLL;
+pub use live::{
+    Attention, EndRequest, LiveCounters, MAX_SESSION_LIST, RelaySessionId, SessionFilter,
+    SessionRecord,
+};
 pub use login::{Credentials, FailureOutcome, LockoutPolicy};
 pub use relay::{GrantChange, OrphanSession, PG_CHANNEL, RelaySessionEnd, RelaySessionStart};
 pub use requests::{NewRequest, RequestFilter, RequestRecord};

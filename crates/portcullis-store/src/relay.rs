@@ -15,6 +15,7 @@ use portcullis_core::{GrantId, Timestamp};
 use sqlx::Row;
 use tokio::sync::broadcast;
 
+use crate::live::{EndRequest, RelaySessionId, db_count};
 use crate::{Store, StoreError};
 
 /// PostgreSQL channel carrying grant changes between processes.
@@ -31,19 +32,22 @@ pub enum GrantChange {
     Device(String),
     /// A site was revoked or re-enrolled: its connector's connection must be re-checked.
     Site(String),
+    /// A supervisor asked for this one session to end.
+    Session(RelaySessionId),
     /// Anything may have changed (a notification stream was interrupted): re-check everything.
     All,
 }
 
 impl GrantChange {
-    /// The `pg_notify` payload: `grant:<id>`, `user:<name>`, `device:<name>`, `site:<name>` or
-    /// `all`.
+    /// The `pg_notify` payload: `grant:<id>`, `user:<name>`, `device:<name>`, `site:<name>`,
+    /// `session:<id>` or `all`.
     pub fn to_payload(&self) -> String {
         match self {
             GrantChange::Grant(id) => format!("grant:{id}"),
             GrantChange::User(u) => format!("user:{u}"),
             GrantChange::Device(d) => format!("device:{d}"),
             GrantChange::Site(n) => format!("site:{n}"),
+            GrantChange::Session(id) => format!("session:{id}"),
             GrantChange::All => "all".into(),
         }
     }
@@ -55,6 +59,7 @@ impl GrantChange {
             Some(("user", u)) => GrantChange::User(u.to_owned()),
             Some(("device", d)) => GrantChange::Device(d.to_owned()),
             Some(("site", n)) => GrantChange::Site(n.to_owned()),
+            Some(("session", id)) => id.parse().map_or(GrantChange::All, GrantChange::Session),
             _ => GrantChange::All,
         }
     }
@@ -98,8 +103,12 @@ pub struct RelaySessionEnd {
     pub streams: u64,
     /// Streams the relay refused in the session (all of them, audited one by one or not).
     pub refused_streams: u64,
+    /// The decoded Modbus activity (`null` when there was none): the live view's last report.
+    pub modbus: serde_json::Value,
     /// Ids of the site-connector connections that carried its streams, in first-use order.
     pub connectors: Vec<String>,
+    /// The supervisor's request, when one ended it (`ended_by_supervisor`).
+    pub ended_by: Option<EndRequest>,
 }
 
 /// A session that was open when its relay stopped without closing it.
@@ -172,15 +181,21 @@ impl Store {
         tx.commit().await
     }
 
-    /// Records a session end with its reason, bytes each way and duration.
+    /// Records a session end with its reason, bytes each way and duration; the row keeps the
+    /// final counters.
     pub async fn end_relay_session(&self, e: &RelaySessionEnd) -> Result<(), StoreError> {
         let mut tx = self.begin_write().await?;
         sqlx::query(
-            "UPDATE relay_sessions SET ended_at = $1, end_reason = $2 \
-             WHERE id = $3 AND ended_at IS NULL",
+            "UPDATE relay_sessions SET ended_at = $1, end_reason = $2, open_streams = 0, \
+             bytes_up = $3, bytes_down = $4, refused_streams = $5, modbus = $6, \
+             last_reported_at = $1 WHERE id = $7 AND ended_at IS NULL",
         )
         .bind(e.ended_at.to_rfc3339())
         .bind(&e.reason)
+        .bind(db_count(e.bytes_up))
+        .bind(db_count(e.bytes_down))
+        .bind(db_count(e.refused_streams))
+        .bind((!e.modbus.is_null()).then(|| e.modbus.to_string()))
         .bind(&e.id)
         .execute(tx.conn())
         .await?;
@@ -193,6 +208,10 @@ impl Store {
         });
         if !e.connectors.is_empty() {
             details["connectors"] = e.connectors.clone().into();
+        }
+        if let Some(by) = &e.ended_by {
+            details["supervisor"] = by.by.clone().into();
+            details["supervisor_reason"] = by.reason.clone().into();
         }
         let draft = AuditDraft::new("relay", ActorRole::System, "relay.session.end")
             .target(format!("device:{}", e.device))
@@ -210,7 +229,8 @@ impl Store {
     ) -> Result<Vec<OrphanSession>, StoreError> {
         let mut tx = self.begin_write().await?;
         let rows = sqlx::query(
-            "SELECT s.id, s.grant_id, s.username, s.started_at, d.name AS device \
+            "SELECT s.id, s.grant_id, s.username, s.started_at, s.last_reported_at, \
+             s.bytes_up, s.bytes_down, d.name AS device \
              FROM relay_sessions s JOIN access_requests r ON r.id = s.grant_id \
              JOIN devices d ON d.id = r.device_id \
              WHERE s.relay = $1 AND s.ended_at IS NULL ORDER BY s.started_at",
@@ -228,20 +248,33 @@ impl Store {
             };
             let started: String = row.try_get("started_at")?;
             let device: String = row.try_get("device")?;
-            sqlx::query("UPDATE relay_sessions SET ended_at = $1, end_reason = $2 WHERE id = $3")
-                .bind(now.to_rfc3339())
-                .bind("relay_restart")
-                .bind(&o.id)
-                .execute(tx.conn())
-                .await?;
+            let reported: Option<String> = row.try_get("last_reported_at")?;
+            sqlx::query(
+                "UPDATE relay_sessions SET ended_at = $1, end_reason = $2, open_streams = 0 \
+                 WHERE id = $3",
+            )
+            .bind(now.to_rfc3339())
+            .bind("relay_restart")
+            .bind(&o.id)
+            .execute(tx.conn())
+            .await?;
+            let mut details = serde_json::json!({
+                "session": o.id, "vendor": o.username, "reason": "relay_restart",
+                "started_at": started, "ended_at": now,
+                "note": "the relay stopped without closing this session; bytes unknown",
+            });
+            // What its last live report said: a lower bound, better than nothing.
+            if let Some(at) = reported {
+                details["note"] =
+                    "the relay stopped without closing this session; bytes as last reported".into();
+                details["last_reported_at"] = at.into();
+                details["bytes_up"] = row.try_get::<i64, _>("bytes_up")?.into();
+                details["bytes_down"] = row.try_get::<i64, _>("bytes_down")?.into();
+            }
             let draft = AuditDraft::new("relay", ActorRole::System, "relay.session.end")
                 .target(format!("device:{device}"))
                 .grant(o.grant)
-                .details(serde_json::json!({
-                    "session": o.id, "vendor": o.username, "reason": "relay_restart",
-                    "started_at": started, "ended_at": now,
-                    "note": "the relay stopped without closing this session; bytes unknown",
-                }));
+                .details(details);
             tx.audit(&draft).await?;
             out.push(o);
         }

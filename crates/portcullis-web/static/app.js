@@ -32,3 +32,80 @@
     setInterval(tick, 1000);
   });
 })();
+
+// Live sessions (Grants page, request page): every 2 s, fetch the section's fragment
+// (data-live-src) and merge it in. Rows of sessions already shown only get their numbers
+// replaced (the data-live cells), so a reason being typed in an "End session" form is kept;
+// rows of new sessions are added, rows of ended ones removed. Without this script a reload
+// shows the same numbers.
+(function () {
+  "use strict";
+  var PERIOD = 2000;
+  function rows(section) {
+    var body = section.querySelector("[data-live-rows]");
+    return body ? body.querySelectorAll("tr[data-session]") : [];
+  }
+  function find(section, id) {
+    var all = rows(section);
+    for (var i = 0; i < all.length; i++) {
+      if (all[i].getAttribute("data-session") === id) { return all[i]; }
+    }
+    return null;
+  }
+  function merge(section, fresh) {
+    var body = section.querySelector("[data-live-rows]");
+    if (!body) { return; }
+    var seen = {};
+    var incoming = rows(fresh);
+    for (var i = 0; i < incoming.length; i++) {
+      var row = incoming[i], id = row.getAttribute("data-session");
+      seen[id] = true;
+      var mine = find(section, id);
+      if (mine === null) {
+        body.appendChild(document.importNode(row, true));
+        continue;
+      }
+      var cells = row.querySelectorAll("[data-live]");
+      for (var j = 0; j < cells.length; j++) {
+        var name = cells[j].getAttribute("data-live");
+        var target = mine.querySelector("[data-live=\"" + name + "\"]");
+        if (target !== null && target.innerHTML !== cells[j].innerHTML) {
+          target.innerHTML = cells[j].innerHTML;
+        }
+      }
+    }
+    var current = rows(section);
+    for (var k = 0; k < current.length; k++) {
+      if (!seen[current[k].getAttribute("data-session")]) {
+        current[k].parentNode.removeChild(current[k]);
+      }
+    }
+    var any = rows(section).length > 0;
+    var empty = section.querySelector("[data-live-empty]");
+    var table = body.closest("table");
+    if (empty) { empty.hidden = any; }
+    if (table) { table.hidden = !any; }
+  }
+  function refresh() {
+    var sections = document.querySelectorAll("[data-live-src]");
+    Array.prototype.forEach.call(sections, function (section) {
+      fetch(section.getAttribute("data-live-src"), {
+        credentials: "same-origin",
+        headers: { "Accept": "text/html" },
+        cache: "no-store"
+      }).then(function (r) {
+        return r.ok ? r.text() : null;
+      }).then(function (text) {
+        if (text === null) { return; }
+        var doc = new DOMParser().parseFromString(text, "text/html");
+        var fresh = doc.querySelector("[data-live-src]");
+        if (fresh) { merge(section, fresh); }
+      }).catch(function () { /* the next period tries again */ });
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    if (document.querySelector("[data-live-src]")) {
+      setInterval(refresh, PERIOD);
+    }
+  });
+})();

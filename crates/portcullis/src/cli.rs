@@ -254,6 +254,20 @@ pub struct RelayArgs {
     /// Open tunnelled connections one grant may have at once.
     #[arg(long, env = "PORTCULLIS_MAX_STREAMS_PER_GRANT", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub max_streams_per_grant: u32,
+    /// How often live sessions' counters (bytes, open streams, Modbus activity) are written
+    /// for the live view, e.g. 2s; one database write per period for all sessions.
+    #[arg(long, env = "PORTCULLIS_LIVE_REPORT_EVERY", default_value = "2s", value_parser = report_period)]
+    pub live_report_every: std::time::Duration,
+}
+
+/// A live-report period: 100 ms to 1 min (shorter writes the database for nothing, longer makes
+/// the live view stale).
+fn report_period(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_millis(100) || d > std::time::Duration::from_secs(60) {
+        return Err(format!("{text} is outside 100ms..60s"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Args)]

@@ -462,12 +462,17 @@ impl Vendor {
 
     /// `portcullis login` with password and code on stdin, as a script would.
     pub async fn login(&mut self, broker: &Broker) {
+        self.login_to(&broker.base, &broker.ca(), PASSWORD).await;
+    }
+
+    /// [`Vendor::login`] to the broker at `base` whose CA certificate is in `ca`, with
+    /// `password`.
+    pub async fn login_to(&mut self, base: &str, ca: &Path, password: &str) {
         let code = self.person.auth.next_code().await;
-        let ca = broker.ca();
         let mut child = self
             .cmd(&[
                 "login",
-                &broker.base,
+                base,
                 "--username",
                 &self.person.name,
                 "--ca",
@@ -478,7 +483,7 @@ impl Vendor {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        writeln!(child.stdin.take().unwrap(), "{PASSWORD}\n{code}").unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}\n{code}").unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),

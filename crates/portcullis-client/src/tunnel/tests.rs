@@ -519,3 +519,23 @@ async fn the_relay_ca_sent_with_the_token_is_trusted_for_that_connection_only() 
     run.stop.take().unwrap().send(()).unwrap();
     assert_eq!(run.outcome().await.unwrap(), Outcome::Interrupted);
 }
+
+#[test]
+fn only_the_window_end_and_a_stop_exit_zero() {
+    for &reason in EndReason::ALL {
+        let ended = Outcome::Ended {
+            reason,
+            message: String::new(),
+        };
+        let want = if reason == EndReason::WindowEnd { 0 } else { 3 };
+        assert_eq!(ended.exit_code(), want, "{reason}");
+    }
+    // A supervisor ending the session takes access away, like a revoke (scripts tell them
+    // apart by the reason printed).
+    let ended = Outcome::Ended {
+        reason: EndReason::EndedBySupervisor,
+        message: "ended by sam: wrong PLC".into(),
+    };
+    assert_eq!(ended.exit_code(), 3);
+    assert_eq!(Outcome::Interrupted.exit_code(), 0);
+}

@@ -150,5 +150,8 @@ wire_code! {
         ConnectorLost = 11, "connector_lost";
         /// The vendor logged out everywhere, or had the password or enrollment reset.
         SessionRevoked = 12, "session_revoked";
+        /// A supervisor ended this one session (the grant stays approved: the vendor may
+        /// connect again). The `Ending` message carries who and why.
+        EndedBySupervisor = 13, "ended_by_supervisor";
     }
 }

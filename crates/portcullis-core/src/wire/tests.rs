@@ -596,6 +596,7 @@ fn code_names_are_stable() {
             (10, "device_closed"),
             (11, "connector_lost"),
             (12, "session_revoked"),
+            (13, "ended_by_supervisor"),
         ]
     );
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod clock;
 pub mod meta;
 pub mod openapi;
+pub mod sessions;
 pub mod sites;
 
 use axum::Router;
@@ -30,6 +31,8 @@ pub fn router() -> Router<AppState> {
         .route("/requests/{id}/deny", post(access::deny))
         .route("/grants/{id}/revoke", post(access::revoke))
         .route("/grants/{id}/token", post(access::token))
+        .route("/sessions", get(sessions::list))
+        .route("/sessions/{id}/end", post(sessions::end))
         .route("/keys", get(meta::keys))
         .route("/audit", get(audit::list))
         .route("/audit/export", get(audit::export))

@@ -16,20 +16,21 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{OpenApi as Document, Ref, RefOr};
 use utoipa::{Modify, OpenApi, ToResponse};
 
-use crate::api::{access, admin, audit, auth, clock, meta, sites};
+use crate::api::{access, admin, audit, auth, clock, meta, sessions, sites};
 
 #[derive(OpenApi)]
 #[openapi(
     info(
         title = "Portcullis API",
         version = "1",
-        description = "Time-bound vendor remote access: enrollment, MFA login, requests, approvals, relay tokens, audit, site connectors.",
+        description = "Time-bound vendor remote access: enrollment, MFA login, requests, approvals, relay tokens, live relay sessions, audit, site connectors.",
     ),
     paths(
         auth::enroll, auth::enroll_confirm, auth::login, auth::mfa, auth::step_up, auth::logout,
         auth::logout_everywhere,
         access::devices, access::list, access::create, access::get, access::approve, access::deny,
         access::revoke, access::token,
+        sessions::list, sessions::end,
         meta::keys,
         audit::list, audit::export, audit::verify,
         admin::orgs, admin::add_org, admin::users, admin::add_user, admin::user_action,

@@ -7,6 +7,7 @@ use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
 use maud::{DOCTYPE, Markup, html};
 use portcullis_core::Role;
+use portcullis_store::Attention;
 
 use super::form::{CSRF_FIELD, Problem};
 use super::session::Browser;
@@ -37,6 +38,11 @@ const FLASHES: &[(&str, &str)] = &[
     ),
     ("denied", "Request denied."),
     ("revoked", "Grant revoked."),
+    (
+        "session_ended",
+        "Session ended: the relay cuts it now and the vendor reads your reason. The grant stays \
+         approved; revoke it to stop new connections.",
+    ),
     ("org_added", "Organisation added."),
     ("device_added", "Device added."),
     ("policy_saved", "Policy saved."),
@@ -123,6 +129,22 @@ fn nav_for(role: Role) -> &'static [(&'static str, &'static str)] {
     }
 }
 
+/// "N pending · M live" in the top bar: requests awaiting a decision (a link to the queue for
+/// supervisors, who decide them) and live relay sessions (a link to the Grants page).
+fn attention(role: Role, a: &Attention) -> Markup {
+    html! {
+        span.attention data-testid="attention" {
+            @if role == Role::Supervisor {
+                a href="/queue" data-testid="pending-count" { (a.pending_requests) " pending" }
+            } @else {
+                span data-testid="pending-count" { (a.pending_requests) " pending" }
+            }
+            " · "
+            a href="/grants" data-testid="live-count" { (a.live_sessions) " live" }
+        }
+    }
+}
+
 /// The hidden anti-CSRF field every form of a logged-in page carries.
 pub(crate) fn csrf(who: &Browser) -> Markup {
     html! { input type="hidden" name=(CSRF_FIELD) value=(who.0.session.csrf_token); }
@@ -152,6 +174,9 @@ pub(crate) fn page(title: &str, who: &Browser, flash: Flash, body: Markup) -> Ma
                         @for (href, label) in nav_for(user.role) {
                             a href=(href) { (label) }
                         }
+                    }
+                    @if let Some(a) = &who.1 {
+                        (attention(user.role, a))
                     }
                     span.who data-testid="whoami" {
                         (user.username.as_str()) " (" (user.role) ")"

@@ -16,6 +16,7 @@ mod auth;
 mod error;
 mod form;
 mod layout;
+mod live;
 mod session;
 mod sites;
 mod supervisor;
@@ -50,6 +51,8 @@ pub fn router() -> Router<AppState> {
         .route("/queue", get(supervisor::queue))
         .route("/grants", get(supervisor::grants))
         .route("/grants/{id}/revoke", post(supervisor::revoke))
+        .route("/sessions/live", get(live::fragment))
+        .route("/sessions/{id}/end", post(live::end))
         .route("/audit", get(audit::list))
         .route("/audit/grant/{id}", get(audit::grant))
         .route("/audit/verify", get(audit::verify))

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use portcullis_core::Role;
-use portcullis_store::Stage;
+use portcullis_store::{Attention, Stage};
 
 use super::error::PageError;
 use crate::extract::{Authed, ClientAddr, SESSION_COOKIE, Via, cookie};
@@ -17,9 +17,10 @@ use crate::state::AppState;
 pub(crate) const MFA_COOKIE: &str = "__Host-portcullis-mfa";
 
 /// A logged-in browser user. Wraps [`Authed`] so the API's helpers (`actor`, `require`,
-/// `mfa_fresh`) apply unchanged.
+/// `mfa_fresh`) apply unchanged; for supervisors and admins also what the top bar counts
+/// (pending requests, live sessions).
 #[derive(Debug, Clone)]
-pub(crate) struct Browser(pub Authed);
+pub(crate) struct Browser(pub Authed, pub Option<Attention>);
 
 impl FromRequestParts<AppState> for Browser {
     type Rejection = PageError;
@@ -37,13 +38,28 @@ impl FromRequestParts<AppState> for Browser {
         if user.disabled_at.is_some() {
             return Err(PageError::Login);
         }
-        Ok(Browser(Authed {
-            user,
-            session,
-            token,
-            via: Via::Cookie,
-            addr,
-        }))
+        let attention = match user.role {
+            Role::Supervisor | Role::Admin => match inner.store.attention().await {
+                Ok(a) => Some(a),
+                // The counts are a convenience: the page itself still answers (or fails on
+                // its own reads).
+                Err(e) => {
+                    tracing::warn!("cannot count pending requests and live sessions: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
+        Ok(Browser(
+            Authed {
+                user,
+                session,
+                token,
+                via: Via::Cookie,
+                addr,
+            },
+            attention,
+        ))
     }
 }
 

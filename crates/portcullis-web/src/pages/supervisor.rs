@@ -1,6 +1,7 @@
 //! The supervisor's pages: the queue of pending requests (and whether each site's connector is
 //! online), a request's detail with the approve (TOTP step-up in the same form, optional
-//! narrowing) and deny forms, and the grants to revoke.
+//! narrowing) and deny forms and its live sessions, and the grants to revoke with every live
+//! session (`live.rs`) to watch and end.
 
 use std::collections::BTreeSet;
 
@@ -9,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use portcullis_core::request::Narrowing;
 use portcullis_core::window::format_duration;
-use portcullis_core::{Access, Port, RequestState, Role};
+use portcullis_core::{Access, GrantId, Port, RequestState, Role};
 use portcullis_store::{RequestFilter, RequestRecord};
 use serde::Deserialize;
 
@@ -17,6 +18,7 @@ use super::error::{PageResult, rerender};
 use super::form::access_inputs::{END, PORTS, REASON, START, WINDOW};
 use super::form::{FormError, Input, Posted, Problem, field, field_error, list};
 use super::layout::{Flash, csrf, error_box, page};
+use super::live::{self, Back};
 use super::session::Browser;
 use super::sites::connectors_section;
 use super::time::PlantTime;
@@ -65,7 +67,7 @@ pub(crate) async fn queue(State(state): State<AppState>, who: Browser, flash: Fl
 
 /// The request, if the caller may see it; vendors see only their own (others are "not found"),
 /// as in the API.
-async fn visible(state: &AppState, who: &Authed, id: i64) -> ApiResult<RequestRecord> {
+pub(crate) async fn visible(state: &AppState, who: &Authed, id: i64) -> ApiResult<RequestRecord> {
     match state.0.store.request(id).await? {
         Some(r) if who.user.role != Role::Vendor || r.request.requester == who.user.username => {
             Ok(r)
@@ -83,28 +85,52 @@ pub(crate) async fn detail(
     detail_page(&state, &who, id, flash, None).await
 }
 
+/// Which form of the detail page failed.
+enum DetailError<'a> {
+    /// Approve or deny, with the approve form as typed.
+    Decision(FormError, Option<&'a ApproveForm>),
+    /// "End session" of the session with this id.
+    EndSession(&'a str, FormError),
+}
+
 /// Renders the detail page, with `error` (and the status the API gives it) when a form failed.
 async fn detail_page(
     state: &AppState,
     who: &Browser,
     id: i64,
     flash: Flash,
-    error: Option<(FormError, Option<&ApproveForm>)>,
+    error: Option<DetailError<'_>>,
 ) -> PageResult {
     who.require(&[Role::Vendor, Role::Supervisor, Role::Auditor])?;
-    let typed = error.as_ref().and_then(|(_, t)| *t);
+    let typed = match &error {
+        Some(DetailError::Decision(_, t)) => *t,
+        _ => None,
+    };
+    let failed_session = match &error {
+        Some(DetailError::EndSession(s, _)) => Some(*s),
+        _ => None,
+    };
     let rec = visible(state, &who.0, id).await?;
     let device = state.0.store.device(&rec.request.device).await?;
+    let sessions = live::load(state, who, Some(GrantId::new(id))).await?;
     let tz = PlantTime::of(state);
     let now = state.0.clock.now();
+    let mut cx = live::Context::new(state, who, &tz, Back::Request);
+    cx.grant = Some(GrantId::new(id));
     let render = |problem: Option<&Problem>| {
         let r = &rec.request;
         let supervisor = who.0.user.role == Role::Supervisor;
         let mine = r.approvals.iter().any(|a| a.by == who.0.user.username);
         let forms = supervisor && r.state == RequestState::Requested && !mine;
+        let live_problem = failed_session.and_then(|s| problem.map(|p| (s, p)));
+        let problem = problem.filter(|_| failed_session.is_none());
         // Without the forms (decided meanwhile), a message about an input goes on top.
         let problem = problem.map(|m| if forms { m.clone() } else { m.whole() });
         let problem = problem.as_ref();
+        // A refused "End session" is always answered here, even if nothing is live any more.
+        let show_live = !sessions.is_empty()
+            || failed_session.is_some()
+            || matches!(r.state, RequestState::Approved | RequestState::Active);
         let zone = format!(" ({})", tz.name());
         let body = html! {
             (error_box(problem))
@@ -210,6 +236,9 @@ async fn detail_page(
                     button.danger type="submit" data-testid="deny-submit" { "Deny" }
                 }
             }
+            @if show_live {
+                (live::section(&cx, &sessions, live_problem))
+            }
             @if who.0.user.role == Role::Auditor {
                 p { a href={ "/audit/grant/" (rec.id) } { "Audit timeline" } }
             }
@@ -218,8 +247,21 @@ async fn detail_page(
     };
     Ok(match error {
         None => render(None).into_response(),
-        Some((e, _)) => rerender(e, render),
+        Some(DetailError::Decision(e, _) | DetailError::EndSession(_, e)) => rerender(e, render),
     })
+}
+
+/// The detail page of grant `grant` again, after its "End session" form for session `session`
+/// was refused with `e`.
+pub(crate) async fn detail_after_end(
+    state: &AppState,
+    who: &Browser,
+    grant: GrantId,
+    session: &str,
+    e: FormError,
+) -> PageResult {
+    let error = DetailError::EndSession(session, e);
+    detail_page(state, who, grant.get(), Flash::default(), Some(error)).await
 }
 
 /// The approve form as posted (and as shown again after an error).
@@ -326,7 +368,10 @@ pub(crate) async fn approve(
             };
             Ok(Flash::redirect(&format!("/requests/{id}"), done).into_response())
         }
-        Err(e) => detail_page(&state, who, id, Flash::default(), Some((e, Some(&p.form)))).await,
+        Err(e) => {
+            let error = DetailError::Decision(e, Some(&p.form));
+            detail_page(&state, who, id, Flash::default(), Some(error)).await
+        }
     }
 }
 
@@ -346,7 +391,8 @@ pub(crate) async fn deny(
         Ok(_) => Ok(Flash::redirect("/queue", "denied").into_response()),
         Err(e) => {
             let e = FormError::from_store(e, REASON_FIELDS);
-            detail_page(&state, who, id, Flash::default(), Some((e, None))).await
+            let error = DetailError::Decision(e, None);
+            detail_page(&state, who, id, Flash::default(), Some(error)).await
         }
     }
 }
@@ -354,6 +400,7 @@ pub(crate) async fn deny(
 fn grants_page(
     who: &Browser,
     list: &[RequestRecord],
+    live: Markup,
     tz: &PlantTime,
     now: portcullis_core::Timestamp,
     flash: Flash,
@@ -365,6 +412,8 @@ fn grants_page(
     let on_top = failed.map(|(_, p)| if listed { p.clone() } else { p.whole() });
     let body = html! {
         (error_box(on_top.as_ref()))
+        (live)
+        h2 { "Approved and active grants" }
         @if list.is_empty() {
             p.muted data-testid="empty" { "No approved or active grants." }
         } @else {
@@ -426,8 +475,31 @@ pub(crate) async fn grants(
 ) -> PageResult {
     who.require(&[Role::Supervisor, Role::Admin])?;
     let list = live_grants(&state).await?;
+    let sessions = live::load(&state, &who, None).await?;
     let tz = PlantTime::of(&state);
-    Ok(grants_page(&who, &list, &tz, state.0.clock.now(), flash, None).into_response())
+    let cx = live::Context::new(&state, &who, &tz, Back::Grants);
+    let live = live::section(&cx, &sessions, None);
+    Ok(grants_page(&who, &list, live, &tz, state.0.clock.now(), flash, None).into_response())
+}
+
+/// The Grants page again, after the "End session" form of session `session` was refused
+/// with `e` (the message at that session's form).
+pub(crate) async fn grants_after_end(
+    state: &AppState,
+    who: &Browser,
+    session: &str,
+    e: FormError,
+) -> PageResult {
+    who.require(&[Role::Supervisor, Role::Admin])?;
+    let list = live_grants(state).await?;
+    let sessions = live::load(state, who, None).await?;
+    let tz = PlantTime::of(state);
+    let now = state.0.clock.now();
+    let cx = live::Context::new(state, who, &tz, Back::Grants);
+    Ok(rerender(e, |problem| {
+        let live = live::section(&cx, &sessions, problem.map(|p| (session, p)));
+        grants_page(who, &list, live, &tz, now, Flash::default(), None)
+    }))
 }
 
 pub(crate) async fn revoke(
@@ -446,13 +518,16 @@ pub(crate) async fn revoke(
         Ok(_) => Ok(Flash::redirect("/grants", "revoked").into_response()),
         Err(e) => {
             let list = live_grants(&state).await?;
+            let sessions = live::load(&state, who, None).await?;
             let tz = PlantTime::of(&state);
             let now = state.0.clock.now();
+            let cx = live::Context::new(&state, who, &tz, Back::Grants);
             Ok(rerender(
                 FormError::from_store(e, REASON_FIELDS),
                 |problem| {
                     let failed = problem.map(|p| (id, p));
-                    grants_page(who, &list, &tz, now, Flash::default(), failed)
+                    let live = live::section(&cx, &sessions, None);
+                    grants_page(who, &list, live, &tz, now, Flash::default(), failed)
                 },
             ))
         }

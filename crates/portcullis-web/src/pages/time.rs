@@ -61,6 +61,12 @@ impl PlantTime {
         )
     }
 
+    /// The time of day to the second, for things that change by the second: `09:00:07`.
+    pub(crate) fn clock(&self, t: Timestamp) -> String {
+        self.zoned(t)
+            .map_or_else(|| t.to_rfc3339(), |z| z.strftime("%H:%M:%S").to_string())
+    }
+
     /// The value of a `datetime-local` input: `2026-11-25T09:00`.
     pub(crate) fn input(&self, t: Timestamp) -> String {
         self.zoned(t)

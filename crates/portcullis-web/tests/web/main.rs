@@ -5,4 +5,5 @@
 mod api;
 mod helpers;
 mod pages;
+mod sessions;
 mod sites;

@@ -165,6 +165,7 @@ pub fn relay_part(
         name: args.relay_name.clone(),
         idle_timeout: args.idle_timeout,
         max_streams_per_grant: args.max_streams_per_grant as usize,
+        report_every: args.live_report_every,
         ..RelayConfig::default()
     };
     let relay = Relay::new(store.clone(), verifier, Arc::new(SystemClock), config);
