@@ -245,8 +245,21 @@ fn request_write(plant: &Plant, port: u16) -> std::process::Output {
     plant
         .vera
         .cmd(&[
-            "request", "--device", "plc-7", "--port", &port, "--access", "write", "--from", "now",
-            "--until", "+1h", "--reason", "recipe CHG-7", "--format", "json",
+            "request",
+            "--device",
+            "plc-7",
+            "--port",
+            &port,
+            "--access",
+            "write",
+            "--from",
+            "now",
+            "--until",
+            "+1h",
+            "--reason",
+            "recipe CHG-7",
+            "--format",
+            "json",
         ])
         .output()
         .unwrap()
@@ -262,24 +275,13 @@ async fn write_access_lands_on_the_record_and_narrowing_makes_it_read_only() {
     let plant = Plant::new(&[port], &[]).await;
     modbus_policy(&plant, port, "allowed");
     let ask_write = || {
-        let out = plant.vera.run(&[
-            "request",
-            "--device",
-            "plc-7",
-            "--port",
-            &port.to_string(),
-            "--access",
-            "write",
-            "--from",
-            "now",
-            "--until",
-            "+1h",
-            "--reason",
-            "recipe CHG-7",
-            "--format",
-            "json",
-        ]);
-        let v: Value = serde_json::from_str(&out).unwrap();
+        let out = request_write(&plant, port);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["access"], "write");
         v["id"].as_i64().unwrap()
     };
@@ -329,25 +331,7 @@ async fn write_access_lands_on_the_record_and_narrowing_makes_it_read_only() {
 
     // A device whose policy never grants writes refuses the request itself.
     modbus_policy(&plant, port, "never");
-    let out = plant
-        .vera
-        .cmd(&[
-            "request",
-            "--device",
-            "plc-7",
-            "--port",
-            &port.to_string(),
-            "--access",
-            "write",
-            "--from",
-            "now",
-            "--until",
-            "+1h",
-            "--reason",
-            "recipe",
-        ])
-        .output()
-        .unwrap();
+    let out = request_write(&plant, port);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("never grants writes"), "{err}");

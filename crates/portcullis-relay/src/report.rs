@@ -95,6 +95,8 @@ mod tests {
             device: "plc-7".into(),
             address: "127.0.0.1".into(),
             ports: Default::default(),
+            modes: Default::default(),
+            write_scope: Default::default(),
             window_end: Timestamp::MAX,
             site: None,
             not_before: Default::default(),

@@ -117,6 +117,7 @@ impl World {
             .unwrap(),
             reason: "firmware check".into(),
             ticket: None,
+            access: None,
         };
         let rec = self
             .store
