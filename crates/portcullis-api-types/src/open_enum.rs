@@ -178,6 +178,12 @@ impl<T: WireEnum> ToSchema for OrUnknown<T> {
 pub type State = OrUnknown<RequestState>;
 /// An account's role on the wire.
 pub type RoleName = OrUnknown<Role>;
+/// What a grant allows on its Modbus ports, on the wire.
+pub type AccessName = OrUnknown<Access>;
+/// What a port speaks, on the wire.
+pub type ProtocolName = OrUnknown<Protocol>;
+/// Whether a device grants writes, on the wire.
+pub type WritesName = OrUnknown<WritePolicy>;
 /// A device's criticality on the wire.
 pub type CriticalityName = OrUnknown<Criticality>;
 
@@ -232,9 +238,3 @@ mod tests {
         assert_eq!(RoleName::name(), "Role");
     }
 }
-/// What a grant allows on its Modbus ports, on the wire.
-pub type AccessName = OrUnknown<Access>;
-/// What a port speaks, on the wire.
-pub type ProtocolName = OrUnknown<Protocol>;
-/// Whether a device grants writes, on the wire.
-pub type WritesName = OrUnknown<WritePolicy>;

@@ -169,10 +169,10 @@ impl Inspector for Requests {
                 Judgement::Read => {}
                 Judgement::Write => {
                     let mut pending = lock(&self.pending);
-                    if pending.len() == MAX_PENDING_WRITES {
-                        if let Some(oldest) = pending.pop_front() {
-                            self.observer.write_answered(&oldest, WriteAnswer::None);
-                        }
+                    if pending.len() == MAX_PENDING_WRITES
+                        && let Some(oldest) = pending.pop_front()
+                    {
+                        self.observer.write_answered(&oldest, WriteAnswer::None);
                     }
                     pending.push_back(PendingWrite {
                         transaction: adu.transaction,
