@@ -241,6 +241,39 @@ impl Person {
         }
     }
 
+    /// The texts of every element with `id`, once the page's URL contains `query`; read again
+    /// while the page replaces them under the reader.
+    async fn texts_after(&self, query: &str, id: &str) -> Vec<String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.c.current_url().await.unwrap().to_string();
+            if url.contains(query) {
+                self.find(id).await;
+                let cells = self
+                    .c
+                    .find_all(Locator::Css(&Self::by_testid(id)))
+                    .await
+                    .unwrap();
+                let mut texts = Vec::new();
+                let mut stale = false;
+                for c in cells {
+                    match c.text().await {
+                        Ok(t) => texts.push(t),
+                        Err(_) => stale = true,
+                    }
+                }
+                if !stale {
+                    return texts;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no page with {query} and readable {id} elements: {url}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn text(&self, id: &str) -> String {
         self.find(id).await.text().await.unwrap()
     }
@@ -473,19 +506,9 @@ async fn vendor_requests_supervisor_approves_with_step_up_auditor_verifies_in_ch
     assert_eq!(ada.path().await, "/audit");
     ada.fill("filter-device", "plc-7").await;
     ada.click("filter-submit").await;
-    ada.find("events").await;
-    let actions: Vec<String> = {
-        let cells = ada
-            .c
-            .find_all(Locator::Css(&Person::by_testid("event-action")))
-            .await
-            .unwrap();
-        let mut v = Vec::new();
-        for c in cells {
-            v.push(c.text().await.unwrap());
-        }
-        v
-    };
+    // The unfiltered page has an events table too: read the cells only once the filtered page
+    // has loaded, and read them again if that page replaced them meanwhile (stale elements).
+    let actions = ada.texts_after("device=plc-7", "event-action").await;
     for wanted in ["request.create", "request.approve"] {
         assert!(
             actions.iter().any(|a| a == wanted),
