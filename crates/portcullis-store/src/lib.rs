@@ -11,6 +11,7 @@
 
 mod audit;
 mod clockmon;
+mod cursors;
 mod db;
 mod devices;
 mod ends;
