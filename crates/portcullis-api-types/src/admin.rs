@@ -48,6 +48,20 @@ pub struct User {
     pub disabled_at: Option<Timestamp>,
     #[schema(value_type = Time)]
     pub created_at: Timestamp,
+    /// Where notifications go; null: this account gets no e-mail.
+    #[serde(default)]
+    #[schema(required = true, value_type = Option<String>)]
+    pub email: Option<String>,
+    /// The IANA zone of this person's pages and e-mails; null: the plant's.
+    #[serde(default)]
+    #[schema(required = true, value_type = Option<String>)]
+    pub time_zone: Option<String>,
+    /// Hears of every session's start and end.
+    #[serde(default)]
+    pub notify_sessions: bool,
+    /// Receives alerts (every admin does).
+    #[serde(default)]
+    pub notify_alerts: bool,
     /// One word for lists: `disabled`, `locked`, `enrolling` or `active`. In the list only; the
     /// disable and unlock actions answer without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,4 +123,67 @@ impl fmt::Debug for EnrollmentReset {
 pub enum UserAction {
     User(User),
     Reset(EnrollmentReset),
+}
+
+/// `PATCH /api/v1/admin/users/{name}` and `PATCH /api/v1/me`: fields not given keep their value;
+/// an empty `email` or `time_zone` removes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactBody {
+    #[serde(default)]
+    #[schema(max_length = 254)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub time_zone: Option<String>,
+    #[serde(default)]
+    pub notify_sessions: Option<bool>,
+    #[serde(default)]
+    pub notify_alerts: Option<bool>,
+}
+
+/// `GET /api/v1/admin/outbox`: notification deliveries, newest first, and the counts by state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutboxList {
+    pub counts: OutboxCounts,
+    pub deliveries: Vec<Delivery>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OutboxCounts {
+    /// Notices whose recipients are not decided yet (the worker takes them within a second).
+    pub unrouted: i64,
+    pub pending: i64,
+    /// Pending after at least one failed try.
+    pub retrying: i64,
+    pub delivered: i64,
+    /// Given up after the last try; an admin may retry them.
+    pub failed: i64,
+}
+
+/// One message to one recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Delivery {
+    pub id: i64,
+    /// The audit action that caused it (`window.ending` for a window notice).
+    pub action: String,
+    #[schema(required = true)]
+    pub event_seq: Option<i64>,
+    /// `email` or `webhook`.
+    pub channel: String,
+    /// An e-mail address or a webhook URL.
+    pub recipient: String,
+    #[schema(required = true)]
+    pub recipient_user: Option<String>,
+    pub subject: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: String,
+    pub attempts: i64,
+    #[schema(value_type = Time)]
+    pub next_attempt_at: Timestamp,
+    #[schema(required = true)]
+    pub last_error: Option<String>,
+    #[schema(value_type = Time)]
+    pub created_at: Timestamp,
+    #[schema(required = true, value_type = Option<String>)]
+    pub delivered_at: Option<Timestamp>,
 }

@@ -290,6 +290,7 @@ impl Store {
         // A few multi-row statements instead of one round trip per event. `tx` is only
         // committed after this, so its own (now stale) head is never used again.
         insert_events(tx.conn(), &out[1..]).await?;
+        tx.enqueue_notices(&out[1..]).await?;
         tx.commit().await?;
         Ok(out)
     }

@@ -37,6 +37,9 @@ pub enum StoreError {
     /// The audit writer task has stopped (the runtime is shutting down).
     #[error("the audit writer has stopped")]
     AppenderStopped,
+    /// A stored value this version cannot read (a row written by a newer one, or damaged).
+    #[error("a stored value cannot be read: {0}")]
+    Corrupt(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }

@@ -22,6 +22,7 @@ mod live;
 mod liveness;
 mod login;
 mod orgs;
+mod outbox;
 mod relay;
 mod requests;
 mod revoke;
@@ -49,6 +50,7 @@ pub use live::{
     SessionRecord,
 };
 pub use login::{Credentials, FailureOutcome, LockoutPolicy};
+pub use outbox::{Channel, DeliveryFilter, DeliveryRecord, NewDelivery, OutboxNotice, OutboxStats};
 pub use relay::{GrantChange, OrphanSession, PG_CHANNEL, RelaySessionEnd, RelaySessionStart};
 pub use requests::{NewRequest, RequestFilter, RequestRecord};
 pub use revoke::NotBefore;
@@ -57,7 +59,7 @@ pub use sites::{
     BAD_SITE_TOKEN, ConnectorPresence, ONLINE_WITHIN, SITE_TOKEN_TTL, SiteRecord, SiteStatus,
     SiteToken,
 };
-pub use users::{EnrollmentCode, NewUser, UserRecord};
+pub use users::{ContactChange, EnrollmentCode, NewUser, UserRecord};
 
 /// How long a freshly issued enrollment code works.
 pub const ENROLLMENT_TTL: std::time::Duration = std::time::Duration::from_secs(24 * 3600);

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use portcullis_core::{OrgName, Role, Timestamp, Username};
+use portcullis_core::{Email, OrgName, Role, TimeZoneName, Timestamp, Username};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use sqlx::AssertSqlSafe;
@@ -32,6 +32,60 @@ pub struct UserRecord {
     pub locked_until: Option<Timestamp>,
     pub disabled_at: Option<Timestamp>,
     pub created_at: Timestamp,
+    /// Where notifications go; `None`: this account gets no e-mail.
+    pub email: Option<Email>,
+    /// The zone this person's pages and messages use; `None`: the plant's.
+    pub time_zone: Option<TimeZoneName>,
+    /// Wants to hear of every session's start and end (supervisors).
+    pub notify_sessions: bool,
+    /// Wants alerts (admins get them regardless).
+    pub notify_alerts: bool,
+}
+
+/// A change to an account's contact details and notification opt-ins; `None` keeps a value,
+/// `Some(None)` clears it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContactChange {
+    pub email: Option<Option<Email>>,
+    pub time_zone: Option<Option<TimeZoneName>>,
+    pub notify_sessions: Option<bool>,
+    pub notify_alerts: Option<bool>,
+}
+
+impl ContactChange {
+    pub fn is_empty(&self) -> bool {
+        *self == ContactChange::default()
+    }
+
+    /// What changes, for the audit event: only the fields given.
+    fn details(&self) -> serde_json::Value {
+        let mut d = serde_json::Map::new();
+        if let Some(e) = &self.email {
+            d.insert("email".into(), serde_json::json!(e));
+        }
+        if let Some(t) = &self.time_zone {
+            d.insert("time_zone".into(), serde_json::json!(t));
+        }
+        if let Some(n) = self.notify_sessions {
+            d.insert("notify_sessions".into(), n.into());
+        }
+        if let Some(n) = self.notify_alerts {
+            d.insert("notify_alerts".into(), n.into());
+        }
+        serde_json::Value::Object(d)
+    }
+}
+
+impl UserRecord {
+    /// Receives alerts: every admin, and whoever asked.
+    pub fn wants_alerts(&self) -> bool {
+        self.role == Role::Admin || self.notify_alerts
+    }
+
+    /// Can be told anything now: an address, and an account that is not disabled.
+    pub fn reachable(&self) -> Option<&Email> {
+        self.email.as_ref().filter(|_| self.disabled_at.is_none())
+    }
 }
 
 impl UserRecord {
@@ -84,7 +138,8 @@ impl EnrollmentCode {
 const USER_COLUMNS: &str = "u.id, u.username, u.role, o.name AS org, \
     CASE WHEN u.password_hash IS NOT NULL AND u.totp_secret IS NOT NULL \
     AND u.enrollment_code_hash IS NULL THEN 1 ELSE 0 END AS enrolled, \
-    u.failed_logins, u.locked_until, u.disabled_at, u.created_at";
+    u.failed_logins, u.locked_until, u.disabled_at, u.created_at, u.email, u.time_zone, \
+    u.notify_sessions, u.notify_alerts";
 
 impl Store {
     /// Creates an account and its one-time enrollment code. Vendors need an organisation; no
@@ -93,6 +148,18 @@ impl Store {
         &self,
         by: &AuditActor,
         new: &NewUser,
+    ) -> Result<(UserRecord, EnrollmentCode), StoreError> {
+        self.add_user_with_contact(by, new, &ContactChange::default())
+            .await
+    }
+
+    /// [`Store::add_user`] with contact details, in the same transaction (one `user.add` event
+    /// that names them).
+    pub async fn add_user_with_contact(
+        &self,
+        by: &AuditActor,
+        new: &NewUser,
+        contact: &ContactChange,
     ) -> Result<(UserRecord, EnrollmentCode), StoreError> {
         let org = match (new.role, &new.org) {
             (Role::Vendor, None) => {
@@ -133,11 +200,18 @@ impl Store {
         .bind(now.to_rfc3339())
         .execute(tx.conn())
         .await?;
-        let details = serde_json::json!({
+        let user_id = fetch_user(tx.conn(), &new.username).await?.id;
+        write_contact(tx.conn(), user_id, contact).await?;
+        let mut details = serde_json::json!({
             "role": new.role.as_str(),
             "org": org.map(|o| o.as_str()),
             "enrollment_expires_at": code.expires_at,
         });
+        if let (serde_json::Value::Object(d), serde_json::Value::Object(c)) =
+            (&mut details, contact.details())
+        {
+            d.extend(c);
+        }
         tx.audit(
             &by.draft("user.add")
                 .target(format!("user:{}", new.username))
@@ -195,6 +269,34 @@ impl Store {
         Ok(user)
     }
 
+    /// Changes an account's contact details or opt-ins. Audited as `user.set`, naming what
+    /// changed. `by` is an admin, or the account's owner after a step-up (the caller checks).
+    pub async fn set_contact(
+        &self,
+        by: &AuditActor,
+        name: &Username,
+        change: &ContactChange,
+    ) -> Result<UserRecord, StoreError> {
+        if change.is_empty() {
+            return Err(StoreError::Conflict(
+                "nothing to change: give an e-mail address, a time zone or a notification setting"
+                    .into(),
+            ));
+        }
+        let mut tx = self.begin_write().await?;
+        let user = fetch_user(tx.conn(), name).await?;
+        write_contact(tx.conn(), user.id, change).await?;
+        tx.audit(
+            &by.draft("user.set")
+                .target(format!("user:{name}"))
+                .details(change.details()),
+        )
+        .await?;
+        let user = fetch_user(tx.conn(), name).await?;
+        tx.commit().await?;
+        Ok(user)
+    }
+
     /// Clears a lockout (SR 1.11: "until an admin unlocks") and the failed-attempt count.
     pub async fn unlock_user(
         &self,
@@ -221,6 +323,42 @@ impl Store {
         tx.commit().await?;
         Ok(user)
     }
+}
+
+async fn write_contact(
+    conn: &mut sqlx::AnyConnection,
+    user_id: i64,
+    c: &ContactChange,
+) -> Result<(), StoreError> {
+    if let Some(e) = &c.email {
+        sqlx::query("UPDATE users SET email = $1 WHERE id = $2")
+            .bind(e.as_ref().map(|e| e.as_str().to_owned()))
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some(t) = &c.time_zone {
+        sqlx::query("UPDATE users SET time_zone = $1 WHERE id = $2")
+            .bind(t.as_ref().map(|t| t.as_str().to_owned()))
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some(n) = c.notify_sessions {
+        sqlx::query("UPDATE users SET notify_sessions = $1 WHERE id = $2")
+            .bind(i64::from(n))
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if let Some(n) = c.notify_alerts {
+        sqlx::query("UPDATE users SET notify_alerts = $1 WHERE id = $2")
+            .bind(i64::from(n))
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 async fn user_exists(conn: &mut sqlx::AnyConnection, name: &Username) -> Result<bool, StoreError> {
@@ -289,5 +427,15 @@ fn user_from_row(r: &AnyRow) -> Result<UserRecord, StoreError> {
         locked_until: opt_ts(r, "locked_until")?,
         disabled_at: opt_ts(r, "disabled_at")?,
         created_at: Timestamp::parse_rfc3339(&r.try_get::<String, _>("created_at")?)?,
+        email: r
+            .try_get::<Option<String>, _>("email")?
+            .map(|e| Email::parse(&e))
+            .transpose()?,
+        time_zone: r
+            .try_get::<Option<String>, _>("time_zone")?
+            .map(|t| TimeZoneName::parse(&t))
+            .transpose()?,
+        notify_sessions: r.try_get::<i64, _>("notify_sessions")? == 1,
+        notify_alerts: r.try_get::<i64, _>("notify_alerts")? == 1,
     })
 }

@@ -68,6 +68,17 @@ impl WriteTx {
         self.now
     }
 
+    /// Writes the notices of events sealed outside [`WriteTx::audit`] (a group append).
+    pub(crate) async fn enqueue_notices(
+        &mut self,
+        events: &[AuditEvent],
+    ) -> Result<(), StoreError> {
+        for ev in events {
+            crate::outbox::enqueue(&mut self.tx, ev).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn conn(&mut self) -> &mut AnyConnection {
         &mut self.tx
     }
@@ -79,6 +90,7 @@ impl WriteTx {
             self.store.shared.write_health.failed(&e);
             return Err(e);
         }
+        crate::outbox::enqueue(&mut self.tx, &ev).await?;
         self.head = ev.head();
         Ok(ev)
     }

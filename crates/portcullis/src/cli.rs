@@ -20,6 +20,11 @@ where
     PossibleValuesParser::new(names).try_map(|name| name.parse::<T>())
 }
 
+/// `on` or `off`, as a bool.
+fn on_off() -> impl TypedValueParser<Value = bool> {
+    PossibleValuesParser::new(["on", "off"]).map(|v| v == "on")
+}
+
 /// An IANA time zone name, checked as the web pages will use it.
 fn time_zone(name: &str) -> Result<String, String> {
     portcullis_web::pages::check_time_zone(name).map(|()| name.trim().to_owned())
@@ -354,8 +359,17 @@ pub enum UserCommand {
         /// The vendor's organisation (vendors only).
         #[arg(long)]
         org: Option<String>,
+        #[command(flatten)]
+        contact: ContactArgs,
         #[arg(long, value_enum, default_value_t = OutFormat::Text)]
         format: OutFormat,
+    },
+    /// Change an account's e-mail address, time zone or notification settings; options not
+    /// given keep their value.
+    Set {
+        username: String,
+        #[command(flatten)]
+        contact: ContactArgs,
     },
     /// List accounts.
     List {
@@ -373,6 +387,24 @@ pub enum UserCommand {
         #[arg(long, value_enum, default_value_t = OutFormat::Text)]
         format: OutFormat,
     },
+}
+
+/// Contact details and notification opt-ins of an account.
+#[derive(Debug, Args, Default)]
+pub struct ContactArgs {
+    /// Where notifications go, e.g. sam@plant.example ('' removes it).
+    #[arg(long)]
+    pub email: Option<String>,
+    /// The IANA time zone of this person's pages and e-mails, e.g. Europe/Berlin ('' goes back
+    /// to the plant's).
+    #[arg(long)]
+    pub time_zone: Option<String>,
+    /// Hear of every session's start and end (supervisors).
+    #[arg(long, value_parser = on_off())]
+    pub notify_sessions: Option<bool>,
+    /// Receive alerts (admins always do).
+    #[arg(long, value_parser = on_off())]
+    pub notify_alerts: Option<bool>,
 }
 
 #[derive(Debug, Subcommand)]

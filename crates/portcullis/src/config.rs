@@ -15,11 +15,20 @@ use crate::cli::Globals;
 struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
+    smtp: Option<portcullis_notify::SmtpFile>,
+    #[serde(default)]
+    webhook: Vec<portcullis_notify::WebhookFile>,
+    notifications: Option<portcullis_notify::NotificationsFile>,
 }
 
 pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: String,
+    /// `[smtp]`, `[[webhook]]` and `[notifications]`, checked (and their secret files read) by
+    /// the commands that deliver: [`Settings::notify`].
+    smtp: Option<portcullis_notify::SmtpFile>,
+    webhooks: Vec<portcullis_notify::WebhookFile>,
+    notifications: Option<portcullis_notify::NotificationsFile>,
 }
 
 impl fmt::Debug for Settings {
@@ -54,7 +63,20 @@ impl Settings {
         Ok(Settings {
             data_dir,
             database_url,
+            smtp: file.smtp,
+            webhooks: file.webhook,
+            notifications: file.notifications,
         })
+    }
+
+    /// The notification settings, checked: a bad address, a plain-HTTP webhook or an unreadable
+    /// secret file is an error naming its key.
+    pub fn notify(&self) -> anyhow::Result<portcullis_notify::NotifyConfig> {
+        portcullis_notify::NotifyConfig::from_file(
+            self.smtp.as_ref(),
+            &self.webhooks,
+            self.notifications.as_ref(),
+        )
     }
 }
 

@@ -7,20 +7,23 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use portcullis_api_types::admin::{
-    EnrollmentReset, NewUser as NewUserView, Org, OrgList, User, UserAction, UserList,
+    ContactBody, Delivery, EnrollmentReset, NewUser as NewUserView, Org, OrgList, OutboxCounts,
+    OutboxList, User, UserAction, UserList,
 };
 use portcullis_api_types::schema::{Name, Ports, UserActionName};
 use portcullis_api_types::{CriticalityName, ProtocolName, RoleName, WritesName};
 use portcullis_core::access::parse_protocols;
 use portcullis_core::{
-    Criticality, Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName, Port,
-    Role, Username, ValidationError, WritePolicy, WriteScope,
+    Criticality, Device, DeviceName, DevicePolicy, DeviceProfile, Email, NetworkAddress, OrgName,
+    Port, Role, TimeZoneName, Username, ValidationError, WritePolicy, WriteScope,
 };
-use portcullis_store::{EnrollmentCode, NewUser, UserRecord};
+use portcullis_store::{
+    ContactChange, DeliveryFilter, DeliveryRecord, EnrollmentCode, NewUser, UserRecord,
+};
 use serde::Deserialize;
 
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, Authed};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, Authed};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -40,6 +43,13 @@ pub struct UserBody {
     #[serde(default)]
     #[schema(value_type = Option<String>, pattern = "^[a-z0-9][a-z0-9._-]{0,63}$")]
     pub(crate) org: Option<String>,
+    /// Where notifications go.
+    #[serde(default)]
+    #[schema(max_length = 254)]
+    pub(crate) email: Option<String>,
+    /// The IANA zone of this person's pages and e-mails (default: the plant's).
+    #[serde(default)]
+    pub(crate) time_zone: Option<String>,
 }
 
 // The bounds of `DevicePolicy::new` and `DeviceProfile::validate` (`portcullis-core`).
@@ -265,6 +275,10 @@ fn user_view(u: UserRecord, status: Option<&str>) -> User {
         locked_until,
         disabled_at,
         created_at,
+        email,
+        time_zone,
+        notify_sessions,
+        notify_alerts,
     } = u;
     User {
         id,
@@ -276,6 +290,10 @@ fn user_view(u: UserRecord, status: Option<&str>) -> User {
         locked_until,
         disabled_at,
         created_at,
+        email: email.map(String::from),
+        time_zone: time_zone.map(String::from),
+        notify_sessions,
+        notify_alerts: notify_alerts || role == Role::Admin,
         status: status.map(str::to_owned),
     }
 }
@@ -349,10 +367,15 @@ pub async fn add_user(
     ApiJson(b): ApiJson<UserBody>,
 ) -> ApiResult<(StatusCode, Json<NewUserView>)> {
     authed.require(&[Role::Admin])?;
+    let contact = contact_change(&ContactBody {
+        email: b.email.clone(),
+        time_zone: b.time_zone.clone(),
+        ..Default::default()
+    })?;
     let (rec, code) = state
         .0
         .store
-        .add_user(&authed.actor(), &b.new_user()?)
+        .add_user_with_contact(&authed.actor(), &b.new_user()?, &contact)
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -364,6 +387,79 @@ pub async fn add_user(
             expires_at: code.expires_at,
         }),
     ))
+}
+
+/// A contact body as a store change: an empty `email` or `time_zone` removes it.
+pub(crate) fn contact_change(b: &ContactBody) -> ApiResult<ContactChange> {
+    let clearable = |v: &Option<String>| {
+        v.as_ref()
+            .map(|s| Some(s.trim().to_owned()).filter(|s| !s.is_empty()))
+    };
+    Ok(ContactChange {
+        email: clearable(&b.email)
+            .map(|e| e.as_deref().map(Email::parse).transpose())
+            .transpose()?,
+        time_zone: clearable(&b.time_zone)
+            .map(|t| t.as_deref().map(TimeZoneName::parse).transpose())
+            .transpose()?,
+        notify_sessions: b.notify_sessions,
+        notify_alerts: b.notify_alerts,
+    })
+}
+
+#[utoipa::path(patch, path = "/api/v1/admin/users/{name}",
+    summary = "Change a user's e-mail address, time zone or notification settings",
+    params(("name" = Name, Path)),
+    request_body = ContactBody,
+    responses((status = 200, description = "the user as changed", body = User)),
+    security(("bearer" = [])))]
+pub async fn set_user(
+    State(state): State<AppState>,
+    authed: Authed,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(b): ApiJson<ContactBody>,
+) -> ApiResult<Json<User>> {
+    authed.require(&[Role::Admin])?;
+    let name = Username::parse(&name)?;
+    let change = contact_change(&b)?;
+    let u = state
+        .0
+        .store
+        .set_contact(&authed.actor(), &name, &change)
+        .await?;
+    Ok(Json(user_view(u, None)))
+}
+
+#[utoipa::path(get, path = "/api/v1/me",
+    summary = "The signed-in account, with its contact details and notification settings",
+    responses((status = 200, description = "you", body = User)),
+    security(("bearer" = [])))]
+pub async fn me(authed: Authed) -> ApiResult<Json<User>> {
+    Ok(Json(user_view(authed.user, None)))
+}
+
+#[utoipa::path(patch, path = "/api/v1/me",
+    summary = "Change your own e-mail address, time zone or notification settings (after a step-up)",
+    request_body = ContactBody,
+    responses((status = 200, description = "you, as changed", body = User)),
+    security(("bearer" = [])))]
+pub async fn set_me(
+    State(state): State<AppState>,
+    authed: Authed,
+    ApiJson(b): ApiJson<ContactBody>,
+) -> ApiResult<Json<User>> {
+    // Where a person's notices go is where an attacker holding a stolen session would redirect
+    // them: the same fresh step-up as an approval.
+    if !authed.mfa_fresh(state.0.clock.now(), state.0.config.step_up_max_age) {
+        return Err(ApiError::StepUpRequired);
+    }
+    let change = contact_change(&b)?;
+    let u = state
+        .0
+        .store
+        .set_contact(&authed.actor(), &authed.user.username, &change)
+        .await?;
+    Ok(Json(user_view(u, None)))
 }
 
 #[utoipa::path(post, path = "/api/v1/admin/users/{name}/{action}",
@@ -434,5 +530,92 @@ pub async fn set_policy(
         .store
         .set_device_policy(&authed.actor(), &DeviceName::parse(&name)?, &p)
         .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxQuery {
+    /// `pending`, `failed` or `delivered` (default: all).
+    #[serde(default)]
+    pub state: Option<String>,
+    /// At most this many, newest first (default 100).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+pub(crate) fn delivery_filter(state: Option<&str>) -> ApiResult<DeliveryFilter> {
+    Ok(match state.unwrap_or("") {
+        "" | "all" => DeliveryFilter::All,
+        "pending" => DeliveryFilter::Pending,
+        "failed" => DeliveryFilter::Failed,
+        "delivered" => DeliveryFilter::Delivered,
+        other => {
+            return Err(ApiError::Invalid(format!(
+                "state '{other}': expected pending, failed or delivered"
+            )));
+        }
+    })
+}
+
+pub(crate) fn delivery_view(d: DeliveryRecord) -> Delivery {
+    Delivery {
+        id: d.id,
+        action: d.action,
+        event_seq: d.event_seq,
+        channel: d.channel.as_str().to_owned(),
+        recipient: d.recipient,
+        recipient_user: d.recipient_user,
+        subject: d.subject,
+        state: d.state,
+        attempts: d.attempts,
+        next_attempt_at: d.next_attempt_at,
+        last_error: d.last_error,
+        created_at: d.created_at,
+        delivered_at: d.delivered_at,
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/admin/outbox",
+    summary = "Notification deliveries (pending, failed, delivered) and their counts",
+    params(OutboxQuery),
+    responses((status = 200, description = "deliveries, newest first", body = OutboxList)),
+    security(("bearer" = [])))]
+pub async fn outbox(
+    State(state): State<AppState>,
+    authed: Authed,
+    ApiQuery(q): ApiQuery<OutboxQuery>,
+) -> ApiResult<Json<OutboxList>> {
+    authed.require(&[Role::Admin])?;
+    let filter = delivery_filter(q.state.as_deref())?;
+    let store = &state.0.store;
+    let s = store.outbox_stats().await?;
+    let list = store
+        .deliveries(filter, i64::from(q.limit.unwrap_or(100).clamp(1, 1000)))
+        .await?;
+    Ok(Json(OutboxList {
+        counts: OutboxCounts {
+            unrouted: s.unrouted,
+            pending: s.pending,
+            retrying: s.retrying,
+            delivered: s.delivered,
+            failed: s.failed,
+        },
+        deliveries: list.into_iter().map(delivery_view).collect(),
+    }))
+}
+
+#[utoipa::path(post, path = "/api/v1/admin/outbox/{id}/retry",
+    summary = "Try a failed or waiting delivery again now",
+    params(("id" = i64, Path)),
+    responses((status = 204, description = "queued for the next pass")),
+    security(("bearer" = [])))]
+pub async fn retry_delivery(
+    State(state): State<AppState>,
+    authed: Authed,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<StatusCode> {
+    authed.require(&[Role::Admin])?;
+    state.0.store.retry_delivery(&authed.actor(), id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,7 +11,7 @@ pub mod sessions;
 pub mod sites;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 
 use crate::state::AppState;
 
@@ -39,7 +39,11 @@ pub fn router() -> Router<AppState> {
         .route("/audit/verify", get(audit::verify))
         .route("/admin/orgs", get(admin::orgs).post(admin::add_org))
         .route("/admin/users", get(admin::users).post(admin::add_user))
+        .route("/admin/users/{name}", patch(admin::set_user))
         .route("/admin/users/{name}/{action}", post(admin::user_action))
+        .route("/me", get(admin::me).patch(admin::set_me))
+        .route("/admin/outbox", get(admin::outbox))
+        .route("/admin/outbox/{id}/retry", post(admin::retry_delivery))
         .route("/admin/devices", post(admin::add_device))
         .route("/admin/devices/{name}/policy", post(admin::set_policy))
         .route("/sites", get(sites::sites))

@@ -34,6 +34,7 @@ use crate::api::{access, admin, audit, auth, clock, meta, sessions, sites};
         meta::keys,
         audit::list, audit::export, audit::verify,
         admin::orgs, admin::add_org, admin::users, admin::add_user, admin::user_action,
+        admin::set_user, admin::me, admin::set_me, admin::outbox, admin::retry_delivery,
         admin::add_device, admin::set_policy,
         sites::sites, sites::admin_sites, sites::add_site, sites::new_token, sites::revoke,
         sites::enroll,

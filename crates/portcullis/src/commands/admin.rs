@@ -9,13 +9,14 @@ use std::process::ExitCode;
 use portcullis_core::access::{join_protocols, parse_protocols};
 use portcullis_core::window::format_duration;
 use portcullis_core::{
-    Device, DeviceName, DevicePolicy, DeviceProfile, NetworkAddress, OrgName, Port, Username,
-    ValidationError, WriteScope,
+    Device, DeviceName, DevicePolicy, DeviceProfile, Email, NetworkAddress, OrgName, Port,
+    TimeZoneName, Username, ValidationError, WriteScope,
 };
-use portcullis_store::{NewUser, Store};
+use portcullis_store::{ContactChange, NewUser, Store};
 
 use crate::cli::{
-    AdminCommand, DeviceAdd, DeviceCommand, Format, OrgCommand, OutFormat, PolicyArgs, UserCommand,
+    AdminCommand, ContactArgs, DeviceAdd, DeviceCommand, Format, OrgCommand, OutFormat, PolicyArgs,
+    UserCommand,
 };
 use crate::context::{Context, cli_actor};
 use crate::output::table;
@@ -64,12 +65,32 @@ async fn org(store: &Store, cmd: OrgCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// The command line's contact options as a store change: `''` clears a value.
+fn contact_change(a: ContactArgs) -> anyhow::Result<ContactChange> {
+    let clearable = |v: Option<String>| v.map(|s| Some(s).filter(|s| !s.trim().is_empty()));
+    Ok(ContactChange {
+        email: clearable(a.email)
+            .map(|e| e.as_deref().map(Email::parse).transpose())
+            .transpose()?,
+        time_zone: clearable(a.time_zone)
+            .map(|t| t.as_deref().map(TimeZoneName::parse).transpose())
+            .transpose()?,
+        notify_sessions: a.notify_sessions,
+        notify_alerts: a.notify_alerts,
+    })
+}
+
 async fn user(store: &Store, cmd: UserCommand) -> anyhow::Result<()> {
     match cmd {
         UserCommand::Add {
             username,
             role,
             org,
+            contact,
             format,
         } => {
             let new = NewUser {
@@ -77,7 +98,9 @@ async fn user(store: &Store, cmd: UserCommand) -> anyhow::Result<()> {
                 role,
                 org: org.as_deref().map(OrgName::parse).transpose()?,
             };
-            let (rec, code) = store.add_user(&cli_actor(), &new).await?;
+            let (rec, code) = store
+                .add_user_with_contact(&cli_actor(), &new, &contact_change(contact)?)
+                .await?;
             match format {
                 OutFormat::Json => println!(
                     "{}",
@@ -126,16 +149,39 @@ async fn user(store: &Store, cmd: UserCommand) -> anyhow::Result<()> {
                                     .map(|o| o.to_string())
                                     .unwrap_or_else(|| "-".into()),
                                 u.status(now).into(),
+                                u.email
+                                    .as_ref()
+                                    .map(|e| e.to_string())
+                                    .unwrap_or_else(|| "-".into()),
                                 u.created_at.to_string(),
                             ]
                         })
                         .collect();
                     print!(
                         "{}",
-                        table(&["USERNAME", "ROLE", "ORG", "STATUS", "CREATED"], &rows)
+                        table(
+                            &["USERNAME", "ROLE", "ORG", "STATUS", "EMAIL", "CREATED"],
+                            &rows
+                        )
                     );
                 }
             }
+        }
+        UserCommand::Set { username, contact } => {
+            let change = contact_change(contact)?;
+            let u = store
+                .set_contact(&cli_actor(), &Username::parse(&username)?, &change)
+                .await?;
+            println!(
+                "updated '{}': e-mail {}, time zone {}, session notices {}, alerts {}",
+                u.username,
+                u.email.as_ref().map_or("none".into(), |e| e.to_string()),
+                u.time_zone
+                    .as_ref()
+                    .map_or("the plant's".into(), |t| t.to_string()),
+                on_off(u.notify_sessions),
+                on_off(u.wants_alerts()),
+            );
         }
         UserCommand::Disable { username } => {
             let u = store

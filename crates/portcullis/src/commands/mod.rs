@@ -9,6 +9,7 @@ mod grants;
 mod login;
 mod logout;
 mod migrate;
+mod notify;
 mod parts;
 mod relay;
 mod request;
