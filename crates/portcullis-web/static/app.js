@@ -109,3 +109,40 @@
     }
   });
 })();
+
+// The queue, the grants and the request lists keep up by themselves (issue 15): every
+// data-refresh seconds the page is fetched again, and reloaded only when its data-refresh-key
+// (the requests listed, with their states) has changed, and nobody has typed into one of its
+// forms (a half-written reason is never thrown away), and the tab is visible. The reload drops a
+// flash message's `done` so it is not shown again.
+(function () {
+  "use strict";
+  document.addEventListener("DOMContentLoaded", function () {
+    var el = document.querySelector("[data-refresh]");
+    if (!el || !window.fetch || !window.DOMParser) { return; }
+    var secs = Number(el.getAttribute("data-refresh"));
+    if (!(secs > 0)) { return; }
+    var key = el.getAttribute("data-refresh-key");
+    var typed = false;
+    document.addEventListener("input", function () { typed = true; });
+    function busy() {
+      var a = document.activeElement;
+      return typed || document.visibilityState === "hidden" ||
+        (a && (a.tagName === "INPUT" || a.tagName === "TEXTAREA" || a.tagName === "SELECT"));
+    }
+    setInterval(function () {
+      if (busy()) { return; }
+      var url = new URL(window.location.href);
+      url.searchParams.delete("done");
+      fetch(url.toString(), { credentials: "same-origin" }).then(function (r) {
+        return r.ok ? r.text() : null;
+      }).then(function (html) {
+        if (html === null || busy()) { return; }
+        var fresh = new DOMParser().parseFromString(html, "text/html").querySelector("[data-refresh]");
+        if (fresh && fresh.getAttribute("data-refresh-key") !== key) {
+          window.location.replace(url.toString());
+        }
+      }).catch(function () {});
+    }, secs * 1000);
+  });
+})();

@@ -390,7 +390,7 @@ pub async fn add_user(
 }
 
 /// A contact body as a store change: an empty `email` or `time_zone` removes it.
-pub(crate) fn contact_change(b: &ContactBody) -> ApiResult<ContactChange> {
+pub(crate) fn contact_change(b: &ContactBody) -> Result<ContactChange, ValidationError> {
     let clearable = |v: &Option<String>| {
         v.as_ref()
             .map(|s| Some(s.trim().to_owned()).filter(|s| !s.is_empty()))

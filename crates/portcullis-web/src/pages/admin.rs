@@ -47,7 +47,7 @@ async fn users_page(
 ) -> PageResult {
     let users = state.0.store.list_users().await?;
     let orgs = state.0.store.list_orgs().await?;
-    let tz = PlantTime::of(state);
+    let tz = PlantTime::of_reader(state, who);
     let now = state.0.clock.now();
     let origin = &state.0.config.public_origin;
     let typed = error.as_ref().and_then(|(_, t)| *t);
@@ -70,7 +70,7 @@ async fn users_page(
                 }
             }
             table data-testid="users" {
-                thead { tr { th { "User" } th { "Role" } th { "Organisation" } th { "Status" } th { "Created" } th { "Actions" } } }
+                thead { tr { th { "User" } th { "Role" } th { "Organisation" } th { "Status" } th { "E-mail" } th { "Created" } th { "Actions" } } }
                 tbody { @for u in &users {
                     @let name = u.username.as_str();
                     tr data-testid="user-row" data-user=(name) {
@@ -78,6 +78,15 @@ async fn users_page(
                         td { (u.role) }
                         td { (u.org.as_ref().map_or("", |o| o.as_str())) }
                         td data-testid="user-status" { (u.status(now)) }
+                        td {
+                            form.inline method="post" action={ "/admin/users/" (name) "/email" } {
+                                (csrf(who))
+                                input type="email" name="email" maxlength="254" aria-label={ "E-mail address of " (name) }
+                                    value=(u.email.as_ref().map_or("", |e| e.as_str())) data-testid={ "email-" (name) };
+                                " "
+                                button type="submit" data-testid={ "save-email-" (name) } { "Save" }
+                            }
+                        }
                         td { (tz.show(u.created_at)) }
                         td {
                             @for (action, label) in [("unlock", "Unlock"), ("reset", "Reset password and MFA"), ("disable", "Disable")] {
@@ -250,7 +259,15 @@ fn orgs_page(
 pub(crate) async fn orgs(State(state): State<AppState>, who: Browser, flash: Flash) -> PageResult {
     who.require(&[Role::Admin])?;
     let orgs = state.0.store.list_orgs().await?;
-    Ok(orgs_page(&who, &orgs, &PlantTime::of(&state), flash, "", None).into_response())
+    Ok(orgs_page(
+        &who,
+        &orgs,
+        &PlantTime::of_reader(&state, &who),
+        flash,
+        "",
+        None,
+    )
+    .into_response())
 }
 
 pub(crate) async fn add_org(State(state): State<AppState>, p: Posted<OrgBody>) -> PageResult {
@@ -269,7 +286,7 @@ pub(crate) async fn add_org(State(state): State<AppState>, p: Posted<OrgBody>) -
         Ok(()) => Ok(Flash::redirect("/admin/orgs", "org_added").into_response()),
         Err(e) => {
             let orgs = state.0.store.list_orgs().await?;
-            let tz = PlantTime::of(&state);
+            let tz = PlantTime::of_reader(&state, &who);
             Ok(rerender(e, |problem| {
                 orgs_page(who, &orgs, &tz, Flash::default(), &p.form.name, problem)
             }))

@@ -106,7 +106,7 @@ pub(crate) async fn list(
     Query(f): Query<Filters>,
 ) -> PageResult {
     who.require(&[Role::Auditor])?;
-    let tz = PlantTime::of(&state);
+    let tz = PlantTime::of_reader(&state, &who);
     let (q, error) = match f.query(&tz) {
         Ok(q) => (q, None),
         Err(e) => (AuditQuery::default(), Some(e)),
@@ -173,7 +173,7 @@ pub(crate) async fn grant(
     Path(id): Path<i64>,
 ) -> PageResult {
     who.require(&[Role::Auditor])?;
-    let tz = PlantTime::of(&state);
+    let tz = PlantTime::of_reader(&state, &who);
     let events = state
         .0
         .store

@@ -49,6 +49,15 @@ const FLASHES: &[(&str, &str)] = &[
     ("user_disabled", "User disabled; their sessions have ended."),
     ("user_unlocked", "User unlocked."),
     (
+        "account_saved",
+        "Saved. Notifications go to the address shown.",
+    ),
+    ("email_saved", "E-mail address saved."),
+    (
+        "delivery_retried",
+        "Queued: it is tried again within a second.",
+    ),
+    (
         "site_revoked",
         "Site revoked; its connector is cut off and cannot enroll again.",
     ),
@@ -124,6 +133,7 @@ fn nav_for(role: Role) -> &'static [(&'static str, &'static str)] {
             ("/admin/orgs", "Organisations"),
             ("/admin/devices", "Devices"),
             ("/admin/sites", "Sites"),
+            ("/admin/outbox", "Outbox"),
             ("/grants", "Grants"),
         ],
     }
@@ -178,7 +188,7 @@ pub(crate) fn page(title: &str, who: &Browser, flash: Flash, body: Markup) -> Ma
                     @if let Some(a) = &who.1 {
                         (attention(user.role, a))
                     }
-                    span.who data-testid="whoami" {
+                    a.who href="/account" data-testid="whoami" {
                         (user.username.as_str()) " (" (user.role) ")"
                     }
                     form.inline method="post" action="/logout" {

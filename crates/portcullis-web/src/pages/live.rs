@@ -307,7 +307,7 @@ pub(crate) async fn fragment(
         }
     };
     let list = load(&state, &who, grant).await?;
-    let tz = PlantTime::of(&state);
+    let tz = PlantTime::of_reader(&state, &who);
     let back = if grant.is_some() {
         Back::Request
     } else {

@@ -17,6 +17,7 @@ mod error;
 mod form;
 mod layout;
 mod live;
+mod notify;
 mod session;
 mod sites;
 mod supervisor;
@@ -57,7 +58,11 @@ pub fn router() -> Router<AppState> {
         .route("/audit/grant/{id}", get(audit::grant))
         .route("/audit/verify", get(audit::verify))
         .route("/admin/users", get(admin::users).post(admin::add_user))
+        .route("/admin/users/{name}/email", post(notify::set_email))
         .route("/admin/users/{name}/{action}", post(admin::user_action))
+        .route("/admin/outbox", get(notify::outbox))
+        .route("/admin/outbox/{id}/retry", post(notify::retry))
+        .route("/account", get(notify::account).post(notify::save_account))
         .route("/admin/orgs", get(admin::orgs).post(admin::add_org))
         .route(
             "/admin/devices",

@@ -67,7 +67,7 @@ async fn sites_page(
     error: Option<(FormError, String)>,
 ) -> PageResult {
     let sites = state.0.store.list_sites().await?;
-    let tz = PlantTime::of(state);
+    let tz = PlantTime::of_reader(state, who);
     let now = state.0.clock.now();
     let origin = &state.0.config.public_origin;
     let (error, typed) = match error {

@@ -32,6 +32,21 @@ use crate::extract::Authed;
 use crate::state::AppState;
 
 const TOTP: Input = Input::new("totp", "Your authenticator code");
+
+/// How often the queue, the grants and the request lists look for changes (issue 15).
+const REFRESH_SECS: u32 = 10;
+
+/// The marker `app.js` reads: every [`REFRESH_SECS`] it fetches the page again and reloads it
+/// only when this key (the requests listed and their states) differs, and nobody is typing in
+/// one of its forms. A list that has not changed is never reloaded under the reader's eyes.
+pub(crate) fn refresh(list: &[RequestRecord]) -> Markup {
+    let key = list
+        .iter()
+        .map(|r| format!("{}:{}", r.id, r.request.state.as_str()))
+        .collect::<Vec<_>>()
+        .join(",");
+    html! { span hidden data-refresh=(REFRESH_SECS) data-refresh-key=(key) {} }
+}
 const ACCESS: Input = Input::new("access", "Modbus access");
 
 /// Core's field names for an approval, at the approve form's inputs.
@@ -55,9 +70,10 @@ pub(crate) async fn queue(State(state): State<AppState>, who: Browser, flash: Fl
     };
     let list = state.0.store.list_requests(&filter).await?;
     let sites = state.0.store.list_sites().await?;
-    let tz = PlantTime::of(&state);
+    let tz = PlantTime::of_reader(&state, &who);
     let now = state.0.clock.now();
     let body = html! {
+        (refresh(&list))
         p.muted { "Open a request to review the device and approve or deny it." }
         (requests_table(&list, &tz, now, true))
         (connectors_section(&sites, &tz, now))
@@ -113,7 +129,7 @@ async fn detail_page(
     let rec = visible(state, &who.0, id).await?;
     let device = state.0.store.device(&rec.request.device).await?;
     let sessions = live::load(state, who, Some(GrantId::new(id))).await?;
-    let tz = PlantTime::of(state);
+    let tz = PlantTime::of_reader(state, who);
     let now = state.0.clock.now();
     let mut cx = live::Context::new(state, who, &tz, Back::Request);
     cx.grant = Some(GrantId::new(id));
@@ -344,7 +360,7 @@ pub(crate) async fn approve(
 ) -> PageResult {
     let who = &p.who;
     who.require(&[Role::Supervisor])?;
-    let tz = PlantTime::of(&state);
+    let tz = PlantTime::of_reader(&state, &who);
     let outcome = async {
         let current = visible(&state, &who.0, id).await?;
         // Read the form first, so a typo does not use up an authenticator code.
@@ -411,6 +427,7 @@ fn grants_page(
     let listed = failed.is_some_and(|(id, _)| list.iter().any(|r| r.id == id));
     let on_top = failed.map(|(_, p)| if listed { p.clone() } else { p.whole() });
     let body = html! {
+        (refresh(&list))
         (error_box(on_top.as_ref()))
         (live)
         h2 { "Approved and active grants" }
@@ -476,7 +493,7 @@ pub(crate) async fn grants(
     who.require(&[Role::Supervisor, Role::Admin])?;
     let list = live_grants(&state).await?;
     let sessions = live::load(&state, &who, None).await?;
-    let tz = PlantTime::of(&state);
+    let tz = PlantTime::of_reader(&state, &who);
     let cx = live::Context::new(&state, &who, &tz, Back::Grants);
     let live = live::section(&cx, &sessions, None);
     Ok(grants_page(&who, &list, live, &tz, state.0.clock.now(), flash, None).into_response())
@@ -493,7 +510,7 @@ pub(crate) async fn grants_after_end(
     who.require(&[Role::Supervisor, Role::Admin])?;
     let list = live_grants(state).await?;
     let sessions = live::load(state, who, None).await?;
-    let tz = PlantTime::of(state);
+    let tz = PlantTime::of_reader(state, who);
     let now = state.0.clock.now();
     let cx = live::Context::new(state, who, &tz, Back::Grants);
     Ok(rerender(e, |problem| {
@@ -519,7 +536,7 @@ pub(crate) async fn revoke(
         Err(e) => {
             let list = live_grants(&state).await?;
             let sessions = live::load(&state, who, None).await?;
-            let tz = PlantTime::of(&state);
+            let tz = PlantTime::of_reader(&state, &who);
             let now = state.0.clock.now();
             let cx = live::Context::new(&state, who, &tz, Back::Grants);
             Ok(rerender(

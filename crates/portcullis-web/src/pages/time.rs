@@ -43,6 +43,17 @@ impl PlantTime {
         }
     }
 
+    /// The zone of the person reading: their own if they chose one, else the plant's.
+    pub(crate) fn of_reader(state: &AppState, who: &crate::pages::session::Browser) -> Self {
+        match &who.0.user.time_zone {
+            Some(tz) => Self {
+                tz: tz.zone(),
+                name: tz.as_str().to_owned(),
+            },
+            None => Self::of(state),
+        }
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.name
     }

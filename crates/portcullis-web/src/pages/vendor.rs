@@ -234,7 +234,7 @@ pub(crate) async fn new_request(
     Query(q): Query<NewQuery>,
 ) -> PageResult {
     who.require(&[Role::Vendor])?;
-    let tz = PlantTime::of(&state);
+    let tz = PlantTime::of_reader(&state, &who);
     let list = requestable(&state, &who).await?;
     let chosen = list
         .iter()
@@ -256,7 +256,7 @@ pub(crate) async fn new_request(
 pub(crate) async fn create(State(state): State<AppState>, p: Posted<RequestForm>) -> PageResult {
     let who = &p.who;
     who.require(&[Role::Vendor])?;
-    let tz = PlantTime::of(&state);
+    let tz = PlantTime::of_reader(&state, &who);
     let outcome = match p.form.request(&tz) {
         Ok(new) => state
             .0
@@ -297,7 +297,7 @@ pub(crate) async fn requests(
         state: None,
     };
     let list = state.0.store.list_requests(&filter).await?;
-    let tz = PlantTime::of(&state);
+    let tz = PlantTime::of_reader(&state, &who);
     let now = state.0.clock.now();
     let title = if vendor {
         "My requests"
@@ -305,6 +305,7 @@ pub(crate) async fn requests(
         "All requests"
     };
     let body = html! {
+        (super::supervisor::refresh(&list))
         @if vendor { p { a href="/requests/new" data-testid="new-request" { "New request" } } }
         (requests_table(&list, &tz, now, !vendor))
     };

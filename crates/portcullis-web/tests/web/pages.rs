@@ -1533,3 +1533,183 @@ async fn write_access_is_asked_for_shown_bold_and_narrowed_to_read_in_the_forms(
         page.body
     );
 }
+
+#[tokio::test]
+async fn a_person_sets_their_own_contact_details_after_a_step_up() {
+    let app = app().await;
+    let vera = app.user("vera", Role::Vendor).await;
+    let page = app.get("/account", Some(&vera.cookie)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(page.body.contains(r#"data-testid="account-form""#));
+    // The login's code is no longer fresh: the form asks for one.
+    app.clock.advance(Duration::from_secs(6 * 60));
+    let page = app.get("/account", Some(&vera.cookie)).await;
+    assert!(
+        page.body.contains(r#"data-testid="account-totp""#),
+        "{}",
+        page.body
+    );
+    let name = Username::parse("vera").unwrap();
+    let fields = |email: &'static str, code: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("email", email),
+            ("time_zone", "Europe/Berlin"),
+            ("totp", code),
+        ]
+    };
+    // No code: refused at the code's input, nothing changed.
+    let r = app
+        .submit(&vera, "/account", &fields("vera@acme.example", ""))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    assert!(r.field_error("totp").is_some(), "{}", r.body);
+    // A bad address: refused at its input before a code is spent.
+    let code = app.next_code(&vera.secret);
+    let code: &'static str = Box::leak(code.into_boxed_str());
+    let r = app
+        .submit(&vera, "/account", &fields("vera at acme", code))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(r.field_error("email").is_some(), "{}", r.body);
+    assert!(
+        app.store
+            .user(&name)
+            .await
+            .unwrap()
+            .unwrap()
+            .email
+            .is_none()
+    );
+    let r = app
+        .submit(&vera, "/account", &fields("vera@acme.example", code))
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    assert_eq!(r.location(), "/account?done=account_saved");
+    let u = app.store.user(&name).await.unwrap().unwrap();
+    assert_eq!(u.email.unwrap().as_str(), "vera@acme.example");
+    assert_eq!(u.time_zone.unwrap().as_str(), "Europe/Berlin");
+    let set = app
+        .store
+        .audit_events(&portcullis_store::AuditQuery {
+            action: Some("user.set".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(set.len(), 1);
+    assert_eq!(set[0].actor, "vera", "the owner changed it");
+    // Her pages now show her own zone, while the plant's stays UTC.
+    app.request(&vera, "plc-7", "zone check").await;
+    let list = app.get("/requests", Some(&vera.cookie)).await;
+    assert!(
+        list.body.contains("Window (Europe/Berlin)"),
+        "{}",
+        list.body
+    );
+    assert!(list.body.contains("10:30 CET"), "{}", list.body);
+}
+
+#[tokio::test]
+async fn admins_see_failed_deliveries_retry_them_and_set_addresses() {
+    use portcullis_core::audit::{ActorRole, AuditDraft};
+    use portcullis_store::{Channel, NewDelivery};
+    let app = app().await;
+    let ada = app.user("ada", Role::Admin).await;
+    app.add_user("sam", Role::Supervisor).await;
+    // A delivery that has used up its tries.
+    let ev = app
+        .store
+        .append(AuditDraft::new(
+            "portcullis",
+            ActorRole::System,
+            "alert.restart",
+        ))
+        .await
+        .unwrap();
+    let n = app.store.unrouted_notices(10).await.unwrap();
+    assert_eq!(n[0].event_seq, Some(ev.seq));
+    let d = NewDelivery {
+        channel: Channel::Email,
+        recipient: "ada@plant.example".into(),
+        recipient_user: Some("ada".into()),
+        subject: "[Portcullis] Alert: <restart>".into(),
+        body: "x".into(),
+    };
+    assert!(app.store.route_notice(n[0].id, &[d]).await.unwrap());
+    let claimed = app
+        .store
+        .claim_deliveries(Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    app.store
+        .mark_delivery_failed(claimed[0].id, "SMTP: connection refused", None)
+        .await
+        .unwrap();
+    let page = app
+        .get("/admin/outbox?state=failed", Some(&ada.cookie))
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("SMTP: connection refused"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("Alert: &lt;restart&gt;"),
+        "escaped: {}",
+        page.body
+    );
+    assert!(page.body.contains(r#"data-state="failed""#));
+    let id = claimed[0].id.to_string();
+    let r = app
+        .submit(&ada, &format!("/admin/outbox/{id}/retry"), &[])
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let page = app.get("/admin/outbox", Some(&ada.cookie)).await;
+    assert!(
+        page.body.contains(r#"data-state="pending""#),
+        "{}",
+        page.body
+    );
+    // Others may not look.
+    let sam_browser = app.get("/admin/outbox", None).await;
+    assert_ne!(sam_browser.status, StatusCode::OK);
+    // An address from the users page.
+    let r = app
+        .submit(
+            &ada,
+            "/admin/users/sam/email",
+            &[("email", "sam@plant.example")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+    let users = app.get("/admin/users", Some(&ada.cookie)).await;
+    assert!(
+        users.body.contains(r#"value="sam@plant.example""#),
+        "{}",
+        users.body
+    );
+}
+
+#[tokio::test]
+async fn the_queue_says_when_its_list_has_changed() {
+    let app = app().await;
+    let vera = app.user("vera", Role::Vendor).await;
+    let sam = app.user("sam", Role::Supervisor).await;
+    let key = |body: &str| {
+        body.split("data-refresh-key=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let before = key(&app.get("/queue", Some(&sam.cookie)).await.body);
+    let again = key(&app.get("/queue", Some(&sam.cookie)).await.body);
+    assert_eq!(before, again, "an unchanged queue is never reloaded");
+    let id = app.request(&vera, "plc-7", "refresh check").await;
+    let after = key(&app.get("/queue", Some(&sam.cookie)).await.body);
+    assert_ne!(before, after);
+    assert!(after.contains(&format!("{id}:requested")), "{after}");
+}
