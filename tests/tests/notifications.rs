@@ -413,3 +413,86 @@ async fn a_notice_committed_before_kill_9_is_delivered_after_the_restart() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisors_who_ask_hear_of_sessions_and_a_lockout_reaches_its_owner_and_the_admins() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = pki(dir.path());
+    let (smtp_port, hook_port) = (free_port(), free_port());
+    let cfg = config(dir.path(), &pki, smtp_port, hook_port);
+    let smtp = Receiver::start("smtp", smtp_port, dir.path(), &pki);
+    let plant = Plant::new(&[502], &["--config", cfg.to_str().unwrap()]).await;
+    let b = &plant.broker;
+    let _ada = b.enroll("ada", "admin", None).await;
+    let _sue = b.enroll("sue", "supervisor", None).await;
+    set_contact(
+        b,
+        "sam",
+        &["--email", "sam@plant.example", "--notify-sessions", "on"],
+    );
+    set_contact(b, "sue", &["--email", "sue@plant.example"]);
+    set_contact(b, "ada", &["--email", "ada@plant.example"]);
+    set_contact(b, "vera", &["--email", "vera@acme.example"]);
+
+    let grant = plant.grant("502", "+1h").await;
+    let tunnel = plant.vera.connect(grant, &[], 1).await;
+    let started = smtp
+        .wait_for("session-start e-mail", |m| {
+            m["subject"].as_str().unwrap().contains("Session started")
+        })
+        .await;
+    assert_eq!(
+        started["rcpt_tos"],
+        json!(["sam@plant.example"]),
+        "only the supervisor who asked"
+    );
+    b.revoke(&plant.sam, grant).await;
+    let (_, _) = tunnel.exit().await;
+    let ended = smtp
+        .wait_for("session-end e-mail", |m| {
+            m["subject"].as_str().unwrap().contains("Session ended")
+        })
+        .await;
+    assert_eq!(ended["rcpt_tos"], json!(["sam@plant.example"]));
+    smtp.wait_for("revoke e-mail", |m| {
+        m["rcpt_tos"] == json!(["vera@acme.example"])
+            && m["subject"].as_str().unwrap().contains("revoked")
+    })
+    .await;
+
+    // Five wrong passwords lock vera: she and the admin hear of it, the supervisors do not.
+    for i in 0..5 {
+        let (s, _) = b
+            .post(
+                "/api/v1/auth/login",
+                json!({ "username": "vera", "password": format!("wrong guess number {i}") }),
+                None,
+            )
+            .await;
+        assert_eq!(s, 401);
+    }
+    let to_vera = smtp
+        .wait_for("lockout e-mail to vera", |m| {
+            m["subject"].as_str().unwrap().contains("is locked")
+                && m["rcpt_tos"] == json!(["vera@acme.example"])
+        })
+        .await;
+    assert!(
+        to_vera["body"]
+            .as_str()
+            .unwrap()
+            .contains("5 failed logins"),
+        "{to_vera}"
+    );
+    smtp.wait_for("lockout e-mail to ada", |m| {
+        m["subject"].as_str().unwrap().contains("is locked")
+            && m["rcpt_tos"] == json!(["ada@plant.example"])
+    })
+    .await;
+    let locks: Vec<_> = smtp
+        .received()
+        .into_iter()
+        .filter(|m| m["subject"].as_str().unwrap().contains("is locked"))
+        .collect();
+    assert_eq!(locks.len(), 2, "{locks:#?}");
+}

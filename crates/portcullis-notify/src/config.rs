@@ -257,6 +257,39 @@ impl NotifyConfig {
         })
     }
 
+    /// The settings as lines a page can show: no secrets, and no secret file names either.
+    pub fn summary(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.smtp {
+            let tls = match s.tls {
+                SmtpTls::None => "no TLS",
+                SmtpTls::StartTls => "STARTTLS",
+                SmtpTls::Tls => "TLS",
+            };
+            out.push((
+                "E-mail".into(),
+                format!("{}:{} ({tls}), from {}", s.host, s.port, s.from),
+            ));
+        }
+        for w in &self.webhooks {
+            out.push((
+                "Webhook".into(),
+                format!("{} for {}", w.url, w.events.join(", ")),
+            ));
+        }
+        let r = &self.retry;
+        out.push((
+            "Retries".into(),
+            format!(
+                "first after {} s, doubling to at most {} s, {} tries in all",
+                r.first.as_secs(),
+                r.max.as_secs(),
+                r.attempts
+            ),
+        ));
+        out
+    }
+
     /// Whether anything is configured to send to.
     pub fn is_empty(&self) -> bool {
         self.smtp.is_none() && self.webhooks.is_empty()

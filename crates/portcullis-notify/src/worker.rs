@@ -126,6 +126,10 @@ impl Notifier {
         })
     }
 
+    pub fn summary(&self) -> Vec<(String, String)> {
+        self.config.summary()
+    }
+
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
     }

@@ -103,6 +103,9 @@ pub(crate) struct Inner {
     pub login_limiter: RateLimiter,
     /// More Prometheus text for `/metrics` (the relay's, when one runs in this process).
     pub metrics: MetricsSlot,
+    /// What the config file says about notifications and alerts, as lines for the outbox page
+    /// (no secrets): set once by the binary.
+    pub settings_summary: std::sync::OnceLock<Vec<(String, String)>>,
 }
 
 #[derive(Default)]
@@ -135,12 +138,18 @@ impl AppState {
             passwords,
             login_limiter,
             metrics: MetricsSlot::default(),
+            settings_summary: std::sync::OnceLock::new(),
         }))
     }
 
     /// Adds `source`'s text to `/metrics` (once; later calls are ignored).
     pub fn set_metrics(&self, source: MetricsSource) {
         let _ = self.0.metrics.0.set(source);
+    }
+
+    /// The notification and alert settings the outbox page shows (once; later calls ignored).
+    pub fn set_settings_summary(&self, lines: Vec<(String, String)>) {
+        let _ = self.0.settings_summary.set(lines);
     }
 
     pub fn store(&self) -> &Store {

@@ -264,6 +264,11 @@ impl ApiClient {
         Ok(list.requests)
     }
 
+    /// The signed-in account with its time zone (issue 15), for showing times as its owner chose.
+    pub async fn me(&self) -> Result<portcullis_api_types::admin::User, ApiError> {
+        self.json(Method::GET, "/me", None, "your account").await
+    }
+
     /// One request or grant.
     pub async fn request(&self, id: i64) -> Result<Request, ApiError> {
         self.json(Method::GET, &format!("/requests/{id}"), None, "the request")

@@ -221,6 +221,16 @@ pub(crate) async fn outbox(
             " · "
             a href="/admin/outbox" { "all" }
         }
+        h2 { "Settings" }
+        @let settings = state.0.settings_summary.get().cloned().unwrap_or_default();
+        @if settings.is_empty() {
+            p data-testid="outbox-settings" { "Nothing is configured to send to: notices are kept here, not sent. Add [smtp] or [[webhook]] to the config file." }
+        } @else {
+            table data-testid="outbox-settings" {
+                tbody { @for (k, v) in &settings { tr { th { (k) } td { (v) } } } }
+            }
+        }
+        h2 { "Deliveries" }
         p { "Each notice is kept here from the moment its event is committed. A failed try is retried with growing waits; one that has used up its tries is failed until you retry it. A failure never affects the action that caused it." }
         table data-testid="outbox" {
             thead { tr { th { "#" } th { "Event" } th { "To" } th { "Subject" } th { "State" } th { "Tries" } th { "Next try / delivered" } th { "Last error" } th {} } }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use portcullis_client::api::{ApiClient, Request};
 use portcullis_client::config::ConfigDir;
 use portcullis_client::when;
-use portcullis_core::RequestState;
+use portcullis_core::{RequestState, TimeZoneName, Timestamp};
 
 use crate::cli::{Format, ListArgs};
 use crate::commands::devices::join_ports;
@@ -14,7 +14,16 @@ use crate::output::table;
 
 pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
     let session = ConfigDir::from_env()?.load_session()?;
-    let mut list = ApiClient::for_session(&session)?.requests().await?;
+    let api = ApiClient::for_session(&session)?;
+    let mut list = api.requests().await?;
+    // Times in the zone the person chose (issue 15); UTC when none, or from a broker too old
+    // to say.
+    let zone = api
+        .me()
+        .await
+        .ok()
+        .and_then(|me| me.time_zone)
+        .and_then(|z| TimeZoneName::parse(&z).ok());
     list.sort_by_key(|r| std::cmp::Reverse(r.id));
     if args.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&list)?);
@@ -24,26 +33,19 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitCode> {
         println!("no requests yet: ask for access with `portcullis request`");
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = list.iter().map(row).collect();
+    let rows: Vec<Vec<String>> = list.iter().map(|r| row(r, zone.as_ref())).collect();
+    let window = format!("WINDOW ({})", zone.as_ref().map_or("UTC", |z| z.as_str()));
     print!(
         "{}",
         table(
-            &[
-                "ID",
-                "DEVICE",
-                "PORTS",
-                "ACCESS",
-                "STATE",
-                "WINDOW (UTC)",
-                "LEFT"
-            ],
+            &["ID", "DEVICE", "PORTS", "ACCESS", "STATE", &window, "LEFT"],
             &rows
         )
     );
     Ok(ExitCode::SUCCESS)
 }
 
-fn row(r: &Request) -> Vec<String> {
+fn row(r: &Request, zone: Option<&TimeZoneName>) -> Vec<String> {
     let left = match (r.state.known(), r.seconds_left) {
         (Some(RequestState::Active), Some(s)) => when::left(Duration::from_secs(s)),
         _ => String::new(),
@@ -60,11 +62,23 @@ fn row(r: &Request) -> Vec<String> {
         state,
         format!(
             "{} to {}",
-            short(&r.window.start.to_rfc3339()),
-            short(&r.window.end.to_rfc3339())
+            shown(r.window.start, zone),
+            shown(r.window.end, zone)
         ),
         left,
     ]
+}
+
+/// A time as `2026-05-01 08:00`, in `zone` (with its abbreviation) or UTC.
+fn shown(t: Timestamp, zone: Option<&TimeZoneName>) -> String {
+    match zone.and_then(|z| {
+        jiff::Timestamp::from_microsecond(t.unix_micros())
+            .ok()
+            .map(|ts| ts.to_zoned(z.zone()))
+    }) {
+        Some(z) => z.strftime("%Y-%m-%d %H:%M %Z").to_string(),
+        None => short(&t.to_rfc3339()),
+    }
 }
 
 /// `2026-05-01T08:00:00.000000Z` as `2026-05-01 08:00`.

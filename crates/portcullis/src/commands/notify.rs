@@ -5,14 +5,17 @@ use std::sync::Arc;
 
 use portcullis_notify::{Metrics, Notifier};
 use portcullis_store::Store;
+use portcullis_web::AppState;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Context;
 
-/// Checks the settings (so a bad one stops the broker at start) and spawns the worker.
+/// Checks the settings (so a bad one stops the broker at start) and spawns the worker; the
+/// outbox page shows the settings.
 pub fn start(
     ctx: &Context,
     store: &Store,
+    web: &AppState,
     public_url: &str,
     time_zone: &str,
     stop: CancellationToken,
@@ -23,6 +26,7 @@ pub fn start(
     }
     let notifier = Notifier::new(store.clone(), config, public_url, time_zone)?;
     let metrics = notifier.metrics();
+    web.set_settings_summary(notifier.summary());
     tokio::spawn(notifier.run(stop));
     Ok(metrics)
 }

@@ -47,7 +47,14 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = relay.metrics();
     let stop = parts::shutdown_token()?;
     let watch = watch::start(ctx, &store, stop.clone());
-    let notices = notify::start(ctx, &store, &web.public, &args.web.time_zone, stop.clone())?;
+    let notices = notify::start(
+        ctx,
+        &store,
+        &web.state,
+        &web.public,
+        &args.web.time_zone,
+        stop.clone(),
+    )?;
     web.state.set_metrics(Arc::new(move || {
         metrics.render() + &watch.render() + &notices.render()
     }));

@@ -23,7 +23,14 @@ pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode
     )?;
     let stop = parts::shutdown_token()?;
     let watch = watch::start(ctx, &store, stop.clone());
-    let notices = notify::start(ctx, &store, &web.public, &args.web.time_zone, stop.clone())?;
+    let notices = notify::start(
+        ctx,
+        &store,
+        &web.state,
+        &web.public,
+        &args.web.time_zone,
+        stop.clone(),
+    )?;
     web.state
         .set_metrics(Arc::new(move || watch.render() + &notices.render()));
     match &tls.dev_ca {
