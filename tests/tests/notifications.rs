@@ -53,7 +53,11 @@ impl Receiver {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        assert_eq!(line.trim(), "ready", "{kind} receiver did not start");
+        assert_eq!(
+            line.trim(),
+            "ready",
+            "the {kind} receiver did not start (the SMTP one needs `pip install aiosmtpd`, which .ci/run does)"
+        );
         Receiver {
             _child: Reaped(child),
             out,
