@@ -286,7 +286,7 @@ pub(crate) async fn add_org(State(state): State<AppState>, p: Posted<OrgBody>) -
         Ok(()) => Ok(Flash::redirect("/admin/orgs", "org_added").into_response()),
         Err(e) => {
             let orgs = state.0.store.list_orgs().await?;
-            let tz = PlantTime::of_reader(&state, &who);
+            let tz = PlantTime::of_reader(&state, who);
             Ok(rerender(e, |problem| {
                 orgs_page(who, &orgs, &tz, Flash::default(), &p.form.name, problem)
             }))

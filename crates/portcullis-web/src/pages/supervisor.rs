@@ -360,7 +360,7 @@ pub(crate) async fn approve(
 ) -> PageResult {
     let who = &p.who;
     who.require(&[Role::Supervisor])?;
-    let tz = PlantTime::of_reader(&state, &who);
+    let tz = PlantTime::of_reader(&state, who);
     let outcome = async {
         let current = visible(&state, &who.0, id).await?;
         // Read the form first, so a typo does not use up an authenticator code.
@@ -427,7 +427,7 @@ fn grants_page(
     let listed = failed.is_some_and(|(id, _)| list.iter().any(|r| r.id == id));
     let on_top = failed.map(|(_, p)| if listed { p.clone() } else { p.whole() });
     let body = html! {
-        (refresh(&list))
+        (refresh(list))
         (error_box(on_top.as_ref()))
         (live)
         h2 { "Approved and active grants" }
@@ -536,7 +536,7 @@ pub(crate) async fn revoke(
         Err(e) => {
             let list = live_grants(&state).await?;
             let sessions = live::load(&state, who, None).await?;
-            let tz = PlantTime::of_reader(&state, &who);
+            let tz = PlantTime::of_reader(&state, who);
             let now = state.0.clock.now();
             let cx = live::Context::new(&state, who, &tz, Back::Grants);
             Ok(rerender(

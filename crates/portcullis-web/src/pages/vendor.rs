@@ -256,7 +256,7 @@ pub(crate) async fn new_request(
 pub(crate) async fn create(State(state): State<AppState>, p: Posted<RequestForm>) -> PageResult {
     let who = &p.who;
     who.require(&[Role::Vendor])?;
-    let tz = PlantTime::of_reader(&state, &who);
+    let tz = PlantTime::of_reader(&state, who);
     let outcome = match p.form.request(&tz) {
         Ok(new) => state
             .0
