@@ -14,7 +14,7 @@ use portcullis_core::audit::ActorRole;
 use portcullis_store::{NewUser, Store};
 
 use crate::cli::ServeArgs;
-use crate::commands::{parts, watch};
+use crate::commands::{alerts, parts, watch};
 use crate::context::Context;
 
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -47,8 +47,10 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = relay.metrics();
     let stop = parts::shutdown_token()?;
     let watch = watch::start(ctx, &store, stop.clone());
-    web.state
-        .set_metrics(Arc::new(move || metrics.render() + &watch.render()));
+    let alerts = alerts::start(ctx, &store, stop.clone());
+    web.state.set_metrics(Arc::new(move || {
+        metrics.render() + &watch.render() + &alerts.render()
+    }));
     bootstrap(&store, &web.public).await?;
 
     match &tls.dev_ca {
