@@ -280,11 +280,15 @@ impl Watcher {
     /// Appends the pending alerts in order; stops at the first that fails (it stays first).
     async fn flush(&mut self) -> Result<(), StoreError> {
         while let Some(p) = self.pending.front() {
-            let ev = self.store.append(p.alert.draft()).await;
-            self.metrics
-                .pending
-                .store(self.pending.len() as u64, Ordering::Relaxed);
-            let ev = ev?;
+            let ev = match self.store.append(p.alert.draft()).await {
+                Ok(ev) => ev,
+                Err(e) => {
+                    self.metrics
+                        .pending
+                        .store(self.pending.len() as u64, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
             tracing::warn!(
                 seq = ev.seq,
                 action = %ev.action,

@@ -349,9 +349,9 @@ impl AlertRules {
             // Read back before the timers run: an offline alert written at its deadline must
             // not fire a second time when it is read again after a restart.
             self.read_back(ev);
-            return self.tick(ev.ts);
+            return self.fire_due(ev.ts);
         }
-        let mut out = self.tick(ev.ts);
+        let mut out = self.fire_due(ev.ts);
         match ev.action {
             "login.fail" | "mfa.fail" | "mfa.replay" => out.extend(self.login_failure(ev)),
             "login.locked" => out.push(lockout(ev)),
@@ -389,8 +389,16 @@ impl AlertRules {
     /// forgets windows with nothing left in them.
     pub fn tick(&mut self, now: Timestamp) -> Vec<Alert> {
         let t = self.thresholds;
+        // Here, not per event: a sweep over every subject on every event would make a burst
+        // from many addresses quadratic.
         self.logins.forget_idle(now, t.login_failures_window);
         self.refusals.forget_idle(now, t.relay_refusals_window);
+        self.fire_due(now)
+    }
+
+    /// The connector-offline timers due at `now`.
+    fn fire_due(&mut self, now: Timestamp) -> Vec<Alert> {
+        let t = self.thresholds;
         let mut out = Vec::new();
         for (name, site) in &mut self.sites {
             let Some(off) = site.offline.as_mut() else {
