@@ -257,6 +257,7 @@ portcullis_testkit::both_backends!(
     a_restart_rebuilds_the_windows_from_the_log,
     a_connector_offline_past_the_threshold_alerts_and_then_its_return,
     alerts_count_in_metrics_and_raise_no_alerts,
+    a_crash_after_the_alert_but_before_the_cursor_repeats_it_once,
 );
 
 /// SQLite only: `max_page_count` fills the database without filling a disk.
@@ -327,4 +328,106 @@ async fn an_unwritable_log_is_alerted_with_its_gap_once_it_takes_writes_again() 
         .await
         .unwrap();
     assert_eq!(again.len(), 1, "once per gap");
+}
+
+async fn a_crash_after_the_alert_but_before_the_cursor_repeats_it_once(db: TestDb) {
+    let e = env(db).await;
+    let mut w = e.watcher().await;
+    for _ in 0..4 {
+        e.bad_login("bob").await;
+    }
+    w.poll(e.now()).await.unwrap();
+    let before = w.cursor();
+    e.bad_login("bob").await;
+    // The run that crashed got as far as appending its alert, not as far as moving the cursor:
+    // raise the alert as it did (the same rules over the same log) and append it.
+    let mut rules = AlertRules::new(Thresholds::default());
+    let mut raised = Vec::new();
+    for ev in e.store.audit_events(&AuditQuery::default()).await.unwrap() {
+        raised = rules.observe(&ev.view());
+    }
+    assert_eq!(raised.len(), 1);
+    e.store.append(raised[0].draft()).await.unwrap();
+    drop(w);
+
+    let mut w = e.watcher().await;
+    assert_eq!(w.cursor(), before);
+    w.poll(e.now()).await.unwrap();
+    w.poll(e.now()).await.unwrap();
+    assert_eq!(
+        e.alerts("alert.login_failures").await.len(),
+        2,
+        "raised again, once: at least once, never lost"
+    );
+    // Reading the crashed run's alert back restored the quiet time: no third.
+    for _ in 0..5 {
+        e.bad_login("bob").await;
+    }
+    w.poll(e.now()).await.unwrap();
+    assert_eq!(e.alerts("alert.login_failures").await.len(), 2);
+    assert_eq!(w.cursor(), e.store.audit_head().await.unwrap().seq);
+}
+
+/// SQLite only (`query_only`): an alert that cannot be written holds the cursor back, so a
+/// crash before the log takes writes again does not lose it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_that_could_not_be_written_survives_a_crash() {
+    let db = TestDb::sqlite();
+    let mut cfg = portcullis_store::StoreConfig::new(MacKey::new([3; 32]));
+    cfg.max_connections = 1;
+    let store = Store::open(db.url(), cfg).await.unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let mut w = Watcher::start(store.clone(), Thresholds::default(), metrics.clone())
+        .await
+        .unwrap();
+    let fail = || {
+        AuditDraft::new("bob", ActorRole::Vendor, "login.fail")
+            .target("user:bob")
+            .source("198.51.100.7")
+            .details(json!({ "reason": "bad_password" }))
+    };
+    for _ in 0..4 {
+        store.append(fail()).await.unwrap();
+    }
+    w.poll(store.now()).await.unwrap();
+    let before = w.cursor();
+    let fifth = store.append(fail()).await.unwrap();
+    // Read-only from here (the pool's one connection): the alert's append fails.
+    sqlx::raw_sql("PRAGMA query_only = ON")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert!(w.poll(store.now()).await.is_err(), "the append failed");
+    assert!(metrics.render().contains("portcullis_alerts_pending 1\n"));
+    assert_eq!(
+        w.cursor(),
+        before,
+        "held back before the trigger {}",
+        fifth.seq
+    );
+    assert_eq!(store.cursor(CURSOR).await.unwrap(), before);
+    drop(w);
+    sqlx::raw_sql("PRAGMA query_only = OFF")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store.probe_writes().await.unwrap();
+
+    let mut w = Watcher::start(store.clone(), Thresholds::default(), metrics.clone())
+        .await
+        .unwrap();
+    w.poll(store.now()).await.unwrap();
+    let got = store
+        .audit_events(&AuditQuery {
+            action: Some("alert.login_failures".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1, "raised after the restart, not lost");
+    let d: serde_json::Value = serde_json::from_str(&got[0].details).unwrap();
+    assert_eq!(
+        d["seqs"].as_array().unwrap().last(),
+        Some(&json!(fifth.seq))
+    );
 }
