@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod alert;
 pub mod audit;
 pub mod clock;
 pub mod clockwatch;

@@ -19,6 +19,8 @@ struct FileConfig {
     #[serde(default)]
     webhook: Vec<portcullis_notify::WebhookFile>,
     notifications: Option<portcullis_notify::NotificationsFile>,
+    /// Alert thresholds (issue 15): `[alerts]`.
+    alerts: Option<AlertsFile>,
 }
 
 pub struct Settings {
@@ -29,6 +31,8 @@ pub struct Settings {
     smtp: Option<portcullis_notify::SmtpFile>,
     webhooks: Vec<portcullis_notify::WebhookFile>,
     notifications: Option<portcullis_notify::NotificationsFile>,
+    /// When alerts fire: the `[alerts]` table over the defaults.
+    pub alerts: portcullis_core::alert::Thresholds,
 }
 
 impl fmt::Debug for Settings {
@@ -39,6 +43,7 @@ impl fmt::Debug for Settings {
                 "database_url",
                 &portcullis_store::redact(&self.database_url),
             )
+            .field("alerts", &self.alerts)
             .finish()
     }
 }
@@ -60,12 +65,17 @@ impl Settings {
             .clone()
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("portcullis.db").display()));
+        let alerts = match &file.alerts {
+            Some(a) => a.thresholds()?,
+            None => portcullis_core::alert::Thresholds::default(),
+        };
         Ok(Settings {
             data_dir,
             database_url,
             smtp: file.smtp,
             webhooks: file.webhook,
             notifications: file.notifications,
+            alerts,
         })
     }
 
@@ -94,4 +104,123 @@ fn absolute(p: &Path) -> anyhow::Result<PathBuf> {
     Ok(std::env::current_dir()
         .context("cannot read the current directory")?
         .join(p))
+}
+
+/// `[alerts]`: every key optional, defaults in [`portcullis_core::alert::Thresholds`]. Read as
+/// signed integers so that a negative value gets an error naming its key, not a parser's
+/// "expected u32".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsFile {
+    login_failures: Option<i64>,
+    login_failures_minutes: Option<i64>,
+    relay_refusals: Option<i64>,
+    relay_refusals_minutes: Option<i64>,
+    connector_offline_secs: Option<i64>,
+}
+
+impl AlertsFile {
+    fn thresholds(&self) -> anyhow::Result<portcullis_core::alert::Thresholds> {
+        use std::time::Duration;
+        /// A count or duration of at least 1 (0 would alert on nothing, or on everything at once).
+        fn positive(key: &str, v: Option<i64>, max: i64) -> anyhow::Result<Option<u32>> {
+            match v {
+                None => Ok(None),
+                Some(n) if (1..=max).contains(&n) => Ok(u32::try_from(n).ok()),
+                Some(n) => anyhow::bail!("alerts.{key} must be between 1 and {max}, not {n}"),
+            }
+        }
+        let mins = |m: u32| Duration::from_secs(u64::from(m) * 60);
+        let d = portcullis_core::alert::Thresholds::default();
+        Ok(portcullis_core::alert::Thresholds {
+            login_failures: positive("login_failures", self.login_failures, 1_000_000)?
+                .unwrap_or(d.login_failures),
+            login_failures_window: positive(
+                "login_failures_minutes",
+                self.login_failures_minutes,
+                7 * 24 * 60,
+            )?
+            .map_or(d.login_failures_window, mins),
+            relay_refusals: positive("relay_refusals", self.relay_refusals, 1_000_000)?
+                .unwrap_or(d.relay_refusals),
+            relay_refusals_window: positive(
+                "relay_refusals_minutes",
+                self.relay_refusals_minutes,
+                7 * 24 * 60,
+            )?
+            .map_or(d.relay_refusals_window, mins),
+            connector_offline: positive(
+                "connector_offline_secs",
+                self.connector_offline_secs,
+                7 * 24 * 3600,
+            )?
+            .map_or(d.connector_offline, |s| Duration::from_secs(u64::from(s))),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod alert_tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn alerts(toml_text: &str) -> anyhow::Result<portcullis_core::alert::Thresholds> {
+        let file: FileConfig = toml::from_str(toml_text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        match file.alerts {
+            Some(a) => a.thresholds(),
+            None => Ok(portcullis_core::alert::Thresholds::default()),
+        }
+    }
+
+    #[test]
+    fn alert_thresholds_default_and_override_key_by_key() {
+        let d = portcullis_core::alert::Thresholds::default();
+        assert_eq!(alerts("").unwrap(), d);
+        assert_eq!(alerts("[alerts]\n").unwrap(), d);
+        let t = alerts(
+            "[alerts]\nlogin_failures = 3\nlogin_failures_minutes = 2\n\
+             relay_refusals = 4\nrelay_refusals_minutes = 30\nconnector_offline_secs = 2\n",
+        )
+        .unwrap();
+        assert_eq!(t.login_failures, 3);
+        assert_eq!(t.login_failures_window, Duration::from_secs(120));
+        assert_eq!(t.relay_refusals, 4);
+        assert_eq!(t.relay_refusals_window, Duration::from_secs(1800));
+        assert_eq!(t.connector_offline, Duration::from_secs(2));
+        let only = alerts("[alerts]\nconnector_offline_secs = 5\n").unwrap();
+        assert_eq!(only.login_failures, d.login_failures);
+        assert_eq!(only.connector_offline, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_alert_thresholds_are_errors_naming_the_key() {
+        for (text, key) in [
+            ("login_failures = 0", "alerts.login_failures"),
+            (
+                "login_failures_minutes = -1",
+                "alerts.login_failures_minutes",
+            ),
+            ("relay_refusals = 0", "alerts.relay_refusals"),
+            (
+                "relay_refusals_minutes = 0",
+                "alerts.relay_refusals_minutes",
+            ),
+            (
+                "connector_offline_secs = -5",
+                "alerts.connector_offline_secs",
+            ),
+        ] {
+            let e = alerts(&format!("[alerts]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        // Unknown keys stay errors, inside the table too.
+        let e = alerts("[alerts]\nlogin_failure = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("login_failure"), "{e}");
+    }
 }

@@ -1,6 +1,7 @@
 //! One module per command group; `run` dispatches.
 
 mod admin;
+mod alerts;
 mod audit;
 mod connect;
 mod connector;

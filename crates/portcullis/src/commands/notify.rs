@@ -26,7 +26,20 @@ pub fn start(
     }
     let notifier = Notifier::new(store.clone(), config, public_url, time_zone)?;
     let metrics = notifier.metrics();
-    web.set_settings_summary(notifier.summary());
+    let mut summary = notifier.summary();
+    let t = ctx.settings.alerts;
+    summary.push((
+        "Alert thresholds".into(),
+        format!(
+            "{} failed logins in {} min; {} relay refusals in {} min; a connector offline for {} s              ([alerts] in the config file)",
+            t.login_failures,
+            t.login_failures_window.as_secs() / 60,
+            t.relay_refusals,
+            t.relay_refusals_window.as_secs() / 60,
+            t.connector_offline.as_secs()
+        ),
+    ));
+    web.set_settings_summary(summary);
     tokio::spawn(notifier.run(stop));
     Ok(metrics)
 }

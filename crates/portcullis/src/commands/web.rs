@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::cli::WebCommandArgs;
-use crate::commands::{notify, parts, watch};
+use crate::commands::{alerts, notify, parts, watch};
 use crate::context::Context;
 
 pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode> {
@@ -31,8 +31,10 @@ pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode
         &args.web.time_zone,
         stop.clone(),
     )?;
-    web.state
-        .set_metrics(Arc::new(move || watch.render() + &notices.render()));
+    let alerts = alerts::start(ctx, &store, stop.clone());
+    web.state.set_metrics(Arc::new(move || {
+        watch.render() + &notices.render() + &alerts.render()
+    }));
     match &tls.dev_ca {
         Some(ca) => println!("web: {} (development CA: {})", web.public, ca.display()),
         None => println!("web: {}", web.public),
