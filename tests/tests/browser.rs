@@ -466,9 +466,21 @@ async fn vendor_requests_supervisor_approves_with_step_up_auditor_verifies_in_ch
     assert_eq!(vera.text("state").await, "requested");
     vera.screenshot("requested").await;
 
-    // The supervisor sees it in the queue, opens it, and approves with a fresh code.
-    sam.open("/queue").await;
+    // The supervisor's queue, open since the login, shows it by itself (issue 15): the page
+    // looks every 10 s and reloads because its list changed; nobody navigates.
+    let row = format!("[data-testid=\"request-row\"][data-id=\"{request_id}\"]");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sam.c.find(Locator::Css(&row)).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the queue did not show request {request_id} by itself within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(sam.path().await, "/queue");
     assert!(sam.text("requests").await.contains("Firmware diagnostics"));
+    // The supervisor opens it, and approves with a fresh code.
+    sam.open("/queue").await;
     sam.screenshot("queue").await;
     sam.open(&format!("/requests/{request_id}")).await;
     assert!(

@@ -205,7 +205,7 @@ async fn a_full_disk_fails_closed_warns_and_recovers_without_a_restart() {
 
     // Past 80 %: a warning, as a gauge and an audit event (the disk still takes it).
     let filler = data.join("filler");
-    fill(&filler, &data, Some(0.85));
+    fill(&filler, &data, Some(0.81));
     within(Duration::from_secs(15), "disk.usage warning", || async {
         broker
             .audit("disk.usage")
