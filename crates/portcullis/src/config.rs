@@ -15,11 +15,14 @@ use crate::cli::Globals;
 struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
+    /// The SIEM stream (issue 15, decision 0016).
+    syslog: Option<portcullis_siem::SyslogFile>,
 }
 
 pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: String,
+    pub syslog: Option<portcullis_siem::SyslogConfig>,
 }
 
 impl fmt::Debug for Settings {
@@ -30,6 +33,7 @@ impl fmt::Debug for Settings {
                 "database_url",
                 &portcullis_store::redact(&self.database_url),
             )
+            .field("syslog", &self.syslog)
             .finish()
     }
 }
@@ -51,9 +55,19 @@ impl Settings {
             .clone()
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("portcullis.db").display()));
+        let syslog = file
+            .syslog
+            .as_ref()
+            .map(portcullis_siem::SyslogConfig::from_file)
+            .transpose()
+            .map_err(|e| match &cli.config {
+                Some(p) => anyhow::anyhow!("config file {}: {e}", p.display()),
+                None => anyhow::anyhow!("{e}"),
+            })?;
         Ok(Settings {
             data_dir,
             database_url,
+            syslog,
         })
     }
 }

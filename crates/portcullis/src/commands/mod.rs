@@ -13,6 +13,8 @@ mod parts;
 mod relay;
 mod request;
 mod serve;
+mod siem;
+mod tail;
 mod watch;
 mod web;
 

@@ -14,7 +14,7 @@ use portcullis_core::audit::ActorRole;
 use portcullis_store::{NewUser, Store};
 
 use crate::cli::ServeArgs;
-use crate::commands::{parts, watch};
+use crate::commands::{parts, siem, watch};
 use crate::context::Context;
 
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -47,8 +47,9 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = relay.metrics();
     let stop = parts::shutdown_token()?;
     let watch = watch::start(ctx, &store, stop.clone());
+    let siem = siem::start(ctx, &store, stop.clone())?;
     web.state
-        .set_metrics(Arc::new(move || metrics.render() + &watch.render()));
+        .set_metrics(Arc::new(move || metrics.render() + &watch.render() + &siem()));
     bootstrap(&store, &web.public).await?;
 
     match &tls.dev_ca {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::cli::WebCommandArgs;
-use crate::commands::{parts, watch};
+use crate::commands::{parts, siem, watch};
 use crate::context::Context;
 
 pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode> {
@@ -23,7 +23,9 @@ pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode
     )?;
     let stop = parts::shutdown_token()?;
     let watch = watch::start(ctx, &store, stop.clone());
-    web.state.set_metrics(Arc::new(move || watch.render()));
+    let siem = siem::start(ctx, &store, stop.clone())?;
+    web.state
+        .set_metrics(Arc::new(move || watch.render() + &siem()));
     match &tls.dev_ca {
         Some(ca) => println!("web: {} (development CA: {})", web.public, ca.display()),
         None => println!("web: {}", web.public),
