@@ -129,7 +129,11 @@ impl SyslogConfig {
             .or_else(|_| std::fs::read_to_string("/etc/hostname"))
             .unwrap_or_default();
         let name = printable_ascii(local.trim(), HOSTNAME_MAX);
-        if name.is_empty() { "-".to_owned() } else { name }
+        if name.is_empty() {
+            "-".to_owned()
+        } else {
+            name
+        }
     }
 }
 
@@ -204,6 +208,9 @@ mod tests {
     fn the_local_hostname_is_a_header_token() {
         let c = SyslogConfig::from_file(&file("udp://h:514")).unwrap();
         let h = c.hostname_or_local();
-        assert!(!h.is_empty() && h.bytes().all(|b| (33..=126).contains(&b)), "{h}");
+        assert!(
+            !h.is_empty() && h.bytes().all(|b| (33..=126).contains(&b)),
+            "{h}"
+        );
     }
 }

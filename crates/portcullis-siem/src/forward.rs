@@ -94,7 +94,10 @@ impl SiemMetrics {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut out = String::new();
         let mut one = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         };
         one(
             "portcullis_siem_forwarded_total",
@@ -274,11 +277,16 @@ impl Forwarder {
             self.metrics
                 .forwarded
                 .fetch_add(page.len() as u64, Ordering::Relaxed);
-            self.metrics
-                .lag
-                .store(u64::try_from(lag).unwrap_or(0).saturating_sub(page.len() as u64), Ordering::Relaxed);
+            self.metrics.lag.store(
+                u64::try_from(lag)
+                    .unwrap_or(0)
+                    .saturating_sub(page.len() as u64),
+                Ordering::Relaxed,
+            );
         } else {
-            self.metrics.cursor_conflicts.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .cursor_conflicts
+                .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 "the siem cursor was moved by another process (is a second forwarder running on \
                  this database?); reading it again"

@@ -28,7 +28,9 @@ use std::time::Duration;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufWriter, WriteHalf};
+use tokio::io::{
+    AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufWriter, WriteHalf,
+};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
@@ -87,18 +89,27 @@ impl FromStr for Endpoint {
                 ),
             )
         };
-        let (scheme, rest) = text.trim().split_once("://").ok_or_else(|| bad("has no scheme"))?;
+        let (scheme, rest) = text
+            .trim()
+            .split_once("://")
+            .ok_or_else(|| bad("has no scheme"))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "udp" => Scheme::Udp,
             "tcp" => Scheme::Tcp,
             "tcp+tls" | "tls" => Scheme::Tls,
-            other => return Err(bad(&format!("has the scheme '{other}', which is not supported"))),
+            other => {
+                return Err(bad(&format!(
+                    "has the scheme '{other}', which is not supported"
+                )));
+            }
         };
         if rest.contains(['/', '?', '#', '@']) {
             return Err(bad("must be only scheme, host and port"));
         }
         let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (h, p) = v6.split_once(']').ok_or_else(|| bad("has an unclosed '['"))?;
+            let (h, p) = v6
+                .split_once(']')
+                .ok_or_else(|| bad("has an unclosed '['"))?;
             (h, p.strip_prefix(':'))
         } else {
             match rest.rsplit_once(':') {
@@ -220,12 +231,9 @@ impl Connector {
         let probe = socket2::Socket::from(tcp.as_fd().try_clone_to_owned().map_err(io)?);
         let stream: Box<dyn Duplex> = match &self.tls {
             None => Box::new(tcp),
-            Some((connector, server)) => Box::new(
-                connector
-                    .connect(server.clone(), tcp)
-                    .await
-                    .map_err(io)?,
-            ),
+            Some((connector, server)) => {
+                Box::new(connector.connect(server.clone(), tcp).await.map_err(io)?)
+            }
         };
         let (mut read, write) = tokio::io::split(stream);
         let closed = Arc::new(AtomicBool::new(false));
@@ -297,10 +305,7 @@ fn tls_for(
         .with_no_client_auth();
     let server = ServerName::try_from(endpoint.host.clone())
         .map_err(|e| config_err(format!("'{}' is not a server name ({e})", endpoint.host)))?;
-    Ok((
-        tokio_rustls::TlsConnector::from(Arc::new(config)),
-        server,
-    ))
+    Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), server))
 }
 
 trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -440,7 +445,10 @@ mod tests {
             (Scheme::Tls, "siem.plant.example", 6514)
         );
         let e: Endpoint = "udp://[::1]:514".parse().unwrap();
-        assert_eq!((e.scheme, e.host.as_str(), e.port), (Scheme::Udp, "::1", 514));
+        assert_eq!(
+            (e.scheme, e.host.as_str(), e.port),
+            (Scheme::Udp, "::1", 514)
+        );
         assert_eq!(e.to_string(), "udp://[::1]:514");
         let e: Endpoint = "tcp://10.0.0.9:601".parse().unwrap();
         assert_eq!(e.to_string(), "tcp://10.0.0.9:601");
@@ -479,7 +487,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let endpoint: Endpoint = "tcp+tls://127.0.0.1:6514".parse().unwrap();
         let missing = dir.path().join("missing.pem");
-        let e = tls_for(&endpoint, Some(&missing)).err().unwrap().to_string();
+        let e = tls_for(&endpoint, Some(&missing))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.starts_with("syslog.ca_file: cannot read "), "{e}");
         assert!(e.contains("missing.pem"), "{e}");
         let junk = dir.path().join("junk.pem");

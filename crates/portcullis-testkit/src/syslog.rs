@@ -128,7 +128,10 @@ impl Receiver {
 
     /// The next message, waiting at most `within`.
     pub async fn next_within(&mut self, within: std::time::Duration) -> Option<(Instant, String)> {
-        tokio::time::timeout(within, self.rx.recv()).await.ok().flatten()
+        tokio::time::timeout(within, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 

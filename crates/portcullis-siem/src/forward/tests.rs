@@ -50,12 +50,10 @@ fn config(url: &str, ca: Option<&std::path::Path>) -> SyslogConfig {
 
 /// Starts a forwarder with short pauses; returns its metrics and stop token.
 fn forward(store: &Store, config: &SyslogConfig) -> (Arc<SiemMetrics>, CancellationToken) {
-    let f = Forwarder::new(store.clone(), config)
-        .unwrap()
-        .with_timing(
-            Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
-            Duration::from_millis(20),
-        );
+    let f = Forwarder::new(store.clone(), config).unwrap().with_timing(
+        Backoff::new(Duration::from_millis(20), Duration::from_millis(200)),
+        Duration::from_millis(20),
+    );
     let metrics = f.metrics();
     let stop = CancellationToken::new();
     tokio::spawn(f.run(stop.clone()));
@@ -82,7 +80,11 @@ async fn expect_seqs(rx: &mut Receiver, want: &[i64]) {
 async fn wait_forwarded(metrics: &SiemMetrics, n: u64) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     while metrics.forwarded() < n {
-        assert!(tokio::time::Instant::now() < deadline, "{}", metrics.render());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            metrics.render()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(metrics.forwarded(), n);
@@ -107,7 +109,10 @@ async fn sends_everything_in_order_and_once_across_a_collector_restart(db: TestD
     wait_forwarded(&metrics, 13).await;
     assert_eq!(store.cursor(CURSOR).await.unwrap(), later[0]);
     let text = metrics.render();
-    assert!(text.contains("portcullis_siem_forwarded_total 13\n"), "{text}");
+    assert!(
+        text.contains("portcullis_siem_forwarded_total 13\n"),
+        "{text}"
+    );
     assert!(text.contains("portcullis_siem_connected 1\n"), "{text}");
     stop.cancel();
 }
@@ -142,7 +147,9 @@ portcullis_testkit::both_backends!(
 
 /// A TLS collector whose certificate comes from a test CA (rcgen, through portcullis-net's
 /// development PKI) that only `ca_file` makes trusted.
-fn tls_collector(dir: &std::path::Path) -> (Arc<tokio_rustls::rustls::ServerConfig>, std::path::PathBuf) {
+fn tls_collector(
+    dir: &std::path::Path,
+) -> (Arc<tokio_rustls::rustls::ServerConfig>, std::path::PathBuf) {
     let files = portcullis_net::ensure_dev_pki(dir, &["127.0.0.1".into()]).unwrap();
     let (certs, key) = portcullis_net::load_certified_key(&files.cert, &files.key).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(portcullis_net::crypto_provider())
@@ -184,8 +191,15 @@ async fn tls_refuses_a_collector_the_ca_file_does_not_vouch_for() {
     append(&store, 2).await;
     let (metrics, stop) = forward(&store, &config(&rx.url(), Some(&other_ca)));
     let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !metrics.render().contains("portcullis_siem_errors_total{kind=\"connect\"} 2") {
-        assert!(tokio::time::Instant::now() < deadline, "{}", metrics.render());
+    while !metrics
+        .render()
+        .contains("portcullis_siem_errors_total{kind=\"connect\"} 2")
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}",
+            metrics.render()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(rx.next_within(Duration::from_millis(1)).await.is_none());

@@ -48,8 +48,9 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let stop = parts::shutdown_token()?;
     let watch = watch::start(ctx, &store, stop.clone());
     let siem = siem::start(ctx, &store, stop.clone())?;
-    web.state
-        .set_metrics(Arc::new(move || metrics.render() + &watch.render() + &siem()));
+    web.state.set_metrics(Arc::new(move || {
+        metrics.render() + &watch.render() + &siem()
+    }));
     bootstrap(&store, &web.public).await?;
 
     match &tls.dev_ca {
