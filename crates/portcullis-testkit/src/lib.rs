@@ -15,6 +15,7 @@ use sqlx::postgres::PgConnection;
 pub mod devices;
 pub mod proxy;
 pub mod stats;
+pub mod syslog;
 
 /// Runs each named `async fn(TestDb)` once on SQLite and once on PostgreSQL, as tests
 /// `sqlite::<name>` and `postgres::<name>`: one suite, both databases, identical assertions.

@@ -537,6 +537,27 @@ pub enum AuditCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Print the latest events (the last 10, or from --from-seq) and follow new ones as they
+    /// are committed, until SIGINT/SIGTERM. JSON lines equal `audit export --format jsonl`'s.
+    Tail(TailArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    #[arg(long, value_enum, default_value_t = TailFormat::Jsonl)]
+    pub format: TailFormat,
+    /// Start at this seq (inclusive) instead of the last 10 events.
+    #[arg(long, value_name = "N")]
+    pub from_seq: Option<i64>,
+    /// Print what is there and exit instead of following.
+    #[arg(long)]
+    pub no_follow: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TailFormat {
+    Jsonl,
+    Text,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -21,6 +21,8 @@ struct FileConfig {
     notifications: Option<portcullis_notify::NotificationsFile>,
     /// Alert thresholds (issue 15): `[alerts]`.
     alerts: Option<AlertsFile>,
+    /// The SIEM stream (issue 15, decision 0016).
+    syslog: Option<portcullis_siem::SyslogFile>,
 }
 
 pub struct Settings {
@@ -33,6 +35,7 @@ pub struct Settings {
     notifications: Option<portcullis_notify::NotificationsFile>,
     /// When alerts fire: the `[alerts]` table over the defaults.
     pub alerts: portcullis_core::alert::Thresholds,
+    pub syslog: Option<portcullis_siem::SyslogConfig>,
 }
 
 impl fmt::Debug for Settings {
@@ -44,6 +47,7 @@ impl fmt::Debug for Settings {
                 &portcullis_store::redact(&self.database_url),
             )
             .field("alerts", &self.alerts)
+            .field("syslog", &self.syslog)
             .finish()
     }
 }
@@ -69,6 +73,15 @@ impl Settings {
             Some(a) => a.thresholds()?,
             None => portcullis_core::alert::Thresholds::default(),
         };
+        let syslog = file
+            .syslog
+            .as_ref()
+            .map(portcullis_siem::SyslogConfig::from_file)
+            .transpose()
+            .map_err(|e| match &cli.config {
+                Some(p) => anyhow::anyhow!("config file {}: {e}", p.display()),
+                None => anyhow::anyhow!("{e}"),
+            })?;
         Ok(Settings {
             data_dir,
             database_url,
@@ -76,6 +89,7 @@ impl Settings {
             webhooks: file.webhook,
             notifications: file.notifications,
             alerts,
+            syslog,
         })
     }
 

@@ -36,6 +36,7 @@ pub async fn run(ctx: &Context, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
             }
             export(ctx, format, since, until, out.as_deref()).await
         }
+        AuditCommand::Tail(args) => crate::commands::tail::run(ctx, args).await,
     }
 }
 

@@ -15,6 +15,8 @@ mod parts;
 mod relay;
 mod request;
 mod serve;
+mod siem;
+mod tail;
 mod watch;
 mod web;
 

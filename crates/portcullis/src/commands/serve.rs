@@ -14,7 +14,7 @@ use portcullis_core::audit::ActorRole;
 use portcullis_store::{NewUser, Store};
 
 use crate::cli::ServeArgs;
-use crate::commands::{alerts, notify, parts, watch};
+use crate::commands::{alerts, notify, parts, siem, watch};
 use crate::context::Context;
 
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -56,8 +56,9 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         stop.clone(),
     )?;
     let alerts = alerts::start(ctx, &store, stop.clone());
+    let siem = siem::start(ctx, &store, stop.clone())?;
     web.state.set_metrics(Arc::new(move || {
-        metrics.render() + &watch.render() + &notices.render() + &alerts.render()
+        metrics.render() + &watch.render() + &notices.render() + &alerts.render() + &siem()
     }));
     bootstrap(&store, &web.public).await?;
 

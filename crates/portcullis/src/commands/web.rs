@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use crate::cli::WebCommandArgs;
-use crate::commands::{alerts, notify, parts, watch};
+use crate::commands::{alerts, notify, parts, siem, watch};
 use crate::context::Context;
 
 pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode> {
@@ -32,8 +32,9 @@ pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode
         stop.clone(),
     )?;
     let alerts = alerts::start(ctx, &store, stop.clone());
+    let siem = siem::start(ctx, &store, stop.clone())?;
     web.state.set_metrics(Arc::new(move || {
-        watch.render() + &notices.render() + &alerts.render()
+        watch.render() + &notices.render() + &alerts.render() + &siem()
     }));
     match &tls.dev_ca {
         Some(ca) => println!("web: {} (development CA: {})", web.public, ca.display()),
