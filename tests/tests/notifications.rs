@@ -130,6 +130,44 @@ attempts = 100
     path
 }
 
+/// One test's receivers-to-be and config file: a CA, two free ports, `portcullis.toml`.
+struct Setup {
+    dir: tempfile::TempDir,
+    pki: PathBuf,
+    smtp_port: u16,
+    hook_port: u16,
+    cfg: PathBuf,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki(dir.path());
+        let (smtp_port, hook_port) = (free_port(), free_port());
+        let cfg = config(dir.path(), &pki, smtp_port, hook_port);
+        Setup {
+            dir,
+            pki,
+            smtp_port,
+            hook_port,
+            cfg,
+        }
+    }
+
+    fn smtp(&self) -> Receiver {
+        Receiver::start("smtp", self.smtp_port, self.dir.path(), &self.pki)
+    }
+
+    fn hook(&self) -> Receiver {
+        Receiver::start("webhook", self.hook_port, self.dir.path(), &self.pki)
+    }
+
+    /// The plant of `common` (sam, vera, plc-7 on 502), its broker reading the config file.
+    async fn plant(&self) -> Plant {
+        Plant::new(&[502], &["--config", self.cfg.to_str().unwrap()]).await
+    }
+}
+
 fn set_contact(b: &Broker, user: &str, args: &[&str]) -> String {
     let mut all = vec!["admin", "user", "set", user];
     all.extend(args);
@@ -138,13 +176,10 @@ fn set_contact(b: &Broker, user: &str, args: &[&str]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_hear_of_requests_and_decisions_by_email_and_webhook() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
-    let (smtp_port, hook_port) = (free_port(), free_port());
-    let cfg = config(dir.path(), &pki, smtp_port, hook_port);
-    let smtp = Receiver::start("smtp", smtp_port, dir.path(), &pki);
-    let hook = Receiver::start("webhook", hook_port, dir.path(), &pki);
-    let plant = Plant::new(&[502], &["--config", cfg.to_str().unwrap()]).await;
+    let setup = Setup::new();
+    let smtp = setup.smtp();
+    let hook = setup.hook();
+    let plant = setup.plant().await;
     let b = &plant.broker;
     let out = set_contact(b, "sam", &["--email", "sam@plant.example"]);
     assert!(out.contains("sam@plant.example"), "{out}");
@@ -276,12 +311,9 @@ async fn people_hear_of_requests_and_decisions_by_email_and_webhook() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_approval_is_asked_of_the_other_supervisors() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
-    let (smtp_port, hook_port) = (free_port(), free_port());
-    let cfg = config(dir.path(), &pki, smtp_port, hook_port);
-    let smtp = Receiver::start("smtp", smtp_port, dir.path(), &pki);
-    let plant = Plant::new(&[502], &["--config", cfg.to_str().unwrap()]).await;
+    let setup = Setup::new();
+    let smtp = setup.smtp();
+    let plant = setup.plant().await;
     let b = &plant.broker;
     admin_on(
         &b.data,
@@ -322,12 +354,9 @@ async fn admin_session(b: &Broker) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_receiver_never_fails_the_action_and_is_retried_visibly() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
     // Nothing listens on either port yet.
-    let (smtp_port, hook_port) = (free_port(), free_port());
-    let cfg = config(dir.path(), &pki, smtp_port, hook_port);
-    let plant = Plant::new(&[502], &["--config", cfg.to_str().unwrap()]).await;
+    let setup = Setup::new();
+    let plant = setup.plant().await;
     let b = &plant.broker;
     set_contact(b, "sam", &["--email", "sam@plant.example"]);
     let ada = admin_session(b).await;
@@ -376,8 +405,8 @@ async fn an_unreachable_receiver_never_fails_the_action_and_is_retried_visibly()
     assert!(retrying >= 2, "{metrics}");
 
     // The receivers come up: the next retries deliver, nothing was dropped.
-    let smtp = Receiver::start("smtp", smtp_port, dir.path(), &pki);
-    let hook = Receiver::start("webhook", hook_port, dir.path(), &pki);
+    let smtp = setup.smtp();
+    let hook = setup.hook();
     smtp.wait_for("the retried e-mail", |m| {
         m["subject"]
             .as_str()
@@ -403,16 +432,13 @@ async fn an_unreachable_receiver_never_fails_the_action_and_is_retried_visibly()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notice_committed_before_kill_9_is_delivered_after_the_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
-    let (smtp_port, hook_port) = (free_port(), free_port());
-    let cfg = config(dir.path(), &pki, smtp_port, hook_port);
-    let mut plant = Plant::new(&[502], &["--config", cfg.to_str().unwrap()]).await;
+    let setup = Setup::new();
+    let mut plant = setup.plant().await;
     set_contact(&plant.broker, "sam", &["--email", "sam@plant.example"]);
     // Committed while no mail server is up: the notice waits in the outbox.
     let id = plant.vera.request("plc-7", "502", "+1h");
     plant.broker.kill_and_restart();
-    let smtp = Receiver::start("smtp", smtp_port, dir.path(), &pki);
+    let smtp = setup.smtp();
     smtp.wait_for("the e-mail of before the crash", |m| {
         m["subject"]
             .as_str()
@@ -424,12 +450,9 @@ async fn a_notice_committed_before_kill_9_is_delivered_after_the_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisors_who_ask_hear_of_sessions_and_a_lockout_reaches_its_owner_and_the_admins() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = pki(dir.path());
-    let (smtp_port, hook_port) = (free_port(), free_port());
-    let cfg = config(dir.path(), &pki, smtp_port, hook_port);
-    let smtp = Receiver::start("smtp", smtp_port, dir.path(), &pki);
-    let plant = Plant::new(&[502], &["--config", cfg.to_str().unwrap()]).await;
+    let setup = Setup::new();
+    let smtp = setup.smtp();
+    let plant = setup.plant().await;
     let b = &plant.broker;
     let _ada = b.enroll("ada", "admin", None).await;
     let _sue = b.enroll("sue", "supervisor", None).await;

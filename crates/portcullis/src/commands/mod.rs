@@ -6,6 +6,7 @@ mod audit;
 mod connect;
 mod connector;
 mod devices;
+mod followers;
 mod grants;
 mod login;
 mod logout;

@@ -14,7 +14,7 @@ use portcullis_core::audit::ActorRole;
 use portcullis_store::{NewUser, Store};
 
 use crate::cli::ServeArgs;
-use crate::commands::{alerts, notify, parts, siem, watch};
+use crate::commands::{followers, parts};
 use crate::context::Context;
 
 pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -46,20 +46,9 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     )?;
     let metrics = relay.metrics();
     let stop = parts::shutdown_token()?;
-    let watch = watch::start(ctx, &store, stop.clone());
-    let notices = notify::start(
-        ctx,
-        &store,
-        &web.state,
-        &web.public,
-        &args.web.time_zone,
-        stop.clone(),
-    )?;
-    let alerts = alerts::start(ctx, &store, stop.clone());
-    let siem = siem::start(ctx, &store, stop.clone())?;
-    web.state.set_metrics(Arc::new(move || {
-        metrics.render() + &watch.render() + &notices.render() + &alerts.render() + &siem()
-    }));
+    let followers = followers::start(ctx, &store, &web, &args.web.time_zone, stop.clone())?;
+    web.state
+        .set_metrics(Arc::new(move || metrics.render() + &followers()));
     bootstrap(&store, &web.public).await?;
 
     match &tls.dev_ca {

@@ -3,10 +3,9 @@
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use crate::cli::WebCommandArgs;
-use crate::commands::{alerts, notify, parts, siem, watch};
+use crate::commands::{followers, parts};
 use crate::context::Context;
 
 pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode> {
@@ -22,20 +21,13 @@ pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode
         &tls,
     )?;
     let stop = parts::shutdown_token()?;
-    let watch = watch::start(ctx, &store, stop.clone());
-    let notices = notify::start(
+    web.state.set_metrics(followers::start(
         ctx,
         &store,
-        &web.state,
-        &web.public,
+        &web,
         &args.web.time_zone,
         stop.clone(),
-    )?;
-    let alerts = alerts::start(ctx, &store, stop.clone());
-    let siem = siem::start(ctx, &store, stop.clone())?;
-    web.state.set_metrics(Arc::new(move || {
-        watch.render() + &notices.render() + &alerts.render() + &siem()
-    }));
+    )?);
     match &tls.dev_ca {
         Some(ca) => println!("web: {} (development CA: {})", web.public, ca.display()),
         None => println!("web: {}", web.public),
