@@ -48,7 +48,7 @@ async fn a_relay_killed_hard_closes_its_sessions_on_restart_and_the_client_comes
     let port = echo.addr().port();
     let mut plant = Plant::new(&[port], &[]).await;
     let grant = plant.grant(&port.to_string(), "+1h").await;
-    let tunnel = plant.vera.connect(grant, &[], 1).await;
+    let mut tunnel = plant.vera.connect(grant, &[], 1).await;
     let local = tunnel.local(port);
     let _live = round_trip(local).await.unwrap();
 
@@ -60,6 +60,10 @@ async fn a_relay_killed_hard_closes_its_sessions_on_restart_and_the_client_comes
     // The restarted relay closed the session in the audit log, and the client reconnected
     // with a new token: a new connection works again.
     let _again = until_through(local, Duration::from_secs(60)).await;
+    // The client learned of the restart from the new relay's stateless reset, which it could
+    // check because the reset key survived the restart (issue 16), not from its idle timeout.
+    let lost = tunnel.wait_for("connection to the relay lost").await;
+    assert!(lost.contains("reset"), "{lost}");
     let ends = plant.broker.audit("relay.session.end");
     assert_eq!(ends[0]["details"]["reason"], "relay_restart", "{ends:?}");
     let starts = plant.broker.audit("relay.session.start");

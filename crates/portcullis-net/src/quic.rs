@@ -240,17 +240,66 @@ pub const MAX_UDP_PAYLOAD: u16 = 65527;
 pub const UDP_BUFFER: usize = 4 * 1024 * 1024;
 
 /// Binds a QUIC endpoint on `addr` (a server when `server` is given, else client-only) with the
-/// payload size and socket buffers above.
+/// payload size and socket buffers above, and a random stateless-reset key.
 pub fn endpoint(
     addr: std::net::SocketAddr,
     server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    bind(addr, server, quinn::EndpointConfig::default())
+}
+
+/// [`endpoint`] for a relay, with a stateless-reset key kept across restarts (issue 16,
+/// decision 0007's lead). A relay that restarted answers its peers' next packets with a stateless
+/// reset they can check, because the key, and so each connection's reset token, is the one they
+/// were given before: clients and connectors notice at their next packet (within a keep-alive)
+/// instead of at the idle timeout. The key never leaves the relay; a peer only ever sees tokens
+/// derived from it.
+pub fn relay_endpoint(
+    addr: std::net::SocketAddr,
+    server: quinn::ServerConfig,
+    reset_key: &[u8; 32],
+) -> std::io::Result<quinn::Endpoint> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(key));
+    // quinn's default connection IDs carry a check keyed per process, so a restarted relay would
+    // drop its peers' packets as "invalid CID" before it could reset them: random IDs are
+    // accepted as unknown, and answered with the reset (at most one per `min_reset_interval`).
+    config.cid_generator(|| Box::new(RandomCids));
+    bind(addr, Some(server), config)
+}
+
+/// Random 8-byte connection IDs that any later process takes as unknown rather than invalid.
+#[derive(Debug)]
+struct RandomCids;
+
+impl quinn::ConnectionIdGenerator for RandomCids {
+    fn generate_cid(&mut self) -> quinn::ConnectionId {
+        let mut id = [0u8; 8];
+        // ring's system generator reads getrandom(2), which cannot fail once the kernel's pool
+        // is initialised (long before a relay starts).
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id);
+        quinn::ConnectionId::new(&id)
+    }
+
+    fn cid_len(&self) -> usize {
+        8
+    }
+
+    fn cid_lifetime(&self) -> Option<Duration> {
+        None
+    }
+}
+
+fn bind(
+    addr: std::net::SocketAddr,
+    server: Option<quinn::ServerConfig>,
+    mut config: quinn::EndpointConfig,
 ) -> std::io::Result<quinn::Endpoint> {
     let socket = std::net::UdpSocket::bind(addr)?;
     let sock = socket2::SockRef::from(&socket);
     // Best effort: an unprivileged process may get less than it asks for.
     let _ = sock.set_recv_buffer_size(UDP_BUFFER);
     let _ = sock.set_send_buffer_size(UDP_BUFFER);
-    let mut config = quinn::EndpointConfig::default();
     config
         .max_udp_payload_size(MAX_UDP_PAYLOAD)
         .map_err(|e| std::io::Error::other(format!("max_udp_payload_size: {e}")))?;

@@ -45,6 +45,18 @@ impl Context {
         Ok(())
     }
 
+    /// The relay's QUIC stateless-reset key (`keys/relay-reset.key`, 0600), created on first
+    /// start and kept, so peers recognise a restarted relay's resets (issue 16).
+    pub fn relay_reset_key(&self) -> anyhow::Result<impl std::ops::Deref<Target = [u8; 32]>> {
+        let path = self.keys_dir().join("relay-reset.key");
+        keyfile::load_or_create(&path).with_context(|| {
+            format!(
+                "cannot read or create the relay's reset key {}",
+                path.display()
+            )
+        })
+    }
+
     /// The audit MAC key; created on first use by commands that write.
     pub fn mac_key(&self, create: bool) -> anyhow::Result<MacKey> {
         let path = self.mac_key_path();

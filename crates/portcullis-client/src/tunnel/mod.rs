@@ -348,7 +348,14 @@ async fn follow_control(live: &mut Live, report: &Reporter) -> Control {
                 let e = live.conn.closed().await;
                 return Control::Lost(e.to_string());
             }
-            Err(e) => return Control::Lost(e.to_string()),
+            // Why the connection went, when it did (`reset by peer`: a restarted relay's
+            // stateless reset; `timed out`: silence), beside how the read failed.
+            Err(e) => {
+                return Control::Lost(match live.conn.close_reason() {
+                    Some(why) => format!("{e}: {why}"),
+                    None => e.to_string(),
+                });
+            }
         }
     }
 }

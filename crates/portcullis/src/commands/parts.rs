@@ -142,6 +142,7 @@ pub const TOKEN_AUDIENCE: &str = "portcullis-relay";
 
 /// The relay and its bound QUIC endpoint.
 pub fn relay_part(
+    ctx: &Context,
     store: &Store,
     args: &RelayArgs,
     verifier: TokenVerifier,
@@ -155,7 +156,8 @@ pub fn relay_part(
             portcullis_core::wire::CONNECTOR_ALPN,
         ],
     )?;
-    let endpoint = quic::endpoint(args.relay_listen, Some(server)).with_context(|| {
+    let reset_key = ctx.relay_reset_key()?;
+    let endpoint = quic::relay_endpoint(args.relay_listen, server, &reset_key).with_context(|| {
         format!(
             "cannot listen for the relay on UDP {} (in use, or not an address of this machine?)",
             args.relay_listen

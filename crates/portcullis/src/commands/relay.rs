@@ -20,7 +20,7 @@ pub async fn run(ctx: &Context, args: RelayCommandArgs) -> anyhow::Result<ExitCo
     let hosts = parts::cert_hosts(&[args.relay.relay_listen]);
     let tls = parts::tls_material(ctx, &args.tls, hosts).await?;
     let verifier = parts::verifier(ctx, &args.public_url, args.jwks.as_deref())?;
-    let (relay, endpoint) = parts::relay_part(&store, &args.relay, verifier, &tls)?;
+    let (relay, endpoint) = parts::relay_part(ctx, &store, &args.relay, verifier, &tls)?;
     let bound = endpoint.local_addr()?;
     let stop = parts::shutdown_token()?;
     let watch = watch::start(ctx, &store, stop.clone());

@@ -34,7 +34,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| format!("https://{}", web_socket.1));
     let verifier = parts::verifier_for_serve(ctx, &public_guess)?;
-    let (relay, endpoint) = parts::relay_part(&store, &args.relay, verifier, &tls)?;
+    let (relay, endpoint) = parts::relay_part(ctx, &store, &args.relay, verifier, &tls)?;
     let relay_bound = endpoint.local_addr()?;
     let web = parts::web_part(
         ctx,
