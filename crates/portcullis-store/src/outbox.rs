@@ -14,6 +14,7 @@ use portcullis_core::{GrantId, Timestamp};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AssertSqlSafe, Row};
 
+use crate::sites::{opt_ts, ts};
 use crate::{AuditActor, Backend, Store, StoreError};
 
 /// A notice waiting to be routed.
@@ -148,16 +149,6 @@ fn notice_from_str(s: &str) -> Result<Notice, StoreError> {
 const DELIVERY_COLUMNS: &str = "d.id, d.outbox_id, o.action, o.event_seq, d.channel, d.recipient, \
     d.recipient_user, d.subject, d.body, d.state, d.attempts, d.next_attempt_at, d.last_error, \
     d.created_at, d.delivered_at";
-
-fn ts(r: &AnyRow, col: &str) -> Result<Timestamp, StoreError> {
-    Ok(Timestamp::parse_rfc3339(&r.try_get::<String, _>(col)?)?)
-}
-
-fn opt_ts(r: &AnyRow, col: &str) -> Result<Option<Timestamp>, StoreError> {
-    Ok(r.try_get::<Option<String>, _>(col)?
-        .map(|t| Timestamp::parse_rfc3339(&t))
-        .transpose()?)
-}
 
 fn delivery_from_row(r: &AnyRow) -> Result<DeliveryRecord, StoreError> {
     Ok(DeliveryRecord {

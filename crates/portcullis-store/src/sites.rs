@@ -380,11 +380,13 @@ async fn fetch_site(conn: &mut AnyConnection, name: &str) -> Result<SiteRecord, 
     })
 }
 
-fn ts(r: &AnyRow, col: &str) -> Result<Timestamp, StoreError> {
+/// A timestamp column (fixed-width RFC 3339 text); shared by the store's row readers.
+pub(crate) fn ts(r: &AnyRow, col: &str) -> Result<Timestamp, StoreError> {
     Ok(Timestamp::parse_rfc3339(&r.try_get::<String, _>(col)?)?)
 }
 
-fn opt_ts(r: &AnyRow, col: &str) -> Result<Option<Timestamp>, StoreError> {
+/// A timestamp column that may be NULL.
+pub(crate) fn opt_ts(r: &AnyRow, col: &str) -> Result<Option<Timestamp>, StoreError> {
     Ok(r.try_get::<Option<String>, _>(col)?
         .map(|t| Timestamp::parse_rfc3339(&t))
         .transpose()?)

@@ -11,6 +11,7 @@ use sqlx::any::AnyRow;
 
 use crate::orgs::org_id;
 use crate::relay::GrantChange;
+use crate::sites::opt_ts;
 use crate::{AuditActor, ENROLLMENT_TTL, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,12 +406,6 @@ pub(crate) async fn fetch_user_by_id(
         .map(user_from_row)
         .transpose()?
         .ok_or_else(|| StoreError::NotFound(format!("user #{id} does not exist")))
-}
-
-fn opt_ts(r: &AnyRow, col: &str) -> Result<Option<Timestamp>, StoreError> {
-    Ok(r.try_get::<Option<String>, _>(col)?
-        .map(|t| Timestamp::parse_rfc3339(&t))
-        .transpose()?)
 }
 
 fn user_from_row(r: &AnyRow) -> Result<UserRecord, StoreError> {
