@@ -54,6 +54,23 @@ fn export(b: &Broker) -> Vec<String> {
     .collect()
 }
 
+/// Waits until the alert watcher has recorded its `alert.config_change` for `target` (it runs
+/// beside the web service and appends a moment after the change), so later exports do not
+/// race it.
+fn settle(b: &Broker, target: &str) {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while !export(b).iter().any(|line| {
+        let ev: serde_json::Value = serde_json::from_str(line).unwrap();
+        ev["action"] == "alert.config_change" && ev["target"] == target
+    }) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alert.config_change for {target}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Receives messages until `lines` (export lines from seq `from`) have all arrived; asserts
 /// that they arrive in order, each once, with MSG equal to the export line.
 async fn receive_exactly(rx: &mut Receiver, lines: &[String]) {
@@ -99,6 +116,7 @@ async fn every_event_once_in_order_across_a_restart(db: Option<&str>, kind: Kind
         &["admin", "user", "add", "ada", "--role", "auditor"],
     );
     failed_login(&b, "sam").await;
+    settle(&b, "user:ada");
     let first = export(&b);
     assert!(first.len() >= 5, "{first:?}");
     receive_exactly(&mut rx, &first).await;
@@ -112,6 +130,7 @@ async fn every_event_once_in_order_across_a_restart(db: Option<&str>, kind: Kind
     );
     failed_login(&b, "kim").await;
     failed_login(&b, "nobody").await;
+    settle(&b, "user:kim");
     rx.restart().await;
     let all = export(&b);
     // What it missed (from the first export's own audit.export event on), once, in order.
@@ -177,6 +196,7 @@ async fn tls_with_a_test_ca_gets_every_event_once_across_a_restart() {
         &["admin", "user", "add", "ada", "--role", "auditor"],
     );
     failed_login(&b, "ada").await;
+    settle(&b, "user:ada");
     let first = export(&b);
     receive_exactly(&mut rx, &first).await;
     rx.stop();
@@ -185,6 +205,7 @@ async fn tls_with_a_test_ca_gets_every_event_once_across_a_restart() {
         None,
         &["admin", "user", "add", "kim", "--role", "supervisor"],
     );
+    settle(&b, "user:kim");
     rx.restart().await;
     let all = export(&b);
     receive_exactly(&mut rx, &all[first.len()..]).await;
@@ -265,6 +286,7 @@ async fn tail_prints_export_lines_and_follows(db: Option<&str>) {
             &["admin", "user", "add", name, "--role", "auditor"],
         );
     }
+    settle(&b, "user:cy");
     let all = export(&b);
     let from = 3;
     let tail = admin_on(
@@ -290,7 +312,10 @@ async fn tail_prints_export_lines_and_follows(db: Option<&str>) {
     assert_eq!(tail.len(), want.len() + 1);
     assert!(tail[want.len()].contains("\"action\":\"audit.export\""));
 
-    // Following: the last 10 events, then a new one as it is committed.
+    // Following: the last 10 events, then a new one as it is committed. The tail starts once
+    // `before` events and that export's own audit.export exist, and before the export after its
+    // ten lines, so its ten end in between.
+    let before = export(&b).len() as i64;
     let mut cmd = Command::new(portcullis_bin());
     cmd.arg("--data-dir").arg(&b.data);
     match db {
@@ -312,14 +337,20 @@ async fn tail_prints_export_lines_and_follows(db: Option<&str>) {
             }
         }
     });
-    let head = export(&b).len();
-    let shown: Vec<String> = (0..10.min(head))
-        .map(|_| rx.recv_timeout(DEADLINE).expect("the last events"))
+    let shown: Vec<i64> = (0..10)
+        .map(|_| {
+            let line = rx.recv_timeout(DEADLINE).expect("the last events");
+            serde_json::from_str::<serde_json::Value>(&line).unwrap()["seq"]
+                .as_i64()
+                .unwrap()
+        })
         .collect();
-    let first: serde_json::Value = serde_json::from_str(&shown[0]).unwrap();
-    assert_eq!(
-        first["seq"].as_i64().unwrap(),
-        (head as i64 - 10).max(0) + 1
+    let after = export(&b).len() as i64;
+    let start: i64 = shown[0];
+    assert_eq!(shown, (start..start + 10).collect::<Vec<_>>());
+    assert!(
+        (before + 1..=after).contains(&shown[9]),
+        "{shown:?}, {before}..{after}"
     );
     admin_on(
         &b.data,

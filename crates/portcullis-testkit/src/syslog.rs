@@ -1,14 +1,16 @@
 //! A syslog collector for tests and benchmarks, on loopback: TCP or TLS with octet-counting
 //! framing (RFC 6587 / RFC 5425), or UDP. Every message it receives goes to a channel with the
-//! instant it arrived. `stop` closes the listener and every connection after reading what the
-//! connection had delivered, like a collector shut down cleanly; `restart` listens again on
-//! the same port.
+//! instant it arrived. `stop` closes the listener and shuts a clean collector's connections
+//! down: it closes its side (a TCP FIN, or TLS close_notify then FIN) and reads on until the
+//! sender closes too, so what the sender had written is received, not dropped unread with the
+//! socket. `restart` waits for that, then listens again on the same port, so messages still
+//! arrive in the order they were sent.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -29,7 +31,13 @@ pub struct Receiver {
     tx: mpsc::UnboundedSender<(Instant, String)>,
     pub rx: mpsc::UnboundedReceiver<(Instant, String)>,
     stop: Option<watch::Sender<bool>>,
+    /// Connections not yet closed by the sender (counting those draining after a stop).
+    open: Arc<watch::Sender<usize>>,
 }
+
+/// How long a stopped connection waits for the sender to close its side; a sender that never
+/// notices is cut then, so a broken build fails instead of hanging.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Receiver {
     /// Listens on a free loopback port.
@@ -41,6 +49,7 @@ impl Receiver {
             tx,
             rx,
             stop: None,
+            open: Arc::new(watch::channel(0).0),
         };
         r.listen().await;
         r
@@ -64,6 +73,7 @@ impl Receiver {
         let (stop_tx, stop_rx) = watch::channel(false);
         self.stop = Some(stop_tx);
         let tx = self.tx.clone();
+        let open = self.open.clone();
         match self.kind.clone() {
             Kind::Udp => {
                 let sock = UdpSocket::bind(self.addr).await.unwrap();
@@ -94,6 +104,7 @@ impl Receiver {
                             a = listener.accept() => a.unwrap(),
                         };
                         let (tx, stop) = (tx.clone(), stop.clone());
+                        let open = Open::count(&open);
                         match &kind {
                             Kind::Tls(config) => {
                                 let acceptor = TlsAcceptor::from(config.clone());
@@ -101,10 +112,14 @@ impl Receiver {
                                     if let Ok(tls) = acceptor.accept(sock).await {
                                         read_frames(tls, tx, stop).await;
                                     }
+                                    drop(open);
                                 });
                             }
                             _ => {
-                                tokio::spawn(read_frames(sock, tx, stop));
+                                tokio::spawn(async move {
+                                    read_frames(sock, tx, stop).await;
+                                    drop(open);
+                                });
                             }
                         }
                     }
@@ -113,16 +128,19 @@ impl Receiver {
         }
     }
 
-    /// Closes the listener and every connection.
+    /// Closes the listener and shuts every connection down cleanly (see the module's note).
     pub fn stop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(true);
         }
     }
 
-    /// Listens again on the same port.
+    /// Stops, waits until the sender has closed every old connection, and listens again on the
+    /// same port.
     pub async fn restart(&mut self) {
         self.stop();
+        let mut open = self.open.subscribe();
+        let _ = tokio::time::timeout(DRAIN_LIMIT, open.wait_for(|n| *n == 0)).await;
         self.listen().await;
     }
 
@@ -141,18 +159,47 @@ impl Drop for Receiver {
     }
 }
 
-/// Reads `LEN SP MSG` frames until EOF or `stop`.
-async fn read_frames<S: AsyncRead + Unpin>(
+/// One open connection, counted in `Receiver::open` while it lives.
+struct Open(Arc<watch::Sender<usize>>);
+
+impl Open {
+    fn count(open: &Arc<watch::Sender<usize>>) -> Open {
+        open.send_modify(|n| *n += 1);
+        Open(open.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+/// Reads `LEN SP MSG` frames until EOF. On `stop` it closes its own side and reads on until
+/// the sender closes too, or [`DRAIN_LIMIT`] passes.
+async fn read_frames<S: AsyncRead + AsyncWrite + Unpin>(
     sock: S,
     tx: mpsc::UnboundedSender<(Instant, String)>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut r = BufReader::new(sock);
+    // `read_until` keeps what it read in `len` when the select drops it, so nothing is lost.
+    let mut len = Vec::new();
+    let mut drain_until = None;
     loop {
-        let mut len = Vec::new();
-        let got = tokio::select! {
-            _ = stop.changed() => return,
-            got = r.read_until(b' ', &mut len) => got,
+        let got = match drain_until {
+            Some(at) => match tokio::time::timeout_at(at, r.read_until(b' ', &mut len)).await {
+                Ok(got) => got,
+                Err(_) => return,
+            },
+            None => tokio::select! {
+                _ = stop.changed() => {
+                    drain_until = Some(tokio::time::Instant::now() + DRAIN_LIMIT);
+                    let _ = r.get_mut().shutdown().await;
+                    continue;
+                }
+                got = r.read_until(b' ', &mut len) => got,
+            },
         };
         match got {
             Ok(0) | Err(_) => return,
@@ -162,6 +209,7 @@ async fn read_frames<S: AsyncRead + Unpin>(
         let n: usize = text
             .parse()
             .unwrap_or_else(|_| panic!("bad octet count {text:?}"));
+        len.clear();
         let mut msg = vec![0u8; n];
         if r.read_exact(&mut msg).await.is_err() {
             return;
