@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use portcullis_net::quic::Congestion;
 use quinn::TransportConfig;
 
 /// How fast the connector notices trouble and comes back. Tests shorten these.
@@ -31,6 +32,9 @@ pub struct ConnectorConfig {
     pub relay_silence: Duration,
     /// On shutdown, how long to wait for the close to reach the relay. Default 1 s.
     pub close_grace: Duration,
+    /// The congestion controller of the connector's QUIC connection, which governs what the
+    /// connector sends: the device's answers, so the vendor's downloads. Default BBR.
+    pub congestion: Congestion,
 }
 
 impl Default for ConnectorConfig {
@@ -45,6 +49,7 @@ impl Default for ConnectorConfig {
             dial_timeout: Duration::from_secs(5),
             relay_silence: Duration::from_secs(6),
             close_grace: Duration::from_secs(1),
+            congestion: Congestion::default(),
         }
     }
 }
@@ -52,9 +57,13 @@ impl Default for ConnectorConfig {
 impl ConnectorConfig {
     /// The shared transport (same windows, stream limits and MTU bounds, so memory per
     /// connection is what docs/BENCHMARKS.md describes) with this config's keep-alive and idle
-    /// timeout.
+    /// timeout, and its congestion controller.
     pub fn transport(&self) -> Arc<TransportConfig> {
-        portcullis_net::quic::transport_config_with(self.idle_timeout, self.keep_alive)
+        portcullis_net::quic::transport_config_with(
+            self.idle_timeout,
+            self.keep_alive,
+            self.congestion,
+        )
     }
 }
 

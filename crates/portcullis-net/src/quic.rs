@@ -8,8 +8,11 @@
 //!   key, and the relay token's `cnf` says which key the broker minted the token for. Whoever
 //!   presents a certificate the token does not name is refused by the relay, not by TLS.
 //! - One transport configuration ([`transport_config`]) for both ends, tuned for bulk TCP tunnels
-//!   on a LAN or loopback; the numbers and why are in `docs/BENCHMARKS.md`.
+//!   on a LAN or loopback; the numbers and why are in `docs/BENCHMARKS.md`. Its congestion
+//!   controller is a setting ([`Congestion`], `--congestion`), BBR by default: decision 0018.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,14 +48,24 @@ pub const MAX_STREAMS: u32 = 4096;
 /// throughput was unchanged (docs/BENCHMARKS.md). The windows are limits, not allocations: an
 /// idle stream holds no buffer.
 pub fn transport_config() -> Arc<TransportConfig> {
-    transport_config_with(IDLE_TIMEOUT, KEEP_ALIVE)
+    transport_config_for(Congestion::default())
+}
+
+/// [`transport_config`] with another congestion controller.
+pub fn transport_config_for(congestion: Congestion) -> Arc<TransportConfig> {
+    transport_config_with(IDLE_TIMEOUT, KEEP_ALIVE, congestion)
 }
 
 /// [`transport_config`] with another idle timeout and keep-alive (the site connector notices a
 /// dead link faster). An idle timeout beyond QUIC's range (~146 years in ms) cannot be meant:
 /// it becomes [`IDLE_TIMEOUT`] rather than no timeout at all.
-pub fn transport_config_with(idle: Duration, keep_alive: Duration) -> Arc<TransportConfig> {
+pub fn transport_config_with(
+    idle: Duration,
+    keep_alive: Duration,
+    congestion: Congestion,
+) -> Arc<TransportConfig> {
     let mut t = TransportConfig::default();
+    t.congestion_controller_factory(congestion.factory());
     t.max_concurrent_bidi_streams(VarInt::from_u32(MAX_STREAMS));
     t.max_concurrent_uni_streams(VarInt::from_u32(0));
     t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
@@ -66,6 +79,63 @@ pub fn transport_config_with(idle: Duration, keep_alive: Duration) -> Arc<Transp
     mtu.upper_bound(MAX_PACKET_PAYLOAD);
     t.mtu_discovery_config(Some(mtu));
     Arc::new(t)
+}
+
+/// The congestion controller of a QUIC connection: `--congestion bbr|cubic|newreno` on the relay,
+/// the vendor's client and the site connector. Each end controls what it sends, so the relay's
+/// setting governs downloads and the client's uploads.
+///
+/// BBR is the default (decision 0018): it paces at the bottleneck's measured rate instead of
+/// filling the queue until loss, so random loss (Wi-Fi, LTE) does not collapse it and a deep
+/// buffer does not hold an interactive connection behind a bulk one. Cubic (quinn's own
+/// default) and NewReno stay for paths where BBR misbehaves, and for comparing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Congestion {
+    #[default]
+    Bbr,
+    Cubic,
+    NewReno,
+}
+
+impl Congestion {
+    pub const ALL: [Congestion; 3] = [Congestion::Bbr, Congestion::Cubic, Congestion::NewReno];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Congestion::Bbr => "bbr",
+            Congestion::Cubic => "cubic",
+            Congestion::NewReno => "newreno",
+        }
+    }
+
+    fn factory(self) -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
+        use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+        match self {
+            Congestion::Bbr => Arc::new(BbrConfig::default()),
+            Congestion::Cubic => Arc::new(CubicConfig::default()),
+            Congestion::NewReno => Arc::new(NewRenoConfig::default()),
+        }
+    }
+}
+
+impl fmt::Display for Congestion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Congestion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase();
+        Congestion::ALL
+            .into_iter()
+            .find(|c| c.as_str() == wanted)
+            .ok_or_else(|| {
+                format!("'{s}' is not a congestion controller: choose bbr, cubic or newreno")
+            })
+    }
 }
 
 /// Flow-control window of one stream: at 50 ms round trip, ~500 Mbit/s per tunnelled TCP
@@ -329,5 +399,23 @@ pub async fn read_tcp_chunk(
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn congestion_names_parse_back_and_a_wrong_one_is_explained() {
+        for c in Congestion::ALL {
+            assert_eq!(c.as_str().parse::<Congestion>(), Ok(c));
+            assert_eq!(c.to_string().to_uppercase().parse::<Congestion>(), Ok(c));
+        }
+        assert_eq!(Congestion::default(), Congestion::Bbr);
+        assert_eq!(
+            "vegas".parse::<Congestion>(),
+            Err("'vegas' is not a congestion controller: choose bbr, cubic or newreno".into())
+        );
     }
 }

@@ -190,7 +190,10 @@ impl Peer {
             }
             Peer::Quic { send, recv, head } => {
                 let head = std::mem::replace(head, Head::Early(Bytes::new()));
-                (Reader::Quic { recv, head, chunk }, Writer::Quic(send))
+                (
+                    Reader::Quic { recv, head, chunk },
+                    Writer::Quic { send, sent: 0 },
+                )
             }
         }
     }
@@ -716,16 +719,39 @@ async fn await_opened(recv: &mut RecvStream) -> Result<Bytes, Fault> {
     }
 }
 
+/// Bytes a tunnelled connection sends one way before its QUIC stream counts as bulk.
+///
+/// A poll, a keystroke or a screen update is well under this; a firmware upload or a file copy
+/// passes it within its first round trips. From then on the stream sends at [`BULK_PRIORITY`],
+/// below every stream still under the mark, so quinn packs interactive bytes into the next
+/// packet ahead of bulk bytes already waiting in its send buffer (issue 16, point 2). Streams of
+/// one priority share the connection round robin, so bulk streams still share fairly.
+pub const BULK_AFTER: u64 = 1024 * 1024;
+/// Priority of a bulk stream; quinn's default (and every other stream's) is 0.
+pub const BULK_PRIORITY: i32 = -1;
+
 enum Writer<'a> {
     Tcp(WriteHalf<'a>),
-    Quic(&'a mut SendStream),
+    Quic {
+        send: &'a mut SendStream,
+        /// Bytes written so far, for [`BULK_AFTER`].
+        sent: u64,
+    },
 }
 
 impl Writer<'_> {
     async fn write(&mut self, chunk: Bytes) -> Result<(), Fault> {
         match self {
             Writer::Tcp(wr) => wr.write_all(&chunk).await.map_err(Fault::tcp),
-            Writer::Quic(send) => Ok(send.write_chunk(chunk).await?),
+            Writer::Quic { send, sent } => {
+                let before = *sent;
+                *sent += chunk.len() as u64;
+                if before < BULK_AFTER && *sent >= BULK_AFTER {
+                    // Only fails on a stream already reset, which the write reports.
+                    let _ = send.set_priority(BULK_PRIORITY);
+                }
+                Ok(send.write_chunk(chunk).await?)
+            }
         }
     }
 
@@ -733,7 +759,7 @@ impl Writer<'_> {
     async fn finish(&mut self) -> Result<(), Fault> {
         match self {
             Writer::Tcp(wr) => wr.shutdown().await.map_err(Fault::tcp),
-            Writer::Quic(send) => match send.finish() {
+            Writer::Quic { send, .. } => match send.finish() {
                 Ok(()) => Ok(()),
                 // Already reset by the peer's STOP_SENDING: nothing is left to finish.
                 Err(quinn::ClosedStream { .. }) => Ok(()),

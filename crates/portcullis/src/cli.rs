@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use portcullis_core::policy::parse_approvals;
 use portcullis_core::window::parse_window_length;
 use portcullis_core::{Access, Criticality, Role, WritePolicy};
+use portcullis_net::quic::Congestion;
 
 /// A core type from one of `names`: `--help` and a wrong value list the choices, and the value
 /// reaches the command already parsed.
@@ -170,6 +171,14 @@ pub struct ConnectArgs {
     /// 127.0.0.1 with the same number, or a free one when that is taken.
     #[arg(short = 'L', value_name = "[ADDR:]LOCAL_PORT:REMOTE_PORT")]
     pub forward: Vec<String>,
+    /// QUIC congestion control for what this client sends (uploads): bbr, cubic or newreno.
+    #[arg(
+        long,
+        env = "PORTCULLIS_CONGESTION",
+        default_value = "bbr",
+        value_name = "NAME"
+    )]
+    pub congestion: Congestion,
 }
 
 #[derive(Debug, Args)]
@@ -263,6 +272,15 @@ pub struct RelayArgs {
     /// for the live view, e.g. 2s; one database write per period for all sessions.
     #[arg(long, env = "PORTCULLIS_LIVE_REPORT_EVERY", default_value = "2s", value_parser = report_period)]
     pub live_report_every: std::time::Duration,
+    /// QUIC congestion control for what the relay sends (the vendors' downloads): bbr, cubic or
+    /// newreno (decision 0018).
+    #[arg(
+        long,
+        env = "PORTCULLIS_CONGESTION",
+        default_value = "bbr",
+        value_name = "NAME"
+    )]
+    pub congestion: Congestion,
 }
 
 /// A live-report period: 100 ms to 1 min (shorter writes the database for nothing, longer makes
@@ -644,6 +662,15 @@ pub struct ConnectorRunArgs {
     /// For enrolling first: PEM file of the CA that signs the broker's HTTPS certificate.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
+    /// QUIC congestion control for what the connector sends (the devices' answers, so the
+    /// vendors' downloads): bbr, cubic or newreno.
+    #[arg(
+        long,
+        env = "PORTCULLIS_CONGESTION",
+        default_value = "bbr",
+        value_name = "NAME"
+    )]
+    pub congestion: Congestion,
 }
 
 #[derive(Debug, Args)]

@@ -41,6 +41,7 @@ pub use relay::Welcome;
 pub use tokens::{BrokerTokens, TokenError, TokenSource};
 
 use portcullis_net::frames::{FrameError, expect_frame};
+use portcullis_net::quic::Congestion;
 use relay::{Dialer, EstablishError, Live};
 
 /// QUIC application close code: the client is done (the relay audits `client_closed`).
@@ -60,6 +61,8 @@ pub struct TunnelOptions {
     pub roots: RootCertStore,
     /// The broker's host, used when the broker announces the relay on an unspecified address.
     pub broker_host: Option<String>,
+    /// The congestion controller of the client's QUIC connection (what it sends: uploads).
+    pub congestion: Congestion,
 }
 
 impl fmt::Debug for TunnelOptions {
@@ -69,6 +72,7 @@ impl fmt::Debug for TunnelOptions {
             .field("forwards", &self.forwards)
             .field("roots", &self.roots.len())
             .field("broker_host", &self.broker_host)
+            .field("congestion", &self.congestion)
             .finish()
     }
 }
@@ -188,7 +192,7 @@ pub async fn run<T: TokenSource>(
     report: Reporter,
     shutdown: impl Future<Output = ()>,
 ) -> Result<Outcome, TunnelError> {
-    let mut dialer = Dialer::new(opts.roots, opts.broker_host);
+    let mut dialer = Dialer::new(opts.roots, opts.broker_host, opts.congestion);
     tokio::pin!(shutdown);
     let live = tokio::select! {
         () = &mut shutdown => return Ok(Outcome::Interrupted),

@@ -11,6 +11,7 @@ use rustls::RootCertStore;
 use time::OffsetDateTime;
 
 use portcullis_net::frames::{FrameError, expect_frame, write_frame};
+use portcullis_net::quic::Congestion;
 use portcullis_net::split_host_port;
 
 use super::tokens::{TokenError, TokenSource};
@@ -87,14 +88,16 @@ impl EstablishError {
 pub(crate) struct Dialer {
     roots: RootCertStore,
     broker_host: Option<String>,
+    congestion: Congestion,
     endpoint: Option<(Endpoint, bool)>,
 }
 
 impl Dialer {
-    pub fn new(roots: RootCertStore, broker_host: Option<String>) -> Self {
+    pub fn new(roots: RootCertStore, broker_host: Option<String>, congestion: Congestion) -> Self {
         Self {
             roots,
             broker_host,
+            congestion,
             endpoint: None,
         }
     }
@@ -157,9 +160,10 @@ impl Dialer {
         let (addr, server_name) = resolve(&relay, self.broker_host.as_deref())
             .await
             .map_err(unreachable)?;
-        let config =
+        let mut config =
             portcullis_net::quic::client_config_with_roots(roots, cert, key, &[wire::ALPN])
                 .map_err(|e| EstablishError::Local(e.to_string()))?;
+        config.transport_config(portcullis_net::quic::transport_config_for(self.congestion));
         let endpoint = self.endpoint(addr.is_ipv6())?;
         let connecting = endpoint
             .connect_with(config, addr, &server_name)

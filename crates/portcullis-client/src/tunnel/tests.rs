@@ -91,6 +91,7 @@ impl FakeRelay {
             forwards: forwards.iter().map(|f| f.parse().unwrap()).collect(),
             roots: crate::trust::roots_from_pem(&self.ca_pem, "ca").unwrap(),
             broker_host: None,
+            congestion: Congestion::default(),
         }
     }
 

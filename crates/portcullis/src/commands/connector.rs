@@ -80,7 +80,11 @@ async fn run_command(args: ConnectorRunArgs) -> anyhow::Result<ExitCode> {
             allowlist.len()
         );
     }
-    let connector = Connector::new(identity, allowlist, ConnectorConfig::default(), args.relay)?;
+    let config = ConnectorConfig {
+        congestion: args.congestion,
+        ..ConnectorConfig::default()
+    };
+    let connector = Connector::new(identity, allowlist, config, args.relay)?;
     println!(
         "connector: site {}, relay {}",
         connector.site(),

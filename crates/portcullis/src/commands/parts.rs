@@ -148,7 +148,7 @@ pub fn relay_part(
     verifier: TokenVerifier,
     tls_material: &TlsMaterial,
 ) -> anyhow::Result<(Relay, quinn::Endpoint)> {
-    let server = quic::relay_server_config(
+    let mut server = quic::relay_server_config(
         tls_material.certs.clone(),
         tls_material.key.clone_key(),
         &[
@@ -156,6 +156,7 @@ pub fn relay_part(
             portcullis_core::wire::CONNECTOR_ALPN,
         ],
     )?;
+    server.transport_config(quic::transport_config_for(args.congestion));
     let reset_key = ctx.relay_reset_key()?;
     let endpoint = quic::relay_endpoint(args.relay_listen, server, &reset_key).with_context(|| {
         format!(
