@@ -171,14 +171,8 @@ pub struct ConnectArgs {
     /// 127.0.0.1 with the same number, or a free one when that is taken.
     #[arg(short = 'L', value_name = "[ADDR:]LOCAL_PORT:REMOTE_PORT")]
     pub forward: Vec<String>,
-    /// QUIC congestion control for what this client sends (uploads): bbr, cubic or newreno.
-    #[arg(
-        long,
-        env = "PORTCULLIS_CONGESTION",
-        default_value = "bbr",
-        value_name = "NAME"
-    )]
-    pub congestion: Congestion,
+    #[command(flatten)]
+    pub quic: QuicArgs,
 }
 
 #[derive(Debug, Args)]
@@ -272,15 +266,8 @@ pub struct RelayArgs {
     /// for the live view, e.g. 2s; one database write per period for all sessions.
     #[arg(long, env = "PORTCULLIS_LIVE_REPORT_EVERY", default_value = "2s", value_parser = report_period)]
     pub live_report_every: std::time::Duration,
-    /// QUIC congestion control for what the relay sends (the vendors' downloads): bbr, cubic or
-    /// newreno (decision 0018).
-    #[arg(
-        long,
-        env = "PORTCULLIS_CONGESTION",
-        default_value = "bbr",
-        value_name = "NAME"
-    )]
-    pub congestion: Congestion,
+    #[command(flatten)]
+    pub quic: QuicArgs,
 }
 
 /// A live-report period: 100 ms to 1 min (shorter writes the database for nothing, longer makes
@@ -662,15 +649,8 @@ pub struct ConnectorRunArgs {
     /// For enrolling first: PEM file of the CA that signs the broker's HTTPS certificate.
     #[arg(long, value_name = "PEM")]
     pub ca: Option<PathBuf>,
-    /// QUIC congestion control for what the connector sends (the devices' answers, so the
-    /// vendors' downloads): bbr, cubic or newreno.
-    #[arg(
-        long,
-        env = "PORTCULLIS_CONGESTION",
-        default_value = "bbr",
-        value_name = "NAME"
-    )]
-    pub congestion: Congestion,
+    #[command(flatten)]
+    pub quic: QuicArgs,
 }
 
 #[derive(Debug, Args)]
@@ -710,4 +690,19 @@ pub enum ClockCommand {
         #[arg(long, value_enum, default_value_t = OutFormat::Text)]
         format: OutFormat,
     },
+}
+
+/// The QUIC settings of every end that speaks to the relay (or is it): `serve`, `relay`,
+/// `connect`, `connector run`.
+#[derive(Debug, Args)]
+pub struct QuicArgs {
+    /// QUIC congestion control for what this end sends (the relay and a site connector: the
+    /// vendors' downloads; `connect`: uploads): bbr, cubic or newreno (decision 0018).
+    #[arg(
+        long,
+        env = "PORTCULLIS_CONGESTION",
+        default_value = "bbr",
+        value_name = "NAME"
+    )]
+    pub congestion: Congestion,
 }

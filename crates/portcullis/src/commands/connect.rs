@@ -35,7 +35,7 @@ pub async fn run(args: ConnectArgs) -> anyhow::Result<ExitCode> {
         forwards,
         roots: trust::roots(session.ca_pem.as_deref())?,
         broker_host: api.broker_host(),
-        congestion: args.congestion,
+        congestion: args.quic.congestion,
     };
     let mut tokens = BrokerTokens::new(api, Prompt::stdin());
     let outcome = tunnel::run(opts, &mut tokens, Arc::new(print_event), stop_signal()?).await?;

@@ -81,7 +81,7 @@ async fn run_command(args: ConnectorRunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let config = ConnectorConfig {
-        congestion: args.congestion,
+        congestion: args.quic.congestion,
         ..ConnectorConfig::default()
     };
     let connector = Connector::new(identity, allowlist, config, args.relay)?;

@@ -156,7 +156,7 @@ pub fn relay_part(
             portcullis_core::wire::CONNECTOR_ALPN,
         ],
     )?;
-    server.transport_config(quic::transport_config_for(args.congestion));
+    server.transport_config(quic::transport_config_for(args.quic.congestion));
     let reset_key = ctx.relay_reset_key()?;
     let endpoint = quic::relay_endpoint(args.relay_listen, server, &reset_key).with_context(|| {
         format!(
