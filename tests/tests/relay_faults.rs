@@ -50,7 +50,7 @@ async fn a_relay_killed_hard_closes_its_sessions_on_restart_and_the_client_comes
     let grant = plant.grant(&port.to_string(), "+1h").await;
     let mut tunnel = plant.vera.connect(grant, &[], 1).await;
     let local = tunnel.local(port);
-    let _live = round_trip(local).await.unwrap();
+    let live = round_trip(local).await.unwrap();
 
     plant.broker.kill_and_restart();
     // The device side of the live connection closed with the process.
@@ -64,6 +64,17 @@ async fn a_relay_killed_hard_closes_its_sessions_on_restart_and_the_client_comes
     // check because the reset key survived the restart (issue 16), not from its idle timeout.
     let lost = tunnel.wait_for("connection to the relay lost").await;
     assert!(lost.contains("reset"), "{lost}");
+    // The connection that was open when the relay died could not be kept, and `connect` says
+    // which one it was and why.
+    let live_addr = live.local_addr().unwrap();
+    let closed = tunnel
+        .wait_for(&format!("connection {live_addr} -> "))
+        .await;
+    assert!(
+        closed.contains("ended: the connection to the relay was")
+            && closed.contains("open it again once `connect` has reconnected"),
+        "{closed}"
+    );
     let ends = plant.broker.audit("relay.session.end");
     assert_eq!(ends[0]["details"]["reason"], "relay_restart", "{ends:?}");
     let starts = plant.broker.audit("relay.session.start");

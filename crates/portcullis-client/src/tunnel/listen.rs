@@ -132,8 +132,10 @@ async fn carry(
     };
     match splice(&conn, tcp, &target, cancel.cancelled()).await {
         Ok(_) => {}
-        // The client is stopping: its own cut is not news.
+        // The client is stopping: its own cut is not news (also when the connection closed
+        // under the stream before the stream saw the cancel).
         Err(SpliceError::Ended(SpliceEnd::Cancelled)) => {}
+        Err(_) if cancel.is_cancelled() => {}
         Err(SpliceError::Refused { code, message, .. }) => report(&Event::StreamRefused {
             peer,
             target,
@@ -143,9 +145,31 @@ async fn carry(
         Err(e) => report(&Event::StreamFailed {
             peer,
             target,
-            detail: e.to_string(),
+            detail: match conn.close_reason() {
+                Some(why) => went_with_the_connection(&why),
+                None => e.to_string(),
+            },
         }),
     }
+}
+
+/// Why a tunnelled connection ended when the relay connection carrying it went (a relay
+/// restart, a long outage): it cannot be kept, because its device end was the old relay's TCP
+/// connection (or the site connector's, for that relay), which is gone with it.
+fn went_with_the_connection(why: &quinn::ConnectionError) -> String {
+    let why = match why {
+        // We closed it ourselves because its control stream was lost: the reason is reported
+        // by the `ConnectionLost` event beside this one.
+        quinn::ConnectionError::LocallyClosed => "lost".to_owned(),
+        quinn::ConnectionError::Reset => "reset: the relay restarted".to_owned(),
+        quinn::ConnectionError::TimedOut => "timed out: no answer from the relay".to_owned(),
+        other => format!("lost: {other}"),
+    };
+    format!(
+        "the connection to the relay was {why}, and this tunnelled connection could not \
+         outlive it (its device end was held by that relay): open it again once `connect` has \
+         reconnected"
+    )
 }
 
 /// The current relay connection, waiting (bounded) while the client reconnects. The watch

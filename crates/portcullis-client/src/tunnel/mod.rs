@@ -239,7 +239,10 @@ pub async fn run<T: TokenSource>(
         opts.grant_id,
         tokens,
         &report,
-        &conn_tx,
+        Streams {
+            conn: &conn_tx,
+            cancel: &cancel,
+        },
         &mut shutdown,
     )
     .await;
@@ -260,6 +263,13 @@ enum Control {
     Broken(String),
 }
 
+/// What the local connections hang on: the relay connection new streams open on, and the
+/// token that ends them all.
+struct Streams<'a> {
+    conn: &'a watch::Sender<Option<Connection>>,
+    cancel: &'a CancellationToken,
+}
+
 /// Follows the session, replacing lost connections, until it ends.
 async fn supervise<T: TokenSource, S: Future<Output = ()> + Unpin>(
     mut live: Live,
@@ -267,13 +277,16 @@ async fn supervise<T: TokenSource, S: Future<Output = ()> + Unpin>(
     grant_id: i64,
     tokens: &mut T,
     report: &Reporter,
-    conn_tx: &watch::Sender<Option<Connection>>,
+    streams: Streams<'_>,
     shutdown: &mut S,
 ) -> Result<Outcome, TunnelError> {
     let mut deadline = Instant::now() + live.welcome.remaining;
     loop {
         let control = tokio::select! {
             () = &mut *shutdown => {
+                // The streams learn that the client is stopping before the connection closes
+                // under them, so none reports its own cut as a failure.
+                streams.cancel.cancel();
                 live.conn.close(CLIENT_CLOSED, b"client closed");
                 return Ok(Outcome::Interrupted);
             }
@@ -298,7 +311,7 @@ async fn supervise<T: TokenSource, S: Future<Output = ()> + Unpin>(
             Control::Lost(detail) => detail,
         };
         // Lost without `Ending`: a network matter. New streams wait for the next session.
-        conn_tx.send_replace(None);
+        streams.conn.send_replace(None);
         live.conn.close(CLIENT_CLOSED, b"control stream lost");
         if Instant::now() >= deadline {
             return Err(TunnelError::WindowOver { detail });
@@ -314,7 +327,7 @@ async fn supervise<T: TokenSource, S: Future<Output = ()> + Unpin>(
             welcome: next.welcome.clone(),
             reconnected: true,
         });
-        conn_tx.send_replace(Some(next.conn.clone()));
+        streams.conn.send_replace(Some(next.conn.clone()));
         live = next;
     }
 }

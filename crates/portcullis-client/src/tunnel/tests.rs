@@ -401,6 +401,46 @@ async fn a_refused_handshake_is_an_error_with_the_relays_words() {
 }
 
 #[tokio::test]
+async fn a_connection_open_when_the_relay_connection_goes_is_closed_with_the_reason() {
+    let relay = FakeRelay::start();
+    let mut run = start(&relay, &["127.0.0.1:0:502"]);
+    let mut first = relay.accept().await;
+    first.welcome(&[502], 120_000).await;
+    first.serve_echo(0);
+    let local = run.listening().await;
+    // A local connection that is open, and has carried bytes, when the relay goes.
+    let mut tcp = TcpStream::connect(local).await.unwrap();
+    tcp.write_all(b"up").await.unwrap();
+    let mut hi = [0u8; 5];
+    tcp.read_exact(&mut hi).await.unwrap();
+    assert_eq!(&hi, b"hi:up");
+
+    // As a restarted relay does to its old peers: the connection is reset under them.
+    first.conn.close(VarInt::from_u32(9), b"gone");
+    let mut said = None;
+    while said.is_none() {
+        match run.next_event().await {
+            Event::StreamFailed { detail, .. } => said = Some(detail),
+            Event::ConnectionLost { .. } | Event::Retrying { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let said = said.unwrap();
+    assert!(
+        said.starts_with("the connection to the relay was lost"),
+        "{said}"
+    );
+    assert!(
+        said.contains("open it again once `connect` has reconnected"),
+        "{said}"
+    );
+    // And the local end is closed, not left hanging.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest)).await;
+    assert!(read.is_ok(), "the local connection is closed");
+}
+
+#[tokio::test]
 async fn a_lost_connection_is_replaced_with_a_fresh_token_and_identity_keeping_the_listeners() {
     let relay = FakeRelay::start();
     let mut run = start(&relay, &["127.0.0.1:0:502"]);
