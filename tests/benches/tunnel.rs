@@ -7,8 +7,13 @@
 //! ```text
 //! cargo bench -p portcullis-e2e --bench tunnel -- [--rounds N] [--mib N] [--rr N] [--setups N]
 //!     [--idle N] [--busy N] [--trials N] [--batch N] [--reconnects N] [--link-down S[-S2]]
-//!     [--only memory,throughput,latency,enforcement,enforcement-pg,connector,connector-link]
+//!     [--secs N] [--congestion bbr,cubic,newreno]
+//!     [--only memory,throughput,latency,enforcement,enforcement-pg,connector,connector-link,
+//!             shaped,iperf]
 //! ```
+//!
+//! `shaped` (across the link `bench/tunnel-compare --link` shapes) and `iperf` (iperf3 through
+//! each path, 1 and 4 streams, both directions): issue 16, `tunnel/shaped.rs`; opt-in too.
 //!
 //! `connector` and `connector-link` (the site connector of issue 5, `tunnel/connector.rs`) run
 //! only when named in `--only`; a run without `--only` is the issue-4 comparison as before.
@@ -37,6 +42,8 @@
 mod common;
 #[path = "tunnel/connector.rs"]
 mod connector;
+#[path = "tunnel/shaped.rs"]
+mod shaped;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -71,6 +78,10 @@ struct Opts {
     /// Seconds the plant's link stays down in `connector-link`: `8`, or `8-12` for durations
     /// evenly spread over that range across the trials (the first at 8, the last at 12).
     link_down: (f64, f64),
+    /// Seconds per iperf3 test (`shaped`, `iperf`).
+    secs: u64,
+    /// The congestion controllers `shaped` compares, a Portcullis path each (`iperf`: the first).
+    congestion: Vec<String>,
     only: Vec<String>,
 }
 
@@ -87,6 +98,8 @@ impl Opts {
             batch: 25,
             reconnects: 10,
             link_down: (8.0, 8.0),
+            secs: 10,
+            congestion: ["bbr", "cubic", "newreno"].map(str::to_owned).to_vec(),
             only: Vec::new(),
         };
         let mut args = std::env::args().skip(1);
@@ -110,6 +123,10 @@ impl Opts {
                         None => (secs(&v), secs(&v)),
                     };
                 }
+                "--secs" => o.secs = num() as u64,
+                "--congestion" => {
+                    o.congestion = args.next().unwrap().split(',').map(str::to_owned).collect();
+                }
                 "--only" => {
                     o.only = args.next().unwrap().split(',').map(str::to_owned).collect();
                 }
@@ -130,9 +147,10 @@ impl Opts {
 }
 
 /// The parts a veth run measures; the rest are loopback-only.
-const VETH_PARTS: [&str; 2] = ["throughput", "latency"];
-/// The parts that run only when `--only` names them (the site connector, issue 5).
-const OPT_IN_PARTS: [&str; 2] = ["connector", "connector-link"];
+const VETH_PARTS: [&str; 4] = ["throughput", "latency", "shaped", "iperf"];
+/// The parts that run only when `--only` names them (the site connector, issue 5; the iperf3
+/// comparisons, issue 16).
+const OPT_IN_PARTS: [&str; 4] = ["connector", "connector-link", "shaped", "iperf"];
 
 // ---------------------------------------------------------------------------------------------
 // The client side's network namespace (veth runs only).
@@ -459,38 +477,51 @@ impl SshConf {
 
     /// `ssh -N -L` to `device_port` on the sshd's side; returns the process and local address.
     async fn forward(&self, device_port: u16) -> (Reaped, SocketAddr) {
-        let local = client_free_addr().await;
-        let child = client_cmd("ssh")
-            .args([
-                "-N",
-                "-T",
-                "-o",
-                "ExitOnForwardFailure=yes",
-                "-o",
-                "BatchMode=yes",
-            ])
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-            ])
-            .args(["-o", "LogLevel=ERROR", "-o", "Compression=no"])
-            .args([
-                "-c",
-                "aes128-gcm@openssh.com",
-                "-i",
-                &self.key,
-                "-p",
-                &self.port,
-            ])
-            .arg("-L")
-            .arg(format!("{local}:127.0.0.1:{device_port}"))
+        let (child, locals) = self.forward_ports(&[device_port]).await;
+        (child, locals[0])
+    }
+
+    /// One `ssh -N` forwarding each of `ports` (one `-L` each, all in the one ssh connection);
+    /// the first must be a device of `device_conn`'s kind, which is how readiness is checked.
+    async fn forward_ports(&self, ports: &[u16]) -> (Reaped, Vec<SocketAddr>) {
+        let mut locals = Vec::new();
+        for _ in ports {
+            locals.push(client_free_addr().await);
+        }
+        let mut cmd = client_cmd("ssh");
+        cmd.args([
+            "-N",
+            "-T",
+            "-o",
+            "ExitOnForwardFailure=yes",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-o", "LogLevel=ERROR", "-o", "Compression=no"])
+        .args([
+            "-c",
+            "aes128-gcm@openssh.com",
+            "-i",
+            &self.key,
+            "-p",
+            &self.port,
+        ]);
+        for (local, port) in locals.iter().zip(ports) {
+            cmd.arg("-L").arg(format!("{local}:127.0.0.1:{port}"));
+        }
+        let child = cmd
             .arg(format!("{}@{}", self.user, self.host))
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
         let child = Reaped(child);
+        let local = locals[0];
         for _ in 0..100 {
             if let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_secs(1), dial(local)).await {
                 let mut b = [0u8; 1];
@@ -499,7 +530,7 @@ impl SshConf {
                         .await
                         .is_ok_and(|r| r.is_ok())
                 {
-                    return (child, local);
+                    return (child, locals);
                 }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -919,6 +950,17 @@ async fn run(opts: Opts) {
     }
     if wants("connector") {
         connector::loopback(&opts).await;
+    }
+    if wants("iperf") {
+        shaped::iperf_compare(&opts, veth).await;
+    }
+    if wants("shaped") {
+        match veth {
+            Some(ip) => shaped::shaped(&opts, ip).await,
+            None => {
+                println!("shaped: not run (it needs the link of `bench/tunnel-compare --link`)")
+            }
+        }
     }
 }
 

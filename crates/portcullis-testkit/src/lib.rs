@@ -14,6 +14,7 @@ use sqlx::postgres::PgConnection;
 
 pub mod devices;
 pub mod proxy;
+pub mod shaper;
 pub mod stats;
 pub mod syslog;
 
