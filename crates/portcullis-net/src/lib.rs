@@ -26,6 +26,7 @@ pub mod devca;
 pub mod frames;
 pub mod modbus_filter;
 pub mod quic;
+pub mod short_queue;
 pub mod siteca;
 pub mod splice;
 pub mod tls;

@@ -26,6 +26,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
 
 use crate::NetError;
+use crate::short_queue::ShortQueueFactory;
 use crate::tls::{crypto_provider, load_roots};
 
 /// How long a QUIC connection may be silent before either end drops it. Clients send keep-alives
@@ -85,9 +86,10 @@ pub fn transport_config_with(
 /// the vendor's client and the site connector. Each end controls what it sends, so the relay's
 /// setting governs downloads and the client's uploads.
 ///
-/// BBR is the default (decision 0018): it paces at the bottleneck's measured rate instead of
-/// filling the queue until loss, so random loss (Wi-Fi, LTE) does not collapse it and a deep
-/// buffer does not hold an interactive connection behind a bulk one. Cubic (quinn's own
+/// BBR is the default (decision 0018): it sizes its window from the bottleneck's measured rate
+/// instead of filling the queue until loss, so random loss (Wi-Fi, LTE) does not collapse it;
+/// with its window capped at 1.5 x the measured BDP ([`crate::short_queue`]), a deep buffer does
+/// not hold an interactive connection behind a bulk one. Cubic (quinn's own
 /// default) and NewReno stay for paths where BBR misbehaves, and for comparing.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Congestion {
@@ -111,7 +113,7 @@ impl Congestion {
     fn factory(self) -> Arc<dyn quinn::congestion::ControllerFactory + Send + Sync> {
         use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
         match self {
-            Congestion::Bbr => Arc::new(BbrConfig::default()),
+            Congestion::Bbr => Arc::new(ShortQueueFactory(Arc::new(BbrConfig::default()))),
             Congestion::Cubic => Arc::new(CubicConfig::default()),
             Congestion::NewReno => Arc::new(NewRenoConfig::default()),
         }
