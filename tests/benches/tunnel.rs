@@ -992,15 +992,7 @@ async fn tunnel_parts(
     let echo_port = echo.addr().port();
 
     let t = Instant::now();
-    let placement = match (veth, CLIENT_NS.get()) {
-        (Some(ip), Some(ns)) => Placement {
-            listen_ip: ip,
-            vendor_prefix: ["ip", "netns", "exec", &ns.name]
-                .map(str::to_owned)
-                .to_vec(),
-        },
-        _ => Placement::default(),
-    };
+    let placement = placement(veth);
     let plant = Arc::new(
         Plant::placed(
             None,
@@ -1295,4 +1287,18 @@ fn print_enforcement(what: &str, took: Duration, revoke: &[f64], api: &[f64], wi
     println!("{}", f("revoke request sent", revoke));
     println!("{}", f("(the revoke API call itself)", api));
     println!("{}", f("window end", window));
+}
+
+/// Where the brokers listen and how the vendor's commands run: on `server_ip` with the vendor in
+/// the client namespace for a veth or shaped run; on loopback otherwise.
+fn placement(server_ip: Option<IpAddr>) -> Placement {
+    match (server_ip, CLIENT_NS.get()) {
+        (Some(ip), Some(ns)) => Placement {
+            listen_ip: ip,
+            vendor_prefix: ["ip", "netns", "exec", &ns.name]
+                .map(str::to_owned)
+                .to_vec(),
+        },
+        _ => Placement::default(),
+    }
 }

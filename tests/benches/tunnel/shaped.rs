@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::common::{Placement, Plant, Reaped, Tunnel};
-use super::{CLIENT_NS, Opts, SshConf, client_cmd, machine, open, run_device};
+use super::{Opts, SshConf, client_cmd, machine, open, run_device};
 
 /// One way through to the two devices: iperf3's server and the echo device.
 struct Path {
@@ -70,21 +70,34 @@ fn iperf_server() -> (Reaped, u16) {
 /// iperf3's client on the client side: received bits/s of a `secs`-second test to `to` with
 /// `streams` streams, download (`-R`: the device's side sends) or upload.
 async fn iperf(to: SocketAddr, streams: usize, download: bool, secs: u64) -> f64 {
-    let mut c = client_cmd("iperf3");
-    c.args(["-c", &to.ip().to_string(), "-p", &to.port().to_string()])
-        .args(["-t", &secs.to_string(), "-P", &streams.to_string(), "-J"]);
-    if download {
-        c.arg("-R");
-    }
-    let out = tokio::task::spawn_blocking(move || c.stderr(Stdio::inherit()).output().unwrap())
-        .await
-        .unwrap();
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "iperf3 to {to}: {e}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    // The server takes one test at a time and may still be finishing the previous path's
+    // (a lossy link drains slowly): wait for it rather than measure nothing.
+    let mut tries = 0;
+    let json = loop {
+        let mut c = client_cmd("iperf3");
+        c.args(["-c", &to.ip().to_string(), "-p", &to.port().to_string()])
+            .args(["-t", &secs.to_string(), "-P", &streams.to_string(), "-J"]);
+        if download {
+            c.arg("-R");
+        }
+        let out = tokio::task::spawn_blocking(move || c.stderr(Stdio::inherit()).output().unwrap())
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "iperf3 to {to}: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        let busy = json["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("server is busy"));
+        tries += 1;
+        if !busy || tries == 30 {
+            break json;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     json["end"]["sum_received"]["bits_per_second"]
         .as_f64()
         .unwrap_or_else(|| panic!("iperf3 to {to} measured nothing: {json}"))
@@ -169,15 +182,7 @@ async fn paths(congestion: &[String], server_ip: Option<IpAddr>, keep: &mut Keep
         }
         None => println!("no PORTCULLIS_BENCH_SSH_*: the ssh -L column is left out"),
     }
-    let placement = match (server_ip, CLIENT_NS.get()) {
-        (Some(ip), Some(ns)) => Placement {
-            listen_ip: ip,
-            vendor_prefix: ["ip", "netns", "exec", &ns.name]
-                .map(str::to_owned)
-                .to_vec(),
-        },
-        _ => Placement::default(),
-    };
+    let placement = super::placement(server_ip);
     for c in congestion {
         let (iperf, echo) = portcullis_path(c, [iperf_port, echo_port], &placement, keep).await;
         out.push(Path {
