@@ -633,6 +633,107 @@ async fn verify_catches_a_forged_row_and_a_cut_tail_against_an_external_checkpoi
     );
 }
 
+/// `serve` on this broker's data directory until it says where the web is; then SIGTERM, and
+/// its exit status.
+fn serve_and_stop(b: &Broker, extra: &[&str]) -> std::process::ExitStatus {
+    use std::io::BufRead;
+    let mut child = b
+        .cmd()
+        .args([
+            "serve",
+            "--web-listen",
+            "127.0.0.1:0",
+            "--relay-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("relay: ") {
+            break;
+        }
+    }
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    lines.for_each(drop);
+    child.wait().unwrap()
+}
+
+#[tokio::test]
+async fn the_broker_signs_a_checkpoint_at_shutdown_so_a_cut_tail_is_caught_unasked() {
+    let b = seeded();
+    let dir = b.data_dir().join("checkpoints");
+    // The newest checkpoint's seq, read from the file (listing events would add an export).
+    let newest = || {
+        let files = std::fs::read_dir(&dir).unwrap();
+        let mut seqs: Vec<i64> = files
+            .map(|f| {
+                let text = std::fs::read_to_string(f.unwrap().path()).unwrap();
+                serde_json::from_str::<serde_json::Value>(&text).unwrap()["seq"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        seqs.sort();
+        (seqs.len(), *seqs.last().unwrap())
+    };
+    assert!(serve_and_stop(&b, &["--checkpoint-every", "1h"]).success());
+    let events = b.events();
+    let last = events.last().unwrap();
+    assert_eq!(last["action"], "service.stop", "the last event is the stop");
+    assert_eq!(
+        newest(),
+        (1, last["seq"].as_i64().unwrap()),
+        "one checkpoint, signed at shutdown, covering the stop itself"
+    );
+    let ok = b.ok(&["audit", "verify"]);
+    assert!(
+        ok.contains(&format!(
+            "1 of 1 checkpoint(s) matched, the newest of seq {}",
+            last["seq"]
+        )),
+        "{ok}"
+    );
+    // A second start and stop adds one more.
+    assert!(serve_and_stop(&b, &["--checkpoint-every", "off"]).success());
+    let (count, last) = newest();
+    assert_eq!(count, 2);
+    // Nobody ran `audit checkpoint`, yet cutting the last two events is caught.
+    b.tamper(&format!(
+        "DELETE FROM audit_events WHERE seq >= {}",
+        last - 1
+    ))
+    .await;
+    let r = b.run(&["audit", "verify"]);
+    assert_eq!(r.code, 3, "{}", r.stdout);
+    assert!(
+        r.stdout.starts_with(&format!(
+            "first bad seq: {}: missing: a signed checkpoint covers up to seq {last}",
+            last - 1
+        )),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_checkpoint_period_shorter_than_a_minute_is_refused_plainly() {
+    let b = Broker::new();
+    let r = b.run(&["serve", "--checkpoint-every", "5s"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("5s is shorter than a minute (or `off`)"),
+        "{}",
+        r.stderr
+    );
+}
+
 #[tokio::test]
 async fn commands_refuse_to_run_on_a_database_without_its_guards() {
     let b = seeded();

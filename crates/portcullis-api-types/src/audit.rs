@@ -94,4 +94,9 @@ pub struct ChainCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub head_hash: Option<String>,
+    /// The newest signed checkpoint the chain was checked against; absent when there is none
+    /// (then a cut tail cannot be seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub newest_checkpoint_seq: Option<i64>,
 }

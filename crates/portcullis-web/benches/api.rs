@@ -284,6 +284,7 @@ fn start_site(rt: &Runtime, pki: &Pki, backend: Backend, bounds: &[usize]) -> Si
                 signer: pki.ring.signer(&web.token_issuer, &web.token_audience),
                 jwks: pki.ring.jwks(),
                 audit_mac: MacKey::new([1; 32]),
+                checkpoints: None,
             };
             let state = AppState::new(store.clone(), clock.clone(), keys, web);
             let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

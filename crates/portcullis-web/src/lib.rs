@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod audit_check;
 mod body;
 pub mod error;
 pub mod extract;

@@ -12,6 +12,7 @@ use portcullis_net::devca::DevCa;
 use portcullis_store::{LockoutPolicy, SessionPolicy, Store};
 use tokio::sync::Semaphore;
 
+use crate::audit_check::CheckpointSource;
 use crate::limit::RateLimiter;
 
 /// Settings of the approval service.
@@ -86,6 +87,8 @@ pub struct WebKeys {
     pub jwks: serde_json::Value,
     /// For `GET /api/v1/audit/verify`.
     pub audit_mac: MacKey,
+    /// The signed checkpoints the verify checks against; `None`: only the chain and MACs.
+    pub checkpoints: Option<CheckpointSource>,
 }
 
 #[derive(Debug, Clone)]

@@ -241,6 +241,26 @@ pub struct WebArgs {
     /// to guess. Empty: none.
     #[arg(long, env = "PORTCULLIS_PLANT_NAME", default_value = "")]
     pub plant_name: String,
+    /// Sign an audit checkpoint into <data-dir>/checkpoints this often when there are new
+    /// events, e.g. 1h, or `off`; one is signed at shutdown either way.
+    #[arg(long, env = "PORTCULLIS_CHECKPOINT_EVERY", default_value = "1h", value_parser = checkpoint_period)]
+    pub checkpoint_every: CheckpointEvery,
+}
+
+/// How often the broker signs a checkpoint by itself; `None`: only at shutdown.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointEvery(pub Option<std::time::Duration>);
+
+/// A checkpoint period: `off`, or at least a minute (more often only fills the directory).
+fn checkpoint_period(text: &str) -> Result<CheckpointEvery, String> {
+    if text == "off" {
+        return Ok(CheckpointEvery(None));
+    }
+    let d = humantime::parse_duration(text).map_err(|e| format!("{e} (or `off`)"))?;
+    if d < std::time::Duration::from_secs(60) {
+        return Err(format!("{text} is shorter than a minute (or `off`)"));
+    }
+    Ok(CheckpointEvery(Some(d)))
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! the command, and turns any error into one line on stderr and a non-zero exit.
 #![forbid(unsafe_code)]
 
+mod checkpoints;
 mod cli;
 mod commands;
 mod config;

@@ -13,6 +13,7 @@ use portcullis_core::{Timestamp, ValidationError};
 use portcullis_store::AuditQuery;
 use serde::Deserialize;
 
+use crate::audit_check::{self, AuditCheck};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, Authed};
 use crate::state::AppState;
@@ -214,36 +215,41 @@ fn csv_writer() -> csv::Writer<Vec<u8>> {
     security(("bearer" = [])))]
 pub async fn verify(State(state): State<AppState>, authed: Authed) -> ApiResult<Json<ChainCheck>> {
     authed.require(&[Role::Auditor])?;
-    let outcome = state
-        .0
-        .store
-        .verify_chain(Some(state.0.keys.audit_mac.clone()), Vec::new())
-        .await?;
-    let guards = state.0.store.check_guards().await;
-    let guard_ok = guards.is_ok();
-    Ok(Json(match outcome {
-        Ok(v) => ChainCheck {
-            intact: guard_ok,
+    let broken = |message: String, first_bad_seq, guards| ChainCheck {
+        intact: false,
+        first_bad_seq,
+        message,
+        guards,
+        events: None,
+        head_seq: None,
+        head_hash: None,
+        newest_checkpoint_seq: None,
+    };
+    Ok(Json(match audit_check::run(&state).await? {
+        AuditCheck::BadCheckpoint(why) => broken(why, None, true),
+        AuditCheck::Chain {
+            outcome: Ok(v),
+            guards,
+            newest_checkpoint,
+        } => ChainCheck {
+            intact: guards,
             first_bad_seq: None,
-            message: if guard_ok {
+            message: if guards {
                 "audit log intact"
             } else {
                 "append-only guard missing"
             }
             .to_owned(),
-            guards: guard_ok,
+            guards,
             events: Some(v.events),
             head_seq: Some(v.head.seq),
             head_hash: Some(v.head.hash.to_hex()),
+            newest_checkpoint_seq: newest_checkpoint,
         },
-        Err(b) => ChainCheck {
-            intact: false,
-            first_bad_seq: Some(b.seq),
-            message: b.to_string(),
-            guards: guard_ok,
-            events: None,
-            head_seq: None,
-            head_hash: None,
-        },
+        AuditCheck::Chain {
+            outcome: Err(b),
+            guards,
+            ..
+        } => broken(b.to_string(), Some(b.seq), guards),
     }))
 }

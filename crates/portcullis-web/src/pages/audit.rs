@@ -16,6 +16,7 @@ use super::session::Browser;
 use super::time::PlantTime;
 use super::views::{state as state_badge, window};
 use crate::api::audit::filter;
+use crate::audit_check::{self, AuditCheck};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -210,27 +211,39 @@ pub(crate) async fn grant(
 
 pub(crate) async fn verify(State(state): State<AppState>, who: Browser) -> PageResult {
     who.require(&[Role::Auditor])?;
-    let outcome = state
-        .0
-        .store
-        .verify_chain(Some(state.0.keys.audit_mac.clone()), Vec::new())
-        .await?;
-    let guards = state.0.store.check_guards().await.is_ok();
-    let body = match outcome {
-        Ok(v) if guards => html! {
+    let body = match audit_check::run(&state).await? {
+        AuditCheck::BadCheckpoint(why) => html! {
+            p.bad data-testid="verify-result" data-intact="false" {
+                "A signed checkpoint does not verify: " (why)
+            }
+        },
+        AuditCheck::Chain {
+            outcome: Ok(v),
+            guards: true,
+            newest_checkpoint,
+        } => html! {
             p.ok data-testid="verify-result" data-intact="true" { "Audit log intact." }
             dl.facts {
                 dt { "Events" } dd { (v.events) }
                 dt { "Head" } dd { "seq " (v.head.seq) }
                 dt { "Head hash" } dd.code { (v.head.hash.to_hex()) }
+                dt { "Checkpoints" }
+                dd data-testid="verify-checkpoints" {
+                    @match newest_checkpoint {
+                        Some(seq) => { (v.checkpoints_checked) " matched, the newest of seq " (seq) }
+                        None => { "none signed yet: events cut from the end of the log would not be seen" }
+                    }
+                }
             }
         },
-        Ok(_) => html! {
+        AuditCheck::Chain { outcome: Ok(_), .. } => html! {
             p.bad data-testid="verify-result" data-intact="false" {
                 "The chain verifies, but the append-only guard is missing: the database would allow rewriting the log."
             }
         },
-        Err(b) => html! {
+        AuditCheck::Chain {
+            outcome: Err(b), ..
+        } => html! {
             p.bad data-testid="verify-result" data-intact="false" data-first-bad-seq=(b.seq) {
                 "Broken at seq " (b.seq) ": " (b.to_string())
             }

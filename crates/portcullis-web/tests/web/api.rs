@@ -9,17 +9,19 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use portcullis_auth::token::{TokenVerifier, thumbprint};
 use portcullis_auth::totp::TotpSecret;
-use portcullis_core::audit::ActorRole;
+use portcullis_core::audit::{ActorRole, Digest};
 use portcullis_core::{
     Clock, DeviceName, DevicePolicy, DeviceProfile, OrgName, Port, Role, Username,
 };
 use portcullis_store::{AuditActor, AuditQuery};
 use portcullis_testkit::TestDb;
 use portcullis_web::WebConfig;
+use portcullis_web::audit_check::CheckpointSource;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ApiResp as Resp, ApiUser as User, ORIGIN, PASSWORD, TestApp, device, spawn_app_on,
+    ApiResp as Resp, ApiUser as User, ORIGIN, PASSWORD, TestApp, device, spawn_app_checking,
+    spawn_app_on,
 };
 
 /// The harness with this module's plant: acme may request plc-7 and hmi-2 (dual approval),
@@ -535,6 +537,40 @@ async fn dual_approval_and_role_rules() {
             .starts_with("text/csv")
     );
     assert!(app.actions().await.contains(&"audit.export".to_owned()));
+}
+
+#[tokio::test]
+async fn verify_checks_the_chain_against_the_signed_checkpoints_and_names_the_newest() {
+    type Vouched = Result<Vec<(i64, Digest)>, String>;
+    let vouched: Arc<std::sync::Mutex<Vouched>> = Arc::new(std::sync::Mutex::new(Ok(Vec::new())));
+    let seen = vouched.clone();
+    let source = CheckpointSource(Arc::new(move || seen.lock().unwrap().clone()));
+    let app = App(spawn_app_checking(TestDb::sqlite(), |_| {}, Some(source)).await);
+    let ann = app.user("ann", Role::Auditor).await;
+    let verify = || app.get("/api/v1/audit/verify", &ann.token);
+    let v = verify().await.body;
+    assert_eq!(v["intact"], true, "{v}");
+    assert!(v.get("newest_checkpoint_seq").is_none(), "none yet: {v}");
+    // A checkpoint of the head, as the broker signs on its schedule.
+    let head = app.store.audit_head().await.unwrap();
+    *vouched.lock().unwrap() = Ok(vec![(head.seq, head.hash)]);
+    let v = verify().await.body;
+    assert_eq!(v["intact"], true, "{v}");
+    assert_eq!(v["newest_checkpoint_seq"], head.seq);
+    // One that covers events no longer in the database: the tail was cut.
+    *vouched.lock().unwrap() = Ok(vec![(head.seq + 3, Digest([5; 32]))]);
+    let v = verify().await.body;
+    assert_eq!(v["intact"], false, "{v}");
+    assert_eq!(v["first_bad_seq"], head.seq + 1);
+    assert!(
+        v["message"].as_str().unwrap().contains("tail truncated"),
+        "{v}"
+    );
+    // A checkpoint file whose signature is bad is named.
+    *vouched.lock().unwrap() = Err("checkpoint x.json: signature does not verify".into());
+    let v = verify().await.body;
+    assert_eq!(v["intact"], false, "{v}");
+    assert_eq!(v["message"], "checkpoint x.json: signature does not verify");
 }
 
 #[tokio::test]

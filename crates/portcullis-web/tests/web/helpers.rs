@@ -20,6 +20,7 @@ use portcullis_core::{
 use portcullis_net::devca;
 use portcullis_store::{AuditActor, AuditQuery, NewUser, Store, StoreConfig};
 use portcullis_testkit::{ManualClock, TestDb};
+use portcullis_web::audit_check::CheckpointSource;
 use portcullis_web::{AppState, WebConfig, WebKeys, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -50,6 +51,15 @@ pub async fn spawn_app_with(tune: impl FnOnce(&mut WebConfig)) -> TestApp {
 
 /// The app on a given database (PostgreSQL refuses some text that SQLite stores).
 pub async fn spawn_app_on(db: TestDb, tune: impl FnOnce(&mut WebConfig)) -> TestApp {
+    spawn_app_checking(db, tune, None).await
+}
+
+/// The app whose audit verify checks against the checkpoints `checkpoints` yields.
+pub async fn spawn_app_checking(
+    db: TestDb,
+    tune: impl FnOnce(&mut WebConfig),
+    checkpoints: Option<CheckpointSource>,
+) -> TestApp {
     let clock = Arc::new(ManualClock::at("2026-11-25T08:00:00Z"));
     let mut config = StoreConfig::new(MacKey::new([1; 32]));
     config.clock = clock.clone();
@@ -69,6 +79,7 @@ pub async fn spawn_app_on(db: TestDb, tune: impl FnOnce(&mut WebConfig)) -> Test
         signer: ring.signer(&web.token_issuer, &web.token_audience),
         jwks: ring.jwks(),
         audit_mac: MacKey::new([1; 32]),
+        checkpoints,
     };
     let state = AppState::new(store.clone(), clock.clone(), web_keys, web);
     TestApp {

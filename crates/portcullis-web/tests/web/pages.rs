@@ -861,6 +861,13 @@ async fn auditors_see_filter_export_and_verify_the_log() {
     );
     let v = app.get("/audit/verify", Some(&ann.cookie)).await;
     assert!(v.body.contains(r#"data-intact="true""#), "{}", v.body);
+    // Without a signed checkpoint the page says what that leaves unchecked.
+    assert!(
+        v.body
+            .contains("none signed yet: events cut from the end of the log would not be seen"),
+        "{}",
+        v.body
+    );
     // Others do not read the log.
     assert_eq!(
         app.get("/audit", Some(&vera.cookie)).await.status,

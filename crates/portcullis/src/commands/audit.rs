@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use portcullis_core::Timestamp;
-use portcullis_core::audit::{Checkpoint, Digest, ExportRecord};
+use portcullis_core::audit::ExportRecord;
 use portcullis_store::{AuditQuery, StoreError};
 
+use crate::checkpoints;
 use crate::cli::{AuditCommand, ExportFormat};
 use crate::context::{Context, cli_actor};
 
@@ -42,25 +43,23 @@ pub async fn run(ctx: &Context, cmd: AuditCommand) -> anyhow::Result<ExitCode> {
 
 async fn verify(ctx: &Context, extra: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let store = ctx.open_store_for_inspection().await?;
-    let mut files = checkpoint_files(&ctx.checkpoints_dir())?;
+    let mut files = checkpoints::files(&ctx.checkpoints_dir())?;
     files.extend(extra.iter().cloned());
-    let mut vouched: Vec<(i64, Digest)> = Vec::new();
+    let mut vouched = Vec::new();
     if !files.is_empty() {
         let key = ctx
             .checkpoint_key(false)
             .context("checkpoints are present but the checkpoint key is not")?
             .verifying_key();
-        for f in &files {
-            let cp = read_checkpoint(f)?;
-            match cp.verify(&key) {
-                Ok(v) => vouched.push(v),
-                Err(e) => {
-                    println!("checkpoint {}: {e}", f.display());
-                    return Ok(ExitCode::from(EXIT_TAMPERED));
-                }
+        match checkpoints::vouched(&files, &key) {
+            Ok(v) => vouched = v,
+            Err(bad) => {
+                println!("{bad}");
+                return Ok(ExitCode::from(EXIT_TAMPERED));
             }
         }
     }
+    let newest = vouched.iter().map(|(seq, _)| *seq).max();
     let outcome = store
         .verify_chain(Some(ctx.mac_key(false)?), vouched)
         .await?;
@@ -69,12 +68,16 @@ async fn verify(ctx: &Context, extra: &[PathBuf]) -> anyhow::Result<ExitCode> {
     let mut code = ExitCode::SUCCESS;
     match outcome {
         Ok(v) => println!(
-            "audit log intact: {} events, head seq {} ({}), {} of {} checkpoint(s) matched",
+            "audit log intact: {} events, head seq {} ({}), {} of {} checkpoint(s) matched{}",
             v.events,
             v.head.seq,
             v.head.hash,
             v.checkpoints_checked,
-            files.len()
+            files.len(),
+            match newest {
+                Some(seq) => format!(", the newest of seq {seq}"),
+                None => String::new(),
+            }
         ),
         Err(b) => {
             println!("{b}");
@@ -92,30 +95,6 @@ async fn verify(ctx: &Context, extra: &[PathBuf]) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-fn checkpoint_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
-    };
-    let mut files = Vec::new();
-    for entry in entries {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "json") {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-fn read_checkpoint(path: &Path) -> anyhow::Result<Checkpoint> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read checkpoint {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a Portcullis checkpoint", path.display()))
-}
-
 async fn checkpoint(ctx: &Context, out: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let store = ctx.open_store().await?;
     let key = ctx.checkpoint_key(true)?;
@@ -123,21 +102,16 @@ async fn checkpoint(ctx: &Context, out: Option<PathBuf>) -> anyhow::Result<ExitC
     if head.seq == 0 {
         anyhow::bail!("the audit log is empty: there is nothing to checkpoint yet");
     }
-    let cp = Checkpoint::sign(&head, store.now(), &key);
     let path = match out {
         Some(p) => p,
         None => {
             let dir = ctx.checkpoints_dir();
             std::fs::create_dir_all(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
-            dir.join(format!("checkpoint-{:012}.json", head.seq))
+            dir.join(checkpoints::file_name(head.seq))
         }
     };
-    write_atomically(&path, |w| {
-        serde_json::to_writer_pretty(&mut *w, &cp)?;
-        writeln!(w)?;
-        Ok(())
-    })?;
+    checkpoints::write(&path, &head, store.now(), &key)?;
     let details = serde_json::json!({ "seq": head.seq, "hash": head.hash.to_hex(), "file": path.display().to_string() });
     store
         .append(
@@ -275,27 +249,4 @@ impl Sink {
             }
         }
     }
-}
-
-/// Writes `path` through a temporary file in the same directory and renames it into place, so
-/// a failure never leaves a half-written file under the requested name.
-fn write_atomically(
-    path: &Path,
-    body: impl FnOnce(&mut dyn Write) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        body(&mut w)?;
-        w.flush()?;
-    }
-    tmp.as_file().sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

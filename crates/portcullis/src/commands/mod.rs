@@ -3,6 +3,7 @@
 mod admin;
 mod alerts;
 mod audit;
+mod checkpointer;
 mod connect;
 mod connector;
 mod devices;

@@ -11,10 +11,12 @@ use portcullis_core::audit::{ActorRole, AuditDraft};
 use portcullis_net::{devca, quic, tls};
 use portcullis_relay::{Relay, RelayConfig};
 use portcullis_store::{Store, SystemClock};
+use portcullis_web::audit_check::CheckpointSource;
 use portcullis_web::{AppState, WebConfig, WebKeys};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
+use crate::checkpoints;
 use crate::cli::{RelayArgs, TlsArgs, WebArgs};
 use crate::context::Context;
 
@@ -115,6 +117,7 @@ pub fn web_part(
         signer: ring.signer(&config.token_issuer, &config.token_audience),
         jwks: ring.jwks(),
         audit_mac: ctx.mac_key(true)?,
+        checkpoints: Some(checkpoint_source(ctx)?),
     };
     let state = AppState::new(store.clone(), Arc::new(SystemClock), keys, config);
     Ok(WebPart {
@@ -124,6 +127,17 @@ pub fn web_part(
         tls,
         state,
     })
+}
+
+/// The auditor's verify checks against the checkpoints in the data directory, as `audit verify`
+/// does.
+fn checkpoint_source(ctx: &Context) -> anyhow::Result<CheckpointSource> {
+    let dir = ctx.checkpoints_dir();
+    let key = ctx.checkpoint_key(true)?.verifying_key();
+    Ok(CheckpointSource(Arc::new(move || {
+        let files = checkpoints::files(&dir).map_err(|e| format!("{e:#}"))?;
+        checkpoints::vouched(&files, &key).map_err(|bad| bad.to_string())
+    })))
 }
 
 pub async fn run_web(part: WebPart, stop: CancellationToken) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use portcullis_core::audit::ActorRole;
 use portcullis_store::{NewUser, Store};
 
 use crate::cli::ServeArgs;
+use crate::commands::checkpointer::Checkpointer;
 use crate::commands::{followers, parts};
 use crate::context::Context;
 
@@ -47,6 +48,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let metrics = relay.metrics();
     let stop = parts::shutdown_token()?;
     let followers = followers::start(ctx, &store, &web, &args.web.time_zone, stop.clone())?;
+    let checkpointer = Checkpointer::start(ctx, &store, args.web.checkpoint_every.0, stop.clone())?;
     web.state
         .set_metrics(Arc::new(move || metrics.render() + &followers()));
     bootstrap(&store, &web.public).await?;
@@ -81,6 +83,7 @@ pub async fn run(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
             serde_json::json!({ "reason": "shutdown" }),
         ))
         .await?;
+    checkpointer.finish().await;
     store.close().await;
     // Whoever started us may have closed our stdout by now; that is no reason to fail.
     let _ = writeln!(std::io::stdout(), "stopped");

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use crate::cli::WebCommandArgs;
+use crate::commands::checkpointer::Checkpointer;
 use crate::commands::{followers, parts};
 use crate::context::Context;
 
@@ -21,6 +22,7 @@ pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode
         &tls,
     )?;
     let stop = parts::shutdown_token()?;
+    let checkpointer = Checkpointer::start(ctx, &store, args.web.checkpoint_every.0, stop.clone())?;
     web.state.set_metrics(followers::start(
         ctx,
         &store,
@@ -47,6 +49,7 @@ pub async fn run(ctx: &Context, args: WebCommandArgs) -> anyhow::Result<ExitCode
             serde_json::json!({ "reason": "shutdown" }),
         ))
         .await?;
+    checkpointer.finish().await;
     store.close().await;
     let _ = writeln!(std::io::stdout(), "stopped");
     Ok(ExitCode::SUCCESS)
